@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment in .venv with this package and its test tools,
+# and the Fashion-MNIST Debian package where apt is available. Safe to run every time:
+# it only installs when pyproject.toml changed since the last successful install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.caenet-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # torch/torchvision first, pinned to the wheels on this machine's disk (pip finds them;
+  # a newer release would download several GB of CUDA libraries instead).
+  .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" || .venv/bin/pip install -q "torch<=2.14.1" "torchvision<=0.29.1"
+  .venv/bin/pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+# Fashion-MNIST ships as a Debian package; optional (its tests skip without it).
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "setup: could not install dataset-fashion-mnist (its tests will skip)" >&2
+fi
+# The offline datasets beside the checkout, when this machine has them.
+if [ -z "${CAENET_DATA:-}" ] && [ -d ../shared/data ]; then
+  echo "setup: datasets from $(cd ../shared/data && pwd)"
+fi

@@ -1,0 +1,232 @@
+"""Typed experiment configs, validated on load.
+
+A config is one YAML file (see ``configs/``); every key has a type and a default here, so
+the YAML only states what differs. Loading rejects unknown keys, wrong types and impossible
+values with a one-line ``ConfigError`` that names the dotted key. ``--set a.b=value``
+overrides are parsed as YAML scalars and validated the same way.
+
+``smoke: true`` shrinks the same experiment to a few hundred images and one epoch (the
+big_vision "one switch for a laptop" idea); tests and CI use it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line and names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+DatasetName = Literal["mnist", "fashion-mnist", "cifar10", "cifar100"]
+
+
+class DataConfig(_Strict):
+    dataset: DatasetName = "cifar10"
+    # Folder holding the standard layouts (MNIST/raw, cifar-10-batches-py, ...).
+    # null: $CAENET_DATA, then the offline copies this machine ships, then download.
+    root: str | None = None
+    download: bool = True  # fall back to torchvision's download when files are missing
+    train_limit: int | None = Field(default=None, ge=10)  # first N training images
+    test_limit: int | None = Field(default=None, ge=10)
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)  # held out from training
+    seed: int = 0
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    augment: bool = False  # random crop (pad 4) + horizontal flip for CIFAR, crop only for 28x28
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+
+
+class BaselineConfig(_Strict):
+    model: str = "alexnet"
+    train: TrainConfig = TrainConfig(epochs=15, augment=True)
+
+
+class FeaturesConfig(_Strict):
+    # vgg16-imagenet: the paper's choice (needs ImageNet weights on disk or internet);
+    # baseline: the trained baseline's penultimate layer; pixels: PCA of raw pixels.
+    extractor: Literal["vgg16-imagenet", "baseline", "pixels"] = "baseline"
+    pca_dim: int | None = Field(default=64, ge=2)  # reduce features before clustering; null keeps all
+
+
+class ClusteringConfig(_Strict):
+    method: Literal["kmeans", "cosine", "dbscan", "hdbscan"] = "kmeans"
+    # kmeans: k is picked per class by the elbow method over [k_min, k_max] ...
+    k_min: int = Field(default=1, ge=1)
+    k_max: int = Field(default=8, ge=1)
+    # ... unless k is fixed here (k=1 is "no clustering": one target per class).
+    k: int | None = Field(default=None, ge=1)
+    kmeans_iters: int = Field(default=25, ge=1)
+    kmeans_restarts: int = Field(default=3, ge=1)
+    cosine_similarity: float = Field(default=0.8, gt=0, lt=1)  # merge threshold
+    dbscan_eps: float = Field(default=0.5, gt=0)
+    dbscan_min_samples: int = Field(default=5, ge=1)
+    hdbscan_min_cluster_size: int = Field(default=10, ge=2)
+
+    @model_validator(mode="after")
+    def _range(self) -> "ClusteringConfig":
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+        return self
+
+
+class AutoencoderConfig(_Strict):
+    model: str = "cae"  # picks the 28x28x1 or 32x32x3 variant from the dataset
+    width: float = Field(default=1.0, gt=0, le=4)  # channel multiplier (structural knob)
+    train: TrainConfig = TrainConfig(epochs=20, optimizer="adam", lr=2e-3, weight_decay=0.0)
+    # The paper's 0.012 -> 0.0065 comparison: also train the CAE with one target per class.
+    compare_unclustered: bool = True
+
+
+class KDConfig(_Strict):
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1)  # weight of the soft-target term
+
+
+class CAENetConfig(_Strict):
+    classifier_hidden: int = Field(default=256, ge=8)
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig(epochs=15, optimizer="adam", lr=2e-3, weight_decay=1e-4)
+    # no_transfer: the same network trained from scratch (random encoder, hard labels);
+    # no_kd: pretrained frozen encoder, hard labels only.
+    ablations: list[Literal["no_transfer", "no_kd"]] = ["no_transfer", "no_kd"]
+
+
+class LatencyConfig(_Strict):
+    threads: int = Field(default=1, ge=1)
+    warmup: int = Field(default=20, ge=0)
+    runs: int = Field(default=200, ge=5)
+    fold_batchnorm: bool = True  # fold BN into convs for inference, as an exporter would
+
+
+class EvaluateConfig(_Strict):
+    latency: LatencyConfig = LatencyConfig()
+    batch_size: int = Field(default=256, ge=1)
+
+
+class RuntimeConfig(_Strict):
+    workers: int = Field(default=1, ge=1)  # Ray Train data-parallel workers per training
+    cpus_per_worker: float = Field(default=2, gt=0)
+    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    max_failures: int = Field(default=2, ge=0)  # worker restarts, resuming from checkpoints
+    num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
+    cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
+    tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns
+    experiment: str = "caenet"
+    progress: bool = True
+
+
+class ExperimentConfig(_Strict):
+    name: str = "caenet"
+    smoke: bool = False  # shrink to a few hundred images and one epoch (tests, laptops)
+    data: DataConfig = DataConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    caenet: CAENetConfig = CAENetConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    def effective(self) -> "ExperimentConfig":
+        """The config actually run: ``smoke`` applied."""
+        if not self.smoke:
+            return self
+        cfg = self.model_copy(deep=True)
+        cfg.data.train_limit = min(cfg.data.train_limit or 400, 400)
+        cfg.data.test_limit = min(cfg.data.test_limit or 200, 200)
+        for train in (cfg.baseline.train, cfg.autoencoder.train, cfg.caenet.train):
+            train.epochs = 1
+        cfg.clustering.k_max = min(cfg.clustering.k_max, 3)
+        cfg.clustering.k_min = min(cfg.clustering.k_min, cfg.clustering.k_max)
+        cfg.evaluate.latency.warmup = min(cfg.evaluate.latency.warmup, 3)
+        cfg.evaluate.latency.runs = min(cfg.evaluate.latency.runs, 20)
+        return cfg
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", value), the value parsed as a YAML scalar/list."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({exc.__class__.__name__})") from None
+    return key, value
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{key}: {msg}")
+    return "; ".join(parts)
+
+
+def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str = "config") -> ExperimentConfig:
+    tree = copy.deepcopy(tree or {})
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(tree).__name__}")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML config; raises ConfigError with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file (see configs/ for examples)")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return from_dict(tree, overrides, source=str(path))
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Ray: the session of a pipeline run, and training through Ray Train."""

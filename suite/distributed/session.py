@@ -1,0 +1,32 @@
+"""One Ray session per pipeline run (``ray.init`` costs about 15 s on 2 cores)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from suite.config import RuntimeConfig
+
+
+@contextlib.contextmanager
+def ray_session(runtime: RuntimeConfig):
+    """Connect to ``$RAY_ADDRESS`` (a cluster, or ``ray job submit``) or start a local Ray.
+
+    A session started here is shut down on exit; one that was already up is left alone.
+    """
+    import ray
+
+    # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
+    # later head (PITFALLS.md). Users with token auth set RAY_AUTH_MODE themselves.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": False}
+    ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()

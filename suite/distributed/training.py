@@ -1,0 +1,297 @@
+"""Every training of the suite runs through Ray Train (``TorchTrainer``).
+
+A ``TrainJob`` describes one training (model, data, objective, schedule); ``fit(job)`` runs it
+on a ``ScalingConfig`` built from the runtime config (CPU workers here, GPU workers where the
+cluster has them), data-parallel with a distributed sampler, a checkpoint every epoch and
+``FailureConfig`` restarts that resume from the last checkpoint. A driver that crashed
+mid-training resumes too: ``fit`` finds the newest checkpoint of earlier attempts under the
+job's storage folder and hands it to the trainer.
+
+Objectives:
+  classify     cross-entropy on labels
+  kd           Hinton knowledge distillation on the teacher's precomputed logits
+  reconstruct  MSE between the model's output and each image's target image
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from suite.config import DataConfig, KDConfig, RuntimeConfig, TrainConfig
+
+
+class TrainingError(RuntimeError):
+    """A training that failed after its retries; the message is one line."""
+
+
+@dataclass
+class TrainJob:
+    name: str
+    model: str
+    model_kwargs: dict
+    data: dict  # DataConfig as a dict (plain data travels to workers cleanly)
+    train: dict  # TrainConfig as a dict
+    objective: str = "classify"  # classify | kd | reconstruct
+    targets_path: str | None = None  # .npy of target indices (reconstruct)
+    teacher_logits_path: str | None = None  # .npy of teacher logits over the training images (kd)
+    kd: dict = field(default_factory=lambda: KDConfig().model_dump())
+    init_from: dict = field(default_factory=dict)  # {"encoder": "/path/model.pt"}: load those weights
+    freeze: list = field(default_factory=list)  # submodule names kept fixed (and in eval mode)
+    storage_path: str = ""  # where Ray Train keeps this job's checkpoints
+    mlflow_uri: str | None = None
+    mlflow_run_id: str | None = None
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------- worker side
+
+
+def _split_tensors(job: TrainJob):
+    """(train x, train y, val x, val y) as uint8 images / label or target tensors."""
+    from suite.data import load_split, split_train_val
+
+    cfg = DataConfig(**job.data)
+    ds = load_split(cfg, "train")
+    val_mask = torch.from_numpy(split_train_val(len(ds), cfg.val_fraction, cfg.seed))
+    if job.objective == "reconstruct":
+        targets = torch.from_numpy(np.load(job.targets_path)).long()
+        y = ds.images[targets]
+    elif job.objective == "kd":
+        logits = torch.from_numpy(np.load(job.teacher_logits_path)).float()
+        y = torch.cat([ds.labels[:, None].float(), logits], 1)  # column 0: hard label
+    else:
+        y = ds.labels
+    return ds.images[~val_mask], y[~val_mask], ds.images[val_mask], y[val_mask], ds.info
+
+
+def _loss(job: TrainJob, out: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    if job.objective == "reconstruct":
+        return F.mse_loss(out, y.float() / 255.0)
+    if job.objective == "kd":
+        labels, teacher = y[:, 0].long(), y[:, 1:]
+        t, alpha = job.kd["temperature"], job.kd["alpha"]
+        soft = F.kl_div(F.log_softmax(out / t, 1), F.softmax(teacher / t, 1), reduction="batchmean") * t * t
+        return alpha * soft + (1 - alpha) * F.cross_entropy(out, labels, label_smoothing=smoothing)
+    return F.cross_entropy(out, y, label_smoothing=smoothing)
+
+
+def _load_init(model: nn.Module, init_from: dict) -> None:
+    for prefix, path in init_from.items():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        if not sub:
+            raise TrainingError(f"{path}: holds no '{prefix}.*' weights to initialise from")
+        getattr(model, prefix).load_state_dict(sub)
+
+
+def _optimizer(params, cfg: TrainConfig, steps: int):
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.25)
+    elif cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+def _evaluate(job: TrainJob, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 512) -> dict:
+    if len(x) == 0:
+        return {}
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb, yb = x[i : i + batch].to(device).float() / 255.0, y[i : i + batch].to(device)
+            out = model(xb)
+            total += float(_loss(job, out, yb, 0.0)) * len(xb)
+            if job.objective != "reconstruct":
+                labels = yb[:, 0].long() if job.objective == "kd" else yb
+                correct += int((out.argmax(1) == labels).sum())
+            n += len(xb)
+    metrics = {"val_loss": total / n}
+    if job.objective != "reconstruct":
+        metrics["val_acc"] = correct / n
+    return metrics
+
+
+def _mlflow_logger(job: TrainJob):
+    if not (job.mlflow_uri and job.mlflow_run_id):
+        return lambda metrics, step: None
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(job.mlflow_uri)
+
+    def log(metrics: dict, step: int) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(job.mlflow_run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    return log
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker function: one TrainJob, resumable from the last checkpoint."""
+    import ray.train
+    import ray.train.torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from suite.data import augment_batch
+    from suite.models import create_model
+
+    job = TrainJob(**config["job"])
+    cfg = TrainConfig(**job.train)
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    torch.manual_seed(DataConfig(**job.data).seed)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    x_tr, y_tr, x_val, y_val, info = _split_tensors(job)
+    model = create_model(job.model, **job.model_kwargs)
+    _load_init(model, job.init_from)
+    for name in job.freeze:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(False)
+    loader = DataLoader(TensorDataset(x_tr, y_tr), batch_size=max(1, cfg.batch_size // world), shuffle=True, drop_last=len(x_tr) > cfg.batch_size)
+    loader = ray.train.torch.prepare_data_loader(loader)
+    steps_per_epoch = len(loader)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt, sched = _optimizer(trainable, cfg, cfg.epochs * steps_per_epoch)
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    log = _mlflow_logger(job) if rank == 0 else (lambda metrics, step: None)
+    flip = info.channels == 3
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        model.train()
+        for name in job.freeze:
+            getattr(core, name).eval()
+        t0, total, seen = time.perf_counter(), 0.0, 0
+        batches = loader
+        if job.progress and rank == 0:
+            from ray.experimental.tqdm_ray import tqdm
+
+            batches = tqdm(loader, desc=f"{job.name} epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch)
+        for xb, yb in batches:
+            xb = xb.float() / 255.0
+            if cfg.augment:
+                xb = augment_batch(xb, flip=flip)
+            out = model(xb)
+            loss = _loss(job, out, yb, cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(xb)
+            seen += len(xb)
+        if batches is not loader:
+            batches.close()
+        metrics = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "epoch_seconds": time.perf_counter() - t0,
+                   "images_per_second": seen * world / max(time.perf_counter() - t0, 1e-9)}
+        metrics.update(_evaluate(job, core, x_val, y_val, device))
+        log({k: v for k, v in metrics.items() if k != "epoch"}, epoch + 1)
+        if rank == 0:
+            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "epoch_seconds"))
+            print(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "epoch": epoch, "metrics": metrics}, Path(tmp) / "state.pt")
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+# ---------------------------------------------------------------------------- driver side
+
+
+def _latest_checkpoint(storage: Path) -> tuple[Path | None, int]:
+    """The newest epoch checkpoint that any earlier attempt of this job left behind, and its epoch."""
+    best, best_epoch = None, -1
+    for state in storage.glob("attempt-*/checkpoint_*/state.pt"):
+        try:
+            epoch = torch.load(state, map_location="cpu", weights_only=False)["epoch"]
+        except Exception:
+            continue  # a checkpoint cut off mid-write: skip it
+        if epoch > best_epoch:
+            best, best_epoch = state.parent, epoch
+    return best, best_epoch
+
+
+def scaling_config(runtime: RuntimeConfig):
+    import ray
+    from ray.train import ScalingConfig
+
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    use_gpu = runtime.use_gpu == "yes" or (runtime.use_gpu == "auto" and gpus >= runtime.workers)
+    return ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker={"CPU": runtime.cpus_per_worker})
+
+
+def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
+    """Train ``job`` through Ray Train; save the final weights to ``output``; return last metrics."""
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
+    storage = Path(job.storage_path).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    attempt = len(list(storage.glob("attempt-*")))
+    resume, resume_epoch = _latest_checkpoint(storage)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": asdict(job), "threads": runtime.cpus_per_worker},
+        scaling_config=scaling_config(runtime),
+        run_config=RunConfig(
+            name=f"attempt-{attempt}",
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=runtime.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        resume_from_checkpoint=Checkpoint.from_directory(str(resume)) if resume else None,
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        cause = exc.__cause__ or exc
+        lines = [l for l in str(cause).splitlines() if l.strip()]
+        raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: {lines[-1] if lines else cause!r}") from None
+    if result.checkpoint is None:
+        raise TrainingError(f"training '{job.name}' reported no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state["model"], output)
+    metrics = dict(state["metrics"])
+    metrics["resumed_at_epoch"] = resume_epoch + 1  # 0: trained from scratch
+    return metrics
+
+
+def clean_storage(storage: str | os.PathLike) -> None:
+    """Drop a finished job's checkpoints (the stage keeps its final weights)."""
+    shutil.rmtree(storage, ignore_errors=True)

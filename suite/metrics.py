@@ -1,0 +1,78 @@
+"""Model measurements shared by the evaluation stage and the benchmarks."""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def count_parameters(model: nn.Module) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return {"parameters": total, "nonzero_parameters": nonzero}
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Size of the state dict as ``torch.save`` writes it (what a board would load)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy with every Conv/ConvTranspose + BatchNorm pair folded, as exporters do for inference."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+
+    def visit(module: nn.Module) -> None:
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                module._modules[b] = nn.Identity()
+        for child in module._modules.values():
+            if child is not None:
+                visit(child)
+
+    visit(model)
+    return model
+
+
+def batch1_latency(model: nn.Module, example: torch.Tensor, threads: int = 1, warmup: int = 20, runs: int = 200) -> dict:
+    """Batch-1 CPU latency in ms: warm-up, then p50/p90/p99/mean over ``runs`` timed calls."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = model.cpu().eval()
+    x = example[:1].cpu()
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            times = np.empty(runs)
+            for i in range(runs):
+                t0 = time.perf_counter()
+                model(x)
+                times[i] = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(previous)
+    ms = times * 1e3
+    return {"latency_p50_ms": float(np.percentile(ms, 50)), "latency_p90_ms": float(np.percentile(ms, 90)),
+            "latency_p99_ms": float(np.percentile(ms, 99)), "latency_mean_ms": float(ms.mean())}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
+    dev = next(model.parameters()).device
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch):
+        out = model(images[i : i + batch].to(dev).float() / 255.0)
+        correct += int((out.argmax(1).cpu() == labels[i : i + batch]).sum())
+    return correct / max(len(labels), 1)

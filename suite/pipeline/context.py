@@ -1,0 +1,35 @@
+"""What every stage needs: the effective config, the stage runner and the dataset's shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from suite.config import ExperimentConfig
+from suite.data import INFO, DatasetInfo
+from suite.pipeline.stage import StageRunner
+from suite.pipeline.tracking import Tracker
+
+
+@dataclass
+class Context:
+    cfg: ExperimentConfig
+    runner: StageRunner
+    tracker: Tracker | None
+
+    @property
+    def info(self) -> DatasetInfo:
+        return INFO[self.cfg.data.dataset]
+
+    def data_params(self) -> dict:
+        """The data settings that change results (where the files live does not)."""
+        return self.cfg.data.model_dump(exclude={"root", "download"})
+
+    def job_defaults(self, work: Path, run_id: str | None) -> dict:
+        return {
+            "data": self.cfg.data.model_dump(),
+            "storage_path": str(work / "ray"),
+            "mlflow_uri": self.tracker.uri if self.tracker else None,
+            "mlflow_run_id": run_id,
+            "progress": self.cfg.runtime.progress,
+        }

@@ -1,0 +1,67 @@
+"""The CAE-Net pipeline, stage by stage, in one Ray session and one MLflow parent run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from suite.config import ExperimentConfig, to_yaml
+from suite.distributed.session import ray_session
+from suite.pipeline.context import Context
+from suite.pipeline.stage import StageRunner
+from suite.pipeline.tracking import Tracker
+from suite.report import summary as summary_mod
+from suite.stages import autoencoder, baseline, caenet, clustering, entropy, evaluate, features, targets
+
+
+def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | None = None) -> dict:
+    """Run (or reuse) every stage; return the summary (also written as ``summary.json``)."""
+    cfg = cfg.effective()
+    cache_root = Path(cfg.runtime.cache_dir).resolve() / cfg.data.dataset
+    tracker = Tracker(cfg.runtime)
+    parent = tracker.start_parent(cfg.name, cfg.model_dump(mode="json"), {"dataset": cfg.data.dataset, "smoke": str(cfg.smoke)})
+    tracker.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
+    ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
+    log(f"MLflow run {parent} in {tracker.uri}")
+    status = "FAILED"
+    try:
+        with ray_session(cfg.runtime):
+            base = baseline.run(ctx)
+            ent = entropy.run(ctx, base)
+            feats = features.run(ctx, base)
+            clus = clustering.run(ctx, feats, ent)
+            tgt = targets.run(ctx, ent, clus)
+            cae = autoencoder.run(ctx, tgt, "clustered")
+            if cfg.autoencoder.compare_unclustered:
+                autoencoder.run(ctx, tgt, "unclustered")
+            models = {"baseline": (*baseline.model_spec(ctx), base)}
+            for variant in ["kd", *cfg.caenet.ablations]:
+                result = caenet.run(ctx, cae, ent, variant)
+                models[caenet.stage_name(variant)] = (*caenet.model_spec(ctx), result)
+            ev = evaluate.run(ctx, models)
+        stages = {name: r.metrics for name, r in ctx.runner.results.items()}
+        summary = summary_mod.build(ev.metrics, stages)
+        summary["mlflow_run_id"] = parent
+        summary["config"] = cfg.name
+        summary["dataset"] = cfg.data.dataset
+        out = Path(summary_path) if summary_path else cache_root / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}" / "summary.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2))
+        (out.parent / "config.yaml").write_text(to_yaml(cfg))
+        tracker.log_artifact(parent, out)
+        tracker.log_metrics(parent, {k: v for k, v in summary.items() if not isinstance(v, dict)})
+        tracker.log_metrics(parent, {k: v for k, v in summary.items() if isinstance(v, dict)})
+        for name in ("clustering", "autoencoder"):
+            if name in ctx.runner.results:
+                for pic in ("elbow.png", "conversions.png"):
+                    if ctx.runner.results[name].file(pic).exists():
+                        tracker.log_artifact(parent, ctx.runner.results[name].file(pic), "pictures")
+        summary["summary_path"] = str(out)
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(parent, status)

@@ -1,0 +1,105 @@
+"""Cached, resumable stages.
+
+A stage's key hashes its name, version, parameters and the keys of its inputs. Its outputs
+live in ``<cache>/<dataset>/<stage>-<key>/``; a stage whose folder holds ``_SUCCESS`` is not
+re-run (its MLflow child run is still recorded, tagged ``cache_hit``). Work in progress goes
+to ``<folder>.partial/`` (Ray Train checkpoints included) and is renamed into place only when
+the stage finishes, so Ctrl-C or a crash never leaves a half-written stage that looks done,
+and a re-run picks the interrupted training up from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from suite.pipeline.tracking import Tracker
+
+SUCCESS = "_SUCCESS"
+
+
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    path: Path
+    metrics: dict
+    cached: bool
+    run_id: str | None = None
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def stage_key(name: str, version: int, params: dict, inputs: list[StageResult]) -> str:
+    blob = json.dumps({"stage": name, "version": version, "params": params, "inputs": [i.key for i in inputs]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class StageRunner:
+    def __init__(self, cache_root: Path, tracker: Tracker | None, log: Callable[[str], None] = print):
+        self.cache_root = cache_root
+        self.tracker = tracker
+        self.log = log
+        self.results: dict[str, StageResult] = {}
+
+    def run(self, name: str, version: int, params: dict, inputs: list[StageResult],
+            body: Callable[[Path, str | None], dict], artifacts: Callable[[Path], list[Path]] | None = None) -> StageResult:
+        """Run ``body(work_dir, mlflow_run_id) -> metrics`` unless a finished copy exists."""
+        key = stage_key(name, version, params, inputs)
+        final = self.cache_root / f"{name}-{key}"
+        tracker = self.tracker
+        if (final / SUCCESS).exists():
+            metrics = json.loads((final / "metrics.json").read_text())
+            run_id = None
+            if tracker:
+                run_id = tracker.start_child(name, params, {"cache_hit": "true", "stage_key": key, "stage_dir": str(final)})
+                tracker.log_metrics(run_id, metrics)
+                tracker.end(run_id)
+            self.log(f"[{name}] cached ({final})")
+            result = StageResult(name, key, final, metrics, True, run_id)
+            self.results[name] = result
+            return result
+
+        work = final.with_name(final.name + ".partial")
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True, default=str))
+        run_id = tracker.start_child(name, params, {"cache_hit": "false", "stage_key": key, "stage_dir": str(final)}) if tracker else None
+        self.log(f"[{name}] running -> {final}")
+        t0 = time.perf_counter()
+        try:
+            metrics = body(work, run_id)
+        except BaseException:
+            if tracker and run_id:
+                tracker.end(run_id, "KILLED" if _interrupted() else "FAILED")
+            raise
+        metrics = dict(metrics)
+        metrics["stage_seconds"] = round(time.perf_counter() - t0, 3)
+        (work / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        shutil.rmtree(work / "ray", ignore_errors=True)  # checkpoints: the stage keeps final weights
+        if tracker and run_id:
+            tracker.log_metrics(run_id, metrics)
+            for path in (artifacts(work) if artifacts else []):
+                tracker.log_artifact(run_id, path)
+            tracker.end(run_id)
+        (work / SUCCESS).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if final.exists():
+            shutil.rmtree(final)
+        work.rename(final)
+        self.log(f"[{name}] done in {metrics['stage_seconds']:.1f}s")
+        result = StageResult(name, key, final, metrics, False, run_id)
+        self.results[name] = result
+        return result
+
+
+def _interrupted() -> bool:
+    import sys
+
+    exc = sys.exc_info()[1]
+    return isinstance(exc, KeyboardInterrupt)

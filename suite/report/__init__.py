@@ -1,0 +1,1 @@
+"""Reporting: summary tables and pictures."""

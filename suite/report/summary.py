@@ -1,0 +1,72 @@
+"""The run's machine-readable ``summary.json`` and its printed table."""
+
+from __future__ import annotations
+
+import math
+
+
+def build(evaluation: dict, stages: dict) -> dict:
+    """Headline numbers of a pipeline run from its stages' metrics."""
+    ev = evaluation
+    base, cae = "baseline", "caenet"
+
+    def get(label, key):
+        return ev.get(f"{label}.{key}", float("nan"))
+
+    summary = {
+        "baseline": {k: get(base, k) for k in ("test_acc", "latency_p50_ms", "parameters", "nonzero_parameters", "size_bytes")},
+        "caenet": {k: get(cae, k) for k in ("test_acc", "latency_p50_ms", "parameters", "nonzero_parameters", "size_bytes")},
+    }
+    summary["speedup_p50"] = summary["baseline"]["latency_p50_ms"] / summary["caenet"]["latency_p50_ms"]
+    summary["parameter_ratio"] = summary["baseline"]["parameters"] / summary["caenet"]["parameters"]
+    summary["reconstruction_mse"] = {
+        "clustered": stages.get("autoencoder", {}).get("reconstruction_mse", float("nan")),
+        "unclustered": stages.get("autoencoder_unclustered", {}).get("reconstruction_mse", float("nan")),
+    }
+    summary["accuracy_transfer"] = {
+        "with_transfer_kd": get(cae, "test_acc"),
+        "no_kd": get("caenet_no_kd", "test_acc"),
+        "no_transfer": get("caenet_no_transfer", "test_acc"),
+    }
+    summary["clusters_per_class_mean"] = stages.get("clustering", {}).get("k_mean", float("nan"))
+    return _clean(summary)
+
+
+def _clean(tree):
+    if isinstance(tree, dict):
+        return {k: _clean(v) for k, v in tree.items()}
+    if isinstance(tree, float) and math.isnan(tree):
+        return None
+    return tree
+
+
+def _fmt(v, pct=False) -> str:
+    if v is None:
+        return "n/a"
+    if pct:
+        return f"{100 * v:.2f}%"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def table(summary: dict) -> str:
+    b, c = summary["baseline"], summary["caenet"]
+    rows = [
+        ("", "baseline", "CAE-Net"),
+        ("test accuracy", _fmt(b["test_acc"], True), _fmt(c["test_acc"], True)),
+        ("batch-1 latency p50 (ms)", _fmt(b["latency_p50_ms"]), _fmt(c["latency_p50_ms"])),
+        ("parameters", _fmt(b["parameters"]), _fmt(c["parameters"])),
+        ("size (KB)", _fmt(b["size_bytes"] and round(b["size_bytes"] / 1024, 1)), _fmt(c["size_bytes"] and round(c["size_bytes"] / 1024, 1))),
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r)) for r in rows]
+    rec, tr = summary["reconstruction_mse"], summary["accuracy_transfer"]
+    lines += [
+        f"speed-up (p50): {_fmt(summary['speedup_p50'])}x   parameters: {_fmt(summary['parameter_ratio'])}x fewer",
+        f"CAE reconstruction MSE (val): clustered {_fmt(rec['clustered'])} vs one target per class {_fmt(rec['unclustered'])}"
+        f"   (mean k = {_fmt(summary['clusters_per_class_mean'])})",
+        f"CAE-Net accuracy: transfer + KD {_fmt(tr['with_transfer_kd'], True)}, transfer only {_fmt(tr['no_kd'], True)}, "
+        f"no transfer {_fmt(tr['no_transfer'], True)}",
+    ]
+    return "\n".join(lines)

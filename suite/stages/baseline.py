@@ -1,0 +1,26 @@
+"""Stage 1: train the baseline (LeNet for 28x28, AlexNet for CIFAR) through Ray Train."""
+
+from __future__ import annotations
+
+from suite.distributed.training import TrainJob, fit
+from suite.models import geometry
+from suite.pipeline.context import Context
+from suite.pipeline.stage import StageResult
+
+VERSION = 1
+
+
+def model_spec(ctx: Context) -> tuple[str, dict]:
+    return ctx.cfg.baseline.model, geometry(ctx.info)
+
+
+def run(ctx: Context) -> StageResult:
+    name, kwargs = model_spec(ctx)
+    params = {"data": ctx.data_params(), "model": name, "model_kwargs": kwargs, "train": ctx.cfg.baseline.train.model_dump()}
+
+    def body(work, run_id):
+        job = TrainJob(name="baseline", model=name, model_kwargs=kwargs, train=ctx.cfg.baseline.train.model_dump(),
+                       objective="classify", **ctx.job_defaults(work, run_id))
+        return fit(job, ctx.cfg.runtime, work / "model.pt")
+
+    return ctx.runner.run("baseline", VERSION, params, [], body, artifacts=lambda w: [w / "model.pt"])

@@ -1,0 +1,55 @@
+"""Stage 8: evaluate every trained classifier on the test set.
+
+Test accuracy, (non-zero) parameters, serialized size and batch-1 latency on
+``evaluate.latency.threads`` CPU threads (warm-up, then p50/p90/p99). The key includes the
+host and CPU model, so moving to another machine re-measures latency.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+
+from tqdm import tqdm
+
+from suite.data import load_split
+from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.pipeline.context import Context
+from suite.pipeline.stage import StageResult
+from suite.stages.common import load_model
+
+VERSION = 1
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(ctx: Context, models: dict[str, tuple[str, dict, StageResult]]) -> StageResult:
+    """``models``: label -> (model name, kwargs, stage that holds its model.pt)."""
+    lcfg = ctx.cfg.evaluate.latency
+    params = {"data": ctx.data_params(), "latency": lcfg.model_dump(), "host": platform.node(), "cpu": _cpu_model(),
+              "models": {k: [n, kw] for k, (n, kw, _) in models.items()}}
+
+    def body(work, run_id):
+        test = load_split(ctx.cfg.data, "test")
+        results = {}
+        for label, (name, kwargs, stage) in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.progress, leave=False):
+            model = load_model(name, kwargs, stage.file("model.pt"))
+            row = {"model": name, "test_acc": accuracy(model, test.images, test.labels, ctx.cfg.evaluate.batch_size)}
+            row.update(count_parameters(model))
+            row["size_bytes"] = serialized_bytes(model)
+            timed = fold_batchnorm(model) if lcfg.fold_batchnorm else model
+            row.update(batch1_latency(timed, test.floats(slice(0, 1)), lcfg.threads, lcfg.warmup, lcfg.runs))
+            results[label] = row
+        (work / "evaluation.json").write_text(json.dumps(results, indent=2))
+        return {f"{label}.{k}": v for label, row in results.items() for k, v in row.items() if k != "model"}
+
+    return ctx.runner.run("evaluate", VERSION, params, [s for _, _, s in models.values()], body,
+                          artifacts=lambda w: [w / "evaluation.json"])

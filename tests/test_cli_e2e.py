@@ -1,0 +1,79 @@
+"""``caenet`` end to end: the pipeline on real MNIST at smoke scale, MLflow runs, caching."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = {"baseline", "entropy", "features", "clustering", "targets", "autoencoder", "autoencoder_unclustered",
+          "caenet", "caenet_no_kd", "caenet_no_transfer", "evaluate"}
+
+
+def caenet(args, cwd, data_root, timeout=900):
+    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_on_every_subcommand(tmp_path, data_root):
+    for args in (["--help"], ["run", "--help"], ["data", "--help"], ["data", "check", "--help"], ["models", "--help"]):
+        out = caenet(args, tmp_path, data_root, timeout=60)
+        assert out.returncode == 0 and "usage: caenet" in out.stdout
+
+
+def test_bad_config_is_one_line_error(tmp_path, data_root):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {dataset: mnist}\nbaseline: {train: {epochs: -1}}\n")
+    out = caenet(["run", str(bad)], tmp_path, data_root, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "baseline.train.epochs" in out.stderr
+
+
+def test_data_check(tmp_path, data_root):
+    ok = caenet(["data", "check", "mnist", "cifar10"], tmp_path, data_root, timeout=120)
+    assert ok.returncode == 0 and "ok   mnist: 17435 train / 10000 test" in ok.stdout
+    missing = caenet(["data", "check", "cifar100", "--root", str(tmp_path)], tmp_path, data_root, timeout=60)
+    assert missing.returncode == 1 and "FAIL cifar100" in missing.stdout and str(tmp_path) in missing.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
+    summary_path = tmp_path / "summary.json"
+    out = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--summary", str(summary_path)], tmp_path, data_root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    for model in ("baseline", "caenet"):
+        assert 0 <= summary[model]["test_acc"] <= 1 and summary[model]["latency_p50_ms"] > 0
+        assert summary[model]["parameters"] >= summary[model]["nonzero_parameters"] > 0
+    assert summary["speedup_p50"] > 0 and summary["reconstruction_mse"]["clustered"] > 0
+    assert set(summary["accuracy_transfer"]) == {"with_transfer_kd", "no_kd", "no_transfer"}
+    assert "speed-up (p50)" in out.stdout  # the printed table
+
+    table = pq.read_table(next((tmp_path / "artifacts" / "mnist").glob("targets-*/images.parquet")))
+    assert {"index", "label", "split", "entropy", "cluster", "target_index"} <= set(table.column_names)
+    assert table.num_rows == 400
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("caenet")
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["data.dataset"] == "mnist"
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {r.info.run_name for r in children} == STAGES
+    base = next(r for r in children if r.info.run_name == "baseline")
+    assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 1  # one point per epoch
+    arts = {a.path for a in client.list_artifacts(next(r for r in children if r.info.run_name == "clustering").info.run_id)}
+    assert {"elbow.png", "clusters.parquet"} <= arts
+
+    again = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--summary", str(tmp_path / "s2.json")], tmp_path, data_root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((tmp_path / "s2.json").read_text())
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
+    assert {r.data.tags["cache_hit"] for r in children} == {"true"}
+    assert rerun["caenet"]["test_acc"] == summary["caenet"]["test_acc"]

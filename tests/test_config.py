@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from suite.config import ConfigError, from_dict, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["cifar10_alexnet.yaml", "mnist_lenet.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert cfg.data.dataset in ("cifar10", "mnist")
+    assert cfg.baseline.train.epochs >= 1
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"baseline\.train\.epoch: unknown key"):
+        from_dict({"baseline": {"train": {"epoch": 3}}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"baseline\.train\.epochs: .*'three'"):
+        from_dict({"baseline": {"train": {"epochs": "three"}}})
+
+
+@pytest.mark.parametrize("tree, key", [
+    ({"baseline": {"train": {"epochs": 0}}}, "baseline.train.epochs"),
+    ({"clustering": {"k_min": 5, "k_max": 2}}, "clustering"),
+    ({"data": {"dataset": "imagenet"}}, "data.dataset"),
+    ({"data": {"val_fraction": 0.9}}, "data.val_fraction"),
+])
+def test_impossible_values_are_named(tree, key):
+    with pytest.raises(ConfigError) as err:
+        from_dict(tree)
+    msg = str(err.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_malformed_yaml_gives_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  dataset: [cifar10\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line"):
+        load_config(bad)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config("does/not/exist.yaml")
+
+
+def test_overrides_are_typed_and_validated():
+    cfg = load_config(REPO / "configs" / "mnist_lenet.yaml", ["baseline.train.epochs=2", "caenet.ablations=[no_kd]"])
+    assert cfg.baseline.train.epochs == 2 and cfg.caenet.ablations == ["no_kd"]
+    with pytest.raises(ConfigError, match="runtime.workers"):
+        load_config(REPO / "configs" / "mnist_lenet.yaml", ["runtime.workers=-1"])
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_override("no-equals-sign")
+
+
+def test_smoke_shrinks_the_same_experiment():
+    cfg = load_config(REPO / "configs" / "cifar10_alexnet.yaml", ["smoke=true"]).effective()
+    assert cfg.data.train_limit == 400 and cfg.baseline.train.epochs == 1 and cfg.caenet.train.epochs == 1
+    assert cfg.baseline.model == "alexnet"  # same experiment, smaller

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from suite.metrics import batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.models import create_model, list_models
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_baseline_sizes_match_the_paper():
+    assert 85_000 < n_params(create_model("lenet", in_channels=1, image_size=28)) < 95_000  # paper 89.6K
+    assert 9.0e6 < n_params(create_model("alexnet")) < 9.6e6  # paper 9.3M
+
+
+@pytest.mark.parametrize("geom, code", [
+    (dict(in_channels=3, image_size=32), (256, 2, 2)),
+    (dict(in_channels=1, image_size=28), (64, 2, 2)),
+])
+def test_cae_shapes_and_range(geom, code):
+    cae = create_model("cae", **geom).eval()
+    x = torch.rand(4, geom["in_channels"], geom["image_size"], geom["image_size"])
+    out = cae(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert tuple(cae.encoder(x).shape[1:]) == code
+    convs = [m for m in cae.modules() if type(m) is torch.nn.Conv2d]
+    deconvs = [m for m in cae.modules() if type(m) is torch.nn.ConvTranspose2d]
+    assert len(convs) == 5 and len(deconvs) == 5
+
+
+def test_caenet_is_encoder_plus_thin_classifier():
+    net = create_model("caenet", num_classes=10)
+    cae = create_model("cae")
+    assert net.encoder.state_dict().keys() == cae.encoder.state_dict().keys()  # CAE weights load straight in
+    assert n_params(net) < n_params(create_model("alexnet")) / 5
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_unknown_model_lists_the_registry():
+    with pytest.raises(ValueError, match="unknown model 'resnet999'.*alexnet"):
+        create_model("resnet999")
+    assert {"lenet", "alexnet", "cae", "caenet"} <= set(list_models())
+
+
+def test_batchnorm_folding_keeps_outputs():
+    net = create_model("caenet").eval()
+    for m in net.modules():  # non-trivial running stats
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(3, 3, 32, 32)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_measurements():
+    net = create_model("lenet", in_channels=1, image_size=28)
+    with torch.no_grad():
+        net.head.weight.zero_()
+    counts = count_parameters(net)
+    assert counts["nonzero_parameters"] == counts["parameters"] - net.head.weight.numel()
+    assert serialized_bytes(net) > 4 * counts["parameters"]
+    lat = batch1_latency(net, torch.rand(1, 1, 28, 28), threads=1, warmup=2, runs=10)
+    assert 0 < lat["latency_p50_ms"] <= lat["latency_p90_ms"] <= lat["latency_p99_ms"]

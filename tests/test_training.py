@@ -1,0 +1,48 @@
+"""Training through Ray Train on real images: checkpoints, resume, frozen encoders."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from suite.config import DataConfig, RuntimeConfig, TrainConfig
+from suite.distributed.training import TrainJob, fit
+from suite.models import create_model
+
+pytestmark = pytest.mark.slow
+
+
+def _job(data_root, storage, **kw):
+    train = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant").model_dump()
+    return TrainJob(name="test", model="lenet", model_kwargs={"in_channels": 1, "image_size": 28, "num_classes": 10},
+                    data=DataConfig(dataset="mnist", root=str(data_root), train_limit=300).model_dump(), train=train,
+                    storage_path=str(storage), progress=False, **kw)
+
+
+RUNTIME = RuntimeConfig(workers=1, cpus_per_worker=1, max_failures=0)
+
+
+def test_fit_saves_weights_and_resumes_from_checkpoint(ray_local, data_root, tmp_path):
+    job = _job(data_root, tmp_path / "ray")
+    first = fit(job, RUNTIME, tmp_path / "a.pt")
+    assert first["epoch"] == 1 and first["resumed_at_epoch"] == 0 and 0 <= first["val_acc"] <= 1
+    model = create_model("lenet", in_channels=1, image_size=28)
+    model.load_state_dict(torch.load(tmp_path / "a.pt", weights_only=True))
+
+    # The same job asked for a second epoch (as after an interrupted run) trains only that one.
+    longer = replace(job, train={**job.train, "epochs": 2})
+    second = fit(longer, RUNTIME, tmp_path / "b.pt")
+    assert second["resumed_at_epoch"] == 1 and second["epoch"] == 2
+
+
+def test_frozen_encoder_stays_fixed(ray_local, data_root, tmp_path):
+    cae = create_model("cae", in_channels=1, image_size=28)
+    torch.save(cae.state_dict(), tmp_path / "cae.pt")
+    job = _job(data_root, tmp_path / "ray")
+    job = replace(job, model="caenet", model_kwargs={"in_channels": 1, "image_size": 28, "num_classes": 10, "hidden": 32},
+                  init_from={"encoder": str(tmp_path / "cae.pt")}, freeze=["encoder"])
+    fit(job, RUNTIME, tmp_path / "net.pt")
+    state = torch.load(tmp_path / "net.pt", weights_only=True)
+    for key, value in cae.encoder.state_dict().items():
+        torch.testing.assert_close(state[f"encoder.{key}"], value)  # weights and BN statistics untouched
+    assert not torch.equal(state["classifier.1.weight"], create_model("caenet", in_channels=1, image_size=28, hidden=32).state_dict()["classifier.1.weight"])
