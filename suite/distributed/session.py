@@ -24,7 +24,9 @@ def ray_session(runtime: RuntimeConfig):
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
-    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": False}
+    # The dashboard stays on: Ray Train's placement-group cleaner (and Tune's trial clean-up)
+    # query the State API it serves; without it they log a warning every few seconds.
+    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": True}
     ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
     try:
         yield

@@ -15,10 +15,9 @@ Objectives:
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -173,11 +172,14 @@ def train_loop_per_worker(config: dict) -> None:
     steps_per_epoch = len(loader)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt, sched = _optimizer(trainable, cfg, cfg.epochs * steps_per_epoch)
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
+    start_epoch, state = 0, None
+    checkpoint = ray.train.get_checkpoint()  # set after a worker restart within this attempt
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    elif config.get("resume_from"):  # the newest checkpoint of an earlier, interrupted attempt
+        state = torch.load(Path(config["resume_from"]) / "state.pt", map_location="cpu", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -219,7 +221,9 @@ def train_loop_per_worker(config: dict) -> None:
         log({k: v for k, v in metrics.items() if k != "epoch"}, epoch + 1)
         if rank == 0:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "epoch_seconds"))
-            print(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)", flush=True)
+            # Not print(): Ray Train patches it to also log, which shows every line twice.
+            sys.stdout.write(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)\n")
+            sys.stdout.flush()
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -256,7 +260,7 @@ def scaling_config(runtime: RuntimeConfig):
 
 def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
     """Train ``job`` through Ray Train; save the final weights to ``output``; return last metrics."""
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TrainingFailedError
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     storage = Path(job.storage_path).resolve()
@@ -265,15 +269,16 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
     resume, resume_epoch = _latest_checkpoint(storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": asdict(job), "threads": runtime.cpus_per_worker},
+        # Ray Train V2 deprecates resume_from_checkpoint: the loop loads the path itself.
+        train_loop_config={"job": asdict(job), "threads": runtime.cpus_per_worker, "resume_from": str(resume) if resume else None},
         scaling_config=scaling_config(runtime),
         run_config=RunConfig(
             name=f"attempt-{attempt}",
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=runtime.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),  # the epoch lines say what matters
         ),
-        resume_from_checkpoint=Checkpoint.from_directory(str(resume)) if resume else None,
     )
     try:
         result = trainer.fit()

@@ -41,16 +41,22 @@ def lenet(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, hid
     return Classifier(body, neck, nn.Linear(84, num_classes))
 
 
+def _conv_bn(cin: int, cout: int, k: int) -> tuple[nn.Module, ...]:
+    # BatchNorm lets this 8-layer net train from scratch on [0, 1] inputs in a few epochs
+    # (without it the loss sat at ln(10) for two epochs here); it folds away for inference.
+    return nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+
+
 @register("alexnet")
 def alexnet(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, hidden: int = 1280,
             dropout: float = 0.5) -> Classifier:
-    """AlexNet for 32x32 inputs: 5 convolutions, 3 dense layers, 9.35M parameters (paper: 9.3M)."""
+    """AlexNet for 32x32 inputs: 5 convolutions (with BatchNorm), 3 dense layers, 9.35M parameters (paper: 9.3M)."""
     body = nn.Sequential(
-        nn.Conv2d(in_channels, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        *_conv_bn(in_channels, 64, 5), nn.MaxPool2d(2),
+        *_conv_bn(64, 192, 5), nn.MaxPool2d(2),
+        *_conv_bn(192, 384, 3),
+        *_conv_bn(384, 256, 3),
+        *_conv_bn(256, 256, 3), nn.MaxPool2d(2),
     )
     side = image_size // 8
     neck = nn.Sequential(

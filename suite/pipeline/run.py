@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from suite.config import ExperimentConfig, to_yaml
+from suite.data import load_split
 from suite.distributed.session import ray_session
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageRunner
@@ -18,6 +19,9 @@ from suite.stages import autoencoder, baseline, caenet, clustering, entropy, eva
 def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | None = None) -> dict:
     """Run (or reuse) every stage; return the summary (also written as ``summary.json``)."""
     cfg = cfg.effective()
+    # Fail fast, before Ray starts, on data that is missing or corrupt.
+    for split in ("train", "test"):
+        load_split(cfg.data, split)
     cache_root = Path(cfg.runtime.cache_dir).resolve() / cfg.data.dataset
     tracker = Tracker(cfg.runtime)
     parent = tracker.start_parent(cfg.name, cfg.model_dump(mode="json"), {"dataset": cfg.data.dataset, "smoke": str(cfg.smoke)})

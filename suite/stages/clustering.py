@@ -112,6 +112,9 @@ def plot_elbows(curves: dict, class_names) -> "object":
         y = np.asarray(rec["inertia"]) / max(rec["inertia"][0], 1e-12)
         line, = ax.plot(rec["ks"], y, marker="o", ms=3, lw=1, label=str(class_names[int(c)])[:12])
         ax.plot([rec["k"]], [y[rec["ks"].index(rec["k"])]], marker="*", ms=11, color=line.get_color())
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k (clusters in the class)")
     ax.set_ylabel("inertia / inertia at k_min")
     ax.set_title("Elbow curves per class (star: chosen k)")
