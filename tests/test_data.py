@@ -71,3 +71,22 @@ def test_corrupt_cifar_pickle_is_caught(data_root, tmp_path):
 def test_validation_split_is_fixed_by_seed():
     a, b = split_train_val(1000, 0.1, 0), split_train_val(1000, 0.1, 0)
     assert a.sum() == 100 and (a == b).all() and not (a == split_train_val(1000, 0.1, 1)).all()
+
+
+def test_cifar100_layout(data_root, tmp_path):
+    """No CIFAR-100 copy is offline: build its layout (train/test/meta pickles, fine labels)
+    from real CIFAR-10 images and read it back through the same loader."""
+    with open(data_root / "cifar-10-batches-py" / "test_batch", "rb") as fh:
+        real = pickle.load(fh, encoding="latin1")["data"][:200]
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    fine = [i % 100 for i in range(200)]
+    for split in ("train", "test"):
+        with open(folder / split, "wb") as fh:
+            pickle.dump({"data": real, "fine_labels": fine, "coarse_labels": [0] * 200}, fh)
+    with open(folder / "meta", "wb") as fh:
+        pickle.dump({"fine_label_names": [f"name{i}" for i in range(100)]}, fh)
+    ds = load_split(DataConfig(dataset="cifar100", root=str(tmp_path), download=False), "train")
+    assert ds.images.shape == (200, 3, 32, 32) and ds.labels.max() == 99
+    assert ds.info.num_classes == 100 and ds.info.classes[5] == "name5"
+    assert np.array_equal(ds.images[0].numpy().reshape(-1), real[0])
