@@ -52,15 +52,12 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         out = Path(summary_path) if summary_path else cache_root / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}" / "summary.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=2))
-        (out.parent / "config.yaml").write_text(to_yaml(cfg))
+        if summary_path is None:  # a run folder of its own: keep the effective config beside
+            (out.parent / "config.yaml").write_text(to_yaml(cfg))
         tracker.log_artifact(parent, out)
-        tracker.log_metrics(parent, {k: v for k, v in summary.items() if not isinstance(v, dict)})
-        tracker.log_metrics(parent, {k: v for k, v in summary.items() if isinstance(v, dict)})
-        for name in ("clustering", "autoencoder"):
-            if name in ctx.runner.results:
-                for pic in ("elbow.png", "conversions.png"):
-                    if ctx.runner.results[name].file(pic).exists():
-                        tracker.log_artifact(parent, ctx.runner.results[name].file(pic), "pictures")
+        tracker.log_metrics(parent, summary)  # nested keys flatten to e.g. caenet.test_acc
+        for stage, picture in (("clustering", "elbow.png"), ("autoencoder", "conversions.png")):
+            tracker.log_artifact(parent, ctx.runner.results[stage].file(picture), "pictures")
         summary["summary_path"] = str(out)
         status = "FINISHED"
         return summary
