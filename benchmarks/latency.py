@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from suite.data import INFO
@@ -54,11 +53,9 @@ def main() -> None:
     params = {"baseline": count_parameters(base)["parameters"], "caenet": count_parameters(cae)["parameters"]}
     base, cae = fold_batchnorm(base), fold_batchnorm(cae)
     x = torch.rand(1, info.channels, info.size, info.size)
-    p50 = {"baseline": [], "caenet": []}
-    for _ in range(args.rounds):
-        for label, model in (("baseline", base), ("caenet", cae)):
-            p50[label].append(batch1_latency(model, x, args.threads, warmup=30, runs=args.runs)["latency_p50_ms"])
-    b, c = float(np.median(p50["baseline"])), float(np.median(p50["caenet"]))
+    stats = batch1_latency({"baseline": base, "caenet": cae}, x, args.threads, warmup=30, runs=args.runs * args.rounds,
+                           rounds=args.rounds)
+    b, c = stats["baseline"]["latency_p50_ms"], stats["caenet"]["latency_p50_ms"]
     print(f"dataset {args.dataset}, {args.threads} thread(s), {args.rounds} rounds x {args.runs} runs, batch 1, BN folded")
     print(f"{bname:>8}: p50 {b:7.3f} ms  ({params['baseline']:,} parameters)")
     print(f"{'CAE-Net':>8}: p50 {c:7.3f} ms  ({params['caenet']:,} parameters)")

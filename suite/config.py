@@ -112,7 +112,8 @@ class CAENetConfig(_Strict):
 class LatencyConfig(_Strict):
     threads: int = Field(default=1, ge=1)
     warmup: int = Field(default=20, ge=0)
-    runs: int = Field(default=200, ge=5)
+    runs: int = Field(default=300, ge=5)  # timed calls per model, split over the rounds
+    rounds: int = Field(default=5, ge=1)  # alternate between models this many times
     fold_batchnorm: bool = True  # fold BN into convs for inference, as an exporter would
 
 

@@ -45,26 +45,43 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def batch1_latency(model: nn.Module, example: torch.Tensor, threads: int = 1, warmup: int = 20, runs: int = 200) -> dict:
-    """Batch-1 CPU latency in ms: warm-up, then p50/p90/p99/mean over ``runs`` timed calls."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    model = model.cpu().eval()
-    x = example[:1].cpu()
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            times = np.empty(runs)
-            for i in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                times[i] = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(previous)
-    ms = times * 1e3
+def _time_calls(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> np.ndarray:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        times = np.empty(runs)
+        for i in range(runs):
+            t0 = time.perf_counter()
+            model(x)
+            times[i] = time.perf_counter() - t0
+    return times * 1e3
+
+
+def _stats(ms: np.ndarray) -> dict:
     return {"latency_p50_ms": float(np.percentile(ms, 50)), "latency_p90_ms": float(np.percentile(ms, 90)),
             "latency_p99_ms": float(np.percentile(ms, 99)), "latency_mean_ms": float(ms.mean())}
+
+
+def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads: int = 1, warmup: int = 20,
+                   runs: int = 200, rounds: int = 5) -> dict[str, dict]:
+    """Batch-1 CPU latency in ms of several models, p50/p90/p99/mean over ``runs`` timed calls each.
+
+    The calls are split into ``rounds`` that alternate between the models, so that a burst of
+    load from elsewhere on the machine slows every model alike and the ratios stay honest.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = example[:1].cpu()
+    models = {k: m.cpu().eval() for k, m in models.items()}
+    rounds = max(1, min(rounds, runs))
+    times: dict[str, list] = {k: [] for k in models}
+    try:
+        for r in range(rounds):
+            for label, model in models.items():
+                times[label].append(_time_calls(model, x, warmup if r == 0 else max(1, warmup // rounds), runs // rounds))
+    finally:
+        torch.set_num_threads(previous)
+    return {label: _stats(np.concatenate(t)) for label, t in times.items()}
 
 
 @torch.no_grad()

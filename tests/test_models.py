@@ -62,5 +62,8 @@ def test_measurements():
     counts = count_parameters(net)
     assert counts["nonzero_parameters"] == counts["parameters"] - net.head.weight.numel()
     assert serialized_bytes(net) > 4 * counts["parameters"]
-    lat = batch1_latency(net, torch.rand(1, 1, 28, 28), threads=1, warmup=2, runs=10)
-    assert 0 < lat["latency_p50_ms"] <= lat["latency_p90_ms"] <= lat["latency_p99_ms"]
+    big = create_model("alexnet", in_channels=1, image_size=28)
+    lat = batch1_latency({"lenet": net, "alexnet": big}, torch.rand(1, 1, 28, 28), threads=1, warmup=2, runs=30, rounds=3)
+    for stats in lat.values():
+        assert 0 < stats["latency_p50_ms"] <= stats["latency_p90_ms"] <= stats["latency_p99_ms"]
+    assert lat["alexnet"]["latency_p50_ms"] > lat["lenet"]["latency_p50_ms"]  # 300M vs 0.4M multiply-adds

@@ -43,7 +43,7 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
             for variant in ["kd", *cfg.caenet.ablations]:
                 result = caenet.run(ctx, cae, ent, variant)
                 models[caenet.stage_name(variant)] = (*caenet.model_spec(ctx), result)
-            ev = evaluate.run(ctx, models)
+        ev = evaluate.run(ctx, models)  # after Ray has stopped: its daemons would skew the timings
         stages = {name: r.metrics for name, r in ctx.runner.results.items()}
         summary = summary_mod.build(ev.metrics, stages)
         summary["mlflow_run_id"] = parent

@@ -1,7 +1,8 @@
 """Stage 8: evaluate every trained classifier on the test set.
 
 Test accuracy, (non-zero) parameters, serialized size and batch-1 latency on
-``evaluate.latency.threads`` CPU threads (warm-up, then p50/p90/p99). The key includes the
+``evaluate.latency.threads`` CPU threads (warm-up, then p50/p90/p99), all models timed in
+alternating rounds after the Ray session has closed, so background load hits them alike. The key includes the
 host and CPU model, so moving to another machine re-measures latency.
 """
 
@@ -18,7 +19,7 @@ from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.stages.common import load_model
 
-VERSION = 1
+VERSION = 2
 
 
 def _cpu_model() -> str:
@@ -39,15 +40,17 @@ def run(ctx: Context, models: dict[str, tuple[str, dict, StageResult]]) -> Stage
 
     def body(work, run_id):
         test = load_split(ctx.cfg.data, "test")
-        results = {}
+        results, timed = {}, {}
         for label, (name, kwargs, stage) in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.progress, leave=False):
             model = load_model(name, kwargs, stage.file("model.pt"))
             row = {"model": name, "test_acc": accuracy(model, test.images, test.labels, ctx.cfg.evaluate.batch_size)}
             row.update(count_parameters(model))
             row["size_bytes"] = serialized_bytes(model)
-            timed = fold_batchnorm(model) if lcfg.fold_batchnorm else model
-            row.update(batch1_latency(timed, test.floats(slice(0, 1)), lcfg.threads, lcfg.warmup, lcfg.runs))
+            timed[label] = fold_batchnorm(model) if lcfg.fold_batchnorm else model
             results[label] = row
+        latency = batch1_latency(timed, test.floats(slice(0, 1)), lcfg.threads, lcfg.warmup, lcfg.runs, lcfg.rounds)
+        for label, stats in latency.items():
+            results[label].update(stats)
         (work / "evaluation.json").write_text(json.dumps(results, indent=2))
         return {f"{label}.{k}": v for label, row in results.items() for k, v in row.items() if k != "model"}
 
