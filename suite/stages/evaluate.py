@@ -2,8 +2,8 @@
 
 Test accuracy, (non-zero) parameters, serialized size and batch-1 latency on
 ``evaluate.latency.threads`` CPU threads (warm-up, then p50/p90/p99), all models timed in
-alternating rounds after the Ray session has closed, so background load hits them alike. The key includes the
-host and CPU model, so moving to another machine re-measures latency.
+alternating rounds after the Ray session has closed, so background load hits them alike.
+The key includes the host and CPU model, so moving to another machine re-measures latency.
 """
 
 from __future__ import annotations
