@@ -33,3 +33,57 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A real local Ray head (``ray start --head``: GCS, dashboard and job server) on loopback.
+
+    Yields the dashboard address for ``JobSubmissionClient``; stops only this head afterwards
+    (``ray stop`` would stop every Ray on the machine, so the head's processes are killed by
+    their session folder instead). The temp dir is short: socket paths are capped at 107 bytes.
+    """
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", "--num-gpus=0",
+           f"--object-store-memory={300 * 1024 * 1024}", f"--temp-dir={temp}", "--disable-usage-stats"]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if started.returncode != 0:
+        shutil.rmtree(temp, ignore_errors=True)
+        pytest.fail(f"ray start --head failed: {started.stderr[-2000:]}")
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.time() + 90
+        while True:  # the job server answers a little after `ray start` returns
+            try:
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "temp": temp}
+    finally:
+        subprocess.run(["pkill", "-9", "-f", temp], capture_output=True)  # every process of this head names its temp dir
+        subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{gcs}"], capture_output=True)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -4,8 +4,8 @@ A ``TrainJob`` describes one training (model, data, objective, schedule); ``fit(
 on a ``ScalingConfig`` built from the runtime config (CPU workers here, GPU workers where the
 cluster has them), data-parallel with a distributed sampler, a checkpoint every epoch and
 ``FailureConfig`` restarts that resume from the last checkpoint. A driver that crashed
-mid-training resumes too: ``fit`` finds the newest checkpoint of earlier attempts under the
-job's storage folder and hands it to the trainer.
+mid-training resumes too: the loop starts from the newest checkpoint any attempt left in the
+job's storage folder.
 
 Objectives:
   classify     cross-entropy on labels
@@ -173,17 +173,23 @@ def train_loop_per_worker(config: dict) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt, sched = _optimizer(trainable, cfg, cfg.epochs * steps_per_epoch)
     start_epoch, state = 0, None
-    checkpoint = ray.train.get_checkpoint()  # set after a worker restart within this attempt
+    checkpoint = ray.train.get_checkpoint()  # the last one the controller registered, after a restart
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-    elif config.get("resume_from"):  # the newest checkpoint of an earlier, interrupted attempt
-        state = torch.load(Path(config["resume_from"]) / "state.pt", map_location="cpu", weights_only=False)
+    # A newer checkpoint may sit in storage: one from an earlier, interrupted attempt (driver
+    # crash, Ctrl-C), or one this attempt persisted just before its worker was killed and
+    # before the controller saw the report. Ray V2 deprecates resume_from_checkpoint, so the
+    # loop looks for itself.
+    on_disk, disk_epoch = _latest_checkpoint(Path(job.storage_path))
+    if on_disk is not None and disk_epoch > (state["epoch"] if state else -1):
+        state = torch.load(on_disk / "state.pt", map_location="cpu", weights_only=False)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
+    resumed_epoch = start_epoch
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
     log = _mlflow_logger(job) if rank == 0 else (lambda metrics, step: None)
@@ -216,11 +222,13 @@ def train_loop_per_worker(config: dict) -> None:
         if batches is not loader:
             batches.close()
         metrics = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "epoch_seconds": time.perf_counter() - t0,
-                   "images_per_second": seen * world / max(time.perf_counter() - t0, 1e-9)}
+                   "images_per_second": seen * world / max(time.perf_counter() - t0, 1e-9),
+                   # >0 when this worker group was restarted (or the driver resumed) from a checkpoint
+                   "started_at_epoch": resumed_epoch}
         metrics.update(_evaluate(job, core, x_val, y_val, device))
-        log({k: v for k, v in metrics.items() if k != "epoch"}, epoch + 1)
+        log({k: v for k, v in metrics.items() if k not in ("epoch", "started_at_epoch")}, epoch + 1)
         if rank == 0:
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "epoch_seconds"))
+            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "epoch_seconds", "started_at_epoch"))
             # Not print(): Ray Train patches it to also log, which shows every line twice.
             sys.stdout.write(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)\n")
             sys.stdout.flush()
@@ -266,11 +274,10 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
     storage = Path(job.storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     attempt = len(list(storage.glob("attempt-*")))
-    resume, resume_epoch = _latest_checkpoint(storage)
+    _, resume_epoch = _latest_checkpoint(storage)  # the loop resumes from it; reported below
     trainer = TorchTrainer(
         train_loop_per_worker,
-        # Ray Train V2 deprecates resume_from_checkpoint: the loop loads the path itself.
-        train_loop_config={"job": asdict(job), "threads": runtime.cpus_per_worker, "resume_from": str(resume) if resume else None},
+        train_loop_config={"job": asdict(job), "threads": runtime.cpus_per_worker},
         scaling_config=scaling_config(runtime),
         run_config=RunConfig(
             name=f"attempt-{attempt}",

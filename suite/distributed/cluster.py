@@ -1,0 +1,46 @@
+"""Offline validation of a Ray cluster-launcher config (``cluster.yaml``).
+
+Ray checks a cluster config only when ``ray up`` runs, against a cloud account. Here the
+same check runs offline: Ray's own defaults are merged in (``prepare_config``) and the result
+is validated against ``ray-schema.json`` from the installed wheel (``validate_config``).
+Both are private Ray APIs, hence the pinned Ray version in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+
+class ClusterConfigError(ValueError):
+    """A cluster config Ray would reject; the message is one line."""
+
+
+def validate_cluster_config(path: str | Path) -> dict:
+    """Return the config with Ray's defaults filled in, or raise ClusterConfigError."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterConfigError(f"{path}: no such cluster config (see cluster.yaml in the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ClusterConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ClusterConfigError(f"{path}: the top level must be a mapping")
+    quiet = logging.getLogger("ray.autoscaler._private.util")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # prepare_config logs INFO lines about head max_workers
+    try:
+        config = prepare_config(raw)
+        validate_config(config)
+    except Exception as exc:  # jsonschema.ValidationError, ValueError, KeyError from Ray
+        where = "/".join(str(p) for p in getattr(exc, "absolute_path", []) or [])
+        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        raise ClusterConfigError(f"{path}: {where + ': ' if where else ''}{message}") from None
+    finally:
+        quiet.setLevel(level)
+    return config
