@@ -1,6 +1,7 @@
 """``caenet``: the command line of the suite.
 
   caenet run CONFIG [--set key=value ...]   run (or resume) the CAE-Net pipeline
+  caenet sweep SWEEP [--set key=value ...]  Ray Tune sweep + latency-SLO search
   caenet data check [DATASET ...]           verify datasets on disk
   caenet models                             list the registered architectures
 """
@@ -26,6 +27,25 @@ def _cmd_run(args) -> int:
     print()
     print(table(summary))
     print(f"\nsummary: {summary['summary_path']}\nMLflow run: {summary['mlflow_run_id']}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from suite.sweep.config import load_sweep
+    from suite.sweep.run import run_sweep
+
+    overrides = list(args.set or [])
+    sweep, base = load_sweep(args.sweep, overrides)
+    if args.smoke:
+        base = base.model_copy(update={"smoke": True})
+    summary = run_sweep(sweep, base)
+    print()
+    print(summary["table"])
+    if summary["stopped_early"]:
+        print(f"stopped early by ASHA: {', '.join(summary['stopped_early'])}")
+    for trial, error in summary["failed"].items():
+        print(f"failed: {trial}: {error}")
+    print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
     return 0
 
 
@@ -70,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true", help="shrink to a few hundred images and one epoch (same as --set smoke=true)")
     run.add_argument("--summary", metavar="PATH", help="where to write summary.json (default: under the cache folder)")
     run.set_defaults(func=_cmd_run)
+
+    sweep = sub.add_parser("sweep", help="Ray Tune sweep over config keys, then pick the best CAE-Net that meets a latency SLO",
+                           description="Runs one trial per point of the sweep file's search space (any dotted key of the "
+                           "experiment config: clustering.k, autoencoder.prune.weight_ratio, ...), ASHA on CAE-Net's "
+                           "validation accuracy, every trial an MLflow run under the sweep's run. Then times every "
+                           "finished CAE-Net against the baseline at batch 1 and reports the Pareto front (accuracy vs "
+                           "latency) and the most accurate trial that meets the SLO. Stages are cached, so a re-run "
+                           "resumes. Example: caenet sweep configs/sweeps/cifar10_clusters_pruning.yaml")
+    sweep.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a key of the sweep file, e.g. --set slo.speedup=4 or --set max_concurrent_trials=2")
+    sweep.add_argument("--smoke", action="store_true", help="run every trial at smoke scale (a few hundred images, 1 epoch)")
+    sweep.set_defaults(func=_cmd_sweep)
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -12,6 +12,7 @@ big_vision "one switch for a laptop" idea); tests and CI use it.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,9 +88,16 @@ class ClusteringConfig(_Strict):
         return self
 
 
+class PruneConfig(_Strict):
+    # Magnitude pruning of every conv/deconv weight while the CAE trains (paper, Sec. III-A):
+    # the final share of zeros, reached by a cubic ramp over the first 60% of the epochs.
+    weight_ratio: float = Field(default=0.0, ge=0, lt=1)
+
+
 class AutoencoderConfig(_Strict):
     model: str = "cae"  # picks the 28x28x1 or 32x32x3 variant from the dataset
     width: float = Field(default=1.0, gt=0, le=4)  # channel multiplier (structural knob)
+    prune: PruneConfig = PruneConfig()
     train: TrainConfig = TrainConfig(epochs=20, optimizer="adam", lr=2e-3, weight_decay=0.0)
     # The paper's 0.012 -> 0.0065 comparison: also train the CAE with one target per class.
     compare_unclustered: bool = True
@@ -124,7 +132,8 @@ class EvaluateConfig(_Strict):
 
 class RuntimeConfig(_Strict):
     workers: int = Field(default=1, ge=1)  # Ray Train data-parallel workers per training
-    cpus_per_worker: float = Field(default=2, gt=0)
+    cpus_per_worker: float = Field(default=2, gt=0)  # Ray resources each training worker reserves
+    threads_per_worker: int | None = Field(default=None, ge=1)  # torch threads; null: cpus_per_worker rounded up
     use_gpu: Literal["auto", "yes", "no"] = "auto"
     max_failures: int = Field(default=2, ge=0)  # worker restarts, resuming from checkpoints
     num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
@@ -132,6 +141,9 @@ class RuntimeConfig(_Strict):
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns
     experiment: str = "caenet"
     progress: bool = True
+
+    def threads(self) -> int:
+        return self.threads_per_worker or max(1, math.ceil(self.cpus_per_worker))
 
 
 class ExperimentConfig(_Strict):

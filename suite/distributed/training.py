@@ -48,6 +48,8 @@ class TrainJob:
     kd: dict = field(default_factory=lambda: KDConfig().model_dump())
     init_from: dict = field(default_factory=dict)  # {"encoder": "/path/model.pt"}: load those weights
     freeze: list = field(default_factory=list)  # submodule names kept fixed (and in eval mode)
+    # Magnitude pruning while training: {"ratio": final sparsity, "prefixes": [submodules] or None}
+    prune: dict = field(default_factory=dict)
     storage_path: str = ""  # where Ray Train keeps this job's checkpoints
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
@@ -150,6 +152,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from suite.compression import apply_masks, magnitude_masks, prunable_weights, sparsity, sparsity_at
     from suite.data import augment_batch
     from suite.models import create_model
 
@@ -193,11 +196,17 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
     log = _mlflow_logger(job) if rank == 0 else (lambda metrics, step: None)
+    prune_ratio = float(job.prune.get("ratio", 0.0))
+    pruned = prunable_weights(core, job.prune.get("prefixes")) if prune_ratio > 0 else {}
+    masks: dict = {}
     flip = info.channels == 3
 
     for epoch in range(start_epoch, cfg.epochs):
         if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        if pruned:  # this epoch's sparsity; the masks hold through every step of the epoch
+            masks = magnitude_masks(pruned, sparsity_at(epoch, cfg.epochs, prune_ratio))
+            apply_masks(pruned, masks)
         model.train()
         for name in job.freeze:
             getattr(core, name).eval()
@@ -216,6 +225,8 @@ def train_loop_per_worker(config: dict) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if masks:
+                apply_masks(pruned, masks)
             sched.step()
             total += float(loss.detach()) * len(xb)
             seen += len(xb)
@@ -225,6 +236,8 @@ def train_loop_per_worker(config: dict) -> None:
                    "images_per_second": seen * world / max(time.perf_counter() - t0, 1e-9),
                    # >0 when this worker group was restarted (or the driver resumed) from a checkpoint
                    "started_at_epoch": resumed_epoch}
+        if pruned:
+            metrics["weight_sparsity"] = sparsity(pruned)
         metrics.update(_evaluate(job, core, x_val, y_val, device))
         log({k: v for k, v in metrics.items() if k not in ("epoch", "started_at_epoch")}, epoch + 1)
         if rank == 0:
@@ -266,8 +279,11 @@ def scaling_config(runtime: RuntimeConfig):
     return ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker={"CPU": runtime.cpus_per_worker})
 
 
-def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
-    """Train ``job`` through Ray Train; save the final weights to ``output``; return last metrics."""
+def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | None = None) -> dict:
+    """Train ``job`` through Ray Train; save the final weights to ``output``; return last metrics.
+
+    ``callbacks``: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` inside a sweep trial.
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
@@ -277,7 +293,7 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
     _, resume_epoch = _latest_checkpoint(storage)  # the loop resumes from it; reported below
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": asdict(job), "threads": runtime.cpus_per_worker},
+        train_loop_config={"job": asdict(job), "threads": runtime.threads()},
         scaling_config=scaling_config(runtime),
         run_config=RunConfig(
             name=f"attempt-{attempt}",
@@ -285,6 +301,7 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path) -> dict:
             failure_config=FailureConfig(max_failures=runtime.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),  # the epoch lines say what matters
+            callbacks=callbacks or None,
         ),
     )
     try:

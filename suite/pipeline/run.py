@@ -16,6 +16,25 @@ from suite.report import summary as summary_mod
 from suite.stages import autoencoder, baseline, caenet, clustering, entropy, evaluate, features, targets
 
 
+def train_stages(ctx: Context) -> dict:
+    """Every training stage in order (cached ones are reused); returns the models to evaluate:
+    label -> (model name, kwargs, stage result holding model.pt)."""
+    cfg = ctx.cfg
+    base = baseline.run(ctx)
+    ent = entropy.run(ctx, base)
+    feats = features.run(ctx, base)
+    clus = clustering.run(ctx, feats, ent)
+    tgt = targets.run(ctx, ent, clus)
+    cae = autoencoder.run(ctx, tgt, "clustered")
+    if cfg.autoencoder.compare_unclustered:
+        autoencoder.run(ctx, tgt, "unclustered")
+    models = {"baseline": (*baseline.model_spec(ctx), base)}
+    for variant in ["kd", *cfg.caenet.ablations]:
+        result = caenet.run(ctx, cae, ent, variant)
+        models[caenet.stage_name(variant)] = (*caenet.model_spec(ctx), result)
+    return models
+
+
 def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | None = None) -> dict:
     """Run (or reuse) every stage; return the summary (also written as ``summary.json``)."""
     cfg = cfg.effective()
@@ -31,18 +50,7 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
     status = "FAILED"
     try:
         with ray_session(cfg.runtime):
-            base = baseline.run(ctx)
-            ent = entropy.run(ctx, base)
-            feats = features.run(ctx, base)
-            clus = clustering.run(ctx, feats, ent)
-            tgt = targets.run(ctx, ent, clus)
-            cae = autoencoder.run(ctx, tgt, "clustered")
-            if cfg.autoencoder.compare_unclustered:
-                autoencoder.run(ctx, tgt, "unclustered")
-            models = {"baseline": (*baseline.model_spec(ctx), base)}
-            for variant in ["kd", *cfg.caenet.ablations]:
-                result = caenet.run(ctx, cae, ent, variant)
-                models[caenet.stage_name(variant)] = (*caenet.model_spec(ctx), result)
+            models = train_stages(ctx)
         ev = evaluate.run(ctx, models)  # after Ray has stopped: its daemons would skew the timings
         stages = {name: r.metrics for name, r in ctx.runner.results.items()}
         summary = summary_mod.build(ev.metrics, stages)

@@ -10,6 +10,8 @@ and a re-run picks the interrupted training up from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
@@ -54,6 +56,10 @@ class StageRunner:
         """Run ``body(work_dir, mlflow_run_id) -> metrics`` unless a finished copy exists."""
         key = stage_key(name, version, params, inputs)
         final = self.cache_root / f"{name}-{key}"
+        with _stage_lock(final):  # concurrent sweep trials wait for, then reuse, a shared stage
+            return self._run_locked(name, key, final, params, body, artifacts)
+
+    def _run_locked(self, name, key, final, params, body, artifacts) -> StageResult:
         tracker = self.tracker
         if (final / SUCCESS).exists():
             metrics = json.loads((final / "metrics.json").read_text())
@@ -96,6 +102,20 @@ class StageRunner:
         result = StageResult(name, key, final, metrics, False, run_id)
         self.results[name] = result
         return result
+
+
+@contextlib.contextmanager
+def _stage_lock(final: Path):
+    """An exclusive ``flock`` on ``<stage>.lock``: one process runs a stage, the others then
+    find it finished. The kernel drops the lock when its holder dies, so a killed run never
+    leaves a stale lock behind."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(final.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _interrupted() -> bool:

@@ -32,10 +32,13 @@ def run(ctx: Context, targets: StageResult, variant: str = "clustered") -> Stage
     target_file = "targets.npy" if variant == "clustered" else "targets_unclustered.npy"
     stage_name = "autoencoder" if variant == "clustered" else "autoencoder_unclustered"
     params = {"data": ctx.data_params(), "model": name, "model_kwargs": kwargs, "variant": variant, "train": acfg.train.model_dump()}
+    if acfg.prune.weight_ratio > 0:  # only then: unpruned runs keep their cache keys
+        params["prune"] = acfg.prune.model_dump()
 
     def body(work, run_id):
         job = TrainJob(name=stage_name, model=name, model_kwargs=kwargs, train=acfg.train.model_dump(), objective="reconstruct",
-                       targets_path=str(targets.file(target_file)), **ctx.job_defaults(work, run_id))
+                       targets_path=str(targets.file(target_file)), prune={"ratio": acfg.prune.weight_ratio},
+                       **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt")
         metrics["reconstruction_mse"] = metrics.pop("val_loss", float("nan"))
         table = pq.read_table(targets.file("images.parquet"))

@@ -1,0 +1,152 @@
+"""Sweep configs: a base experiment, a search space over dotted keys, a scheduler and an SLO.
+
+    experiment: ../cifar10_alexnet.yaml         # relative to the sweep file
+    set: [caenet.ablations=[], autoencoder.train.epochs=6]   # fixed overrides for every trial
+    space:
+      clustering.k: [1, 2, 3, 4, 5]             # a list is a grid (every value is tried)
+      autoencoder.prune.weight_ratio: [0.0, 0.5, 0.8]
+      caenet.train.lr: {loguniform: [1.0e-4, 1.0e-2]}   # or uniform, randint, choice
+    num_samples: 1                              # repeats of the grid (random draws of the rest)
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
+    max_concurrent_trials: 1
+    slo: {speedup: 3.0}                         # or {latency_ms: 5.0}
+
+Every value of every grid and the bounds of every distribution are validated against the
+experiment config before Ray starts, so a typo fails in one line, not in trial 7.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from suite.config import ConfigError, ExperimentConfig, _one_line, _set_dotted, load_config, parse_override
+
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SchedulerConfig(_Strict):
+    # asha: stop trials whose CAE-Net validation accuracy trails at each rung (per epoch)
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(default=2, ge=1)  # epochs every trial gets before it can be stopped
+    reduction_factor: float = Field(default=3, gt=1)
+
+
+class SLOConfig(_Strict):
+    """A batch-1 latency target, measured on this machine after the sweep (1 thread by default)."""
+
+    latency_ms: float | None = Field(default=None, gt=0)  # absolute, on this machine
+    speedup: float | None = Field(default=None, gt=0)  # or: baseline latency / CAE-Net latency >= this
+
+    @model_validator(mode="after")
+    def _one(self) -> "SLOConfig":
+        if self.latency_ms is not None and self.speedup is not None:
+            raise ValueError("give latency_ms or speedup, not both")
+        return self
+
+    def met(self, latency_ms: float, baseline_ms: float) -> bool:
+        if self.latency_ms is not None:
+            return latency_ms <= self.latency_ms
+        if self.speedup is not None:
+            return baseline_ms / latency_ms >= self.speedup
+        return True
+
+    def describe(self) -> str:
+        if self.latency_ms is not None:
+            return f"p50 <= {self.latency_ms:g} ms"
+        if self.speedup is not None:
+            return f"speed-up >= {self.speedup:g}x over the baseline"
+        return "no SLO"
+
+
+class SweepConfig(_Strict):
+    name: str = "sweep"
+    experiment: str  # the base experiment config (path relative to the sweep file)
+    set: list[str] = []  # overrides applied to every trial
+    space: dict[str, Any]
+    num_samples: int = Field(default=1, ge=1)
+    metric: Literal["val_acc"] = "val_acc"  # CAE-Net accuracy on held-out training images
+    scheduler: SchedulerConfig = SchedulerConfig()
+    max_concurrent_trials: int = Field(default=1, ge=1)
+    trial_cpus: float = Field(default=1, ge=0)  # the trial's own process (stages that are not Ray Train)
+    slo: SLOConfig = SLOConfig()
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space: dict) -> dict:
+        if not space:
+            raise ValueError("the search space is empty")
+        for key, spec in space.items():
+            if isinstance(spec, list):
+                if not spec:
+                    raise ValueError(f"{key}: empty grid")
+            elif isinstance(spec, dict):
+                if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+                    raise ValueError(f"{key}: expected a list (grid) or one of {{{', '.join(DISTRIBUTIONS)}: ...}}")
+                kind, args = next(iter(spec.items()))
+                if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
+                    raise ValueError(f"{key}: {kind} takes {'a list of values' if kind == 'choice' else '[low, high]'}")
+            else:
+                raise ValueError(f"{key}: expected a list (grid) or a distribution mapping, got {spec!r}")
+        return space
+
+
+def candidate_values(spec) -> list:
+    """The values a space entry can take that are worth validating up front."""
+    if isinstance(spec, list):
+        return spec
+    kind, args = next(iter(spec.items()))
+    return args
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, ExperimentConfig]:
+    """(sweep, base experiment) with every trial's settings validated; raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such sweep file (see configs/sweeps/)")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        sweep = SweepConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_one_line(exc)}") from None
+    experiment = Path(sweep.experiment)
+    if not experiment.is_absolute():
+        experiment = (path.parent / experiment).resolve()
+    base = load_config(experiment, sweep.set)
+    tree = base.model_dump(mode="json")
+    for key, spec in sweep.space.items():  # each value (or bound) alone, against the base
+        for value in candidate_values(spec):
+            trial_config(tree, {key: value}, source=f"{path}: space")
+    grids = {k: v for k, v in sweep.space.items() if isinstance(v, list)}
+    for combo in itertools.product(*grids.values()):  # grid combinations too (e.g. k_min/k_max)
+        trial_config(tree, dict(zip(grids, combo)), source=f"{path}: space")
+    return sweep, base
+
+
+def trial_config(base_tree: dict, params: dict, source: str = "trial") -> ExperimentConfig:
+    """The experiment one trial runs: the base config with the trial's dotted values set."""
+    import copy
+
+    tree = copy.deepcopy(base_tree)
+    for key, value in params.items():
+        _set_dotted(tree, key, value)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(exc)}") from None

@@ -1,0 +1,199 @@
+"""``caenet sweep``: a Ray Tune sweep over dotted config keys, then the latency-SLO search.
+
+1. The stages every trial shares (baseline, entropy, features) run once in the driver.
+2. Tune runs one trial per point of the space (``suite.sweep.trial``), ASHA on CAE-Net's
+   per-epoch validation accuracy, at most ``max_concurrent_trials`` at a time; each trial is
+   an MLflow run nested under the sweep's run.
+3. Ray stops; the baseline and each distinct CAE-Net architecture among the finished trials
+   are timed at batch 1 in alternating rounds; the Pareto front and the SLO pick are written as Markdown, CSV, JSON
+   and a plot, logged to the sweep's MLflow run, and each trial's run gets its latency.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from suite.config import ExperimentConfig
+from suite.sweep.config import SweepConfig
+from suite.sweep.slo import TrialRow, choose, markdown, mark, plot
+from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, run_trial
+
+
+def _param_space(space: dict) -> dict:
+    from ray import tune
+
+    out = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            out[key] = tune.grid_search(spec)
+        else:
+            kind, args = next(iter(spec.items()))
+            out[key] = tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
+    return out
+
+
+def _scheduler(sweep: SweepConfig, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if sweep.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(sweep.scheduler.grace_period, max_t),
+                         reduction_factor=sweep.scheduler.reduction_factor)
+
+
+def _absolute(base: ExperimentConfig) -> ExperimentConfig:
+    """Trials run in other folders (and on other nodes): make the paths they share absolute."""
+    from suite.pipeline.tracking import resolve_tracking_uri
+
+    base = base.model_copy(deep=True)
+    base.runtime.cache_dir = str(Path(base.runtime.cache_dir).resolve())
+    base.runtime.tracking_uri = resolve_tracking_uri(base.runtime)[0]
+    if base.data.root:
+        base.data.root = str(Path(base.data.root).expanduser().resolve())
+    return base
+
+
+def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
+    from ray import tune
+
+    from suite.data import load_split
+    from suite.distributed.session import ray_session
+    from suite.pipeline.context import Context
+    from suite.pipeline.stage import StageRunner
+    from suite.pipeline.tracking import Tracker
+    from suite.stages import baseline, entropy, features
+
+    base = _absolute(base)
+    cfg = base.effective()
+    trial_base = base.model_copy(deep=True)
+    trial_base.runtime.progress = False  # bars from many trials interleave; Tune's table shows progress
+    if cfg.data.val_fraction <= 0:
+        from suite.config import ConfigError
+
+        raise ConfigError("data.val_fraction must be > 0 for a sweep: trials are ranked on validation accuracy")
+    for split in ("train", "test"):
+        load_split(cfg.data, split)
+    cache_root = Path(cfg.runtime.cache_dir) / cfg.data.dataset
+    tracker = Tracker(cfg.runtime)  # creates the experiment before any trial logs to it
+    parent = tracker.start_parent(sweep.name, {"space": sweep.space, "set": sweep.set, "scheduler": sweep.scheduler.model_dump(),
+                                               "slo": sweep.slo.model_dump(), "experiment": sweep.experiment},
+                                  {"kind": "sweep", "dataset": cfg.data.dataset})
+    log(f"MLflow sweep run {parent} in {tracker.uri}")
+    out_dir = cache_root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{sweep.name}"
+    status = "FAILED"
+    try:
+        with ray_session(cfg.runtime):
+            ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
+            base_stage = baseline.run(ctx)  # shared by every trial whose space leaves it alone
+            entropy.run(ctx, base_stage)
+            features.run(ctx, base_stage)
+            trainable = tune.with_resources(
+                tune.with_parameters(run_trial, base_tree=trial_base.model_dump(mode="json"), sweep_run_id=parent),
+                {"CPU": sweep.trial_cpus})
+            tuner = tune.Tuner(
+                trainable, param_space=_param_space(sweep.space),
+                tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", scheduler=_scheduler(sweep, cfg.caenet.train.epochs),
+                                            num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
+                run_config=tune.RunConfig(name=out_dir.name, storage_path=str(out_dir.parent), verbose=1))
+            grid = tuner.fit()
+        rows, stopped, failed = _collect(grid, tracker)
+        summary = _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log)
+        summary.update({"stopped_early": stopped, "failed": failed, "mlflow_run_id": parent, "output": str(out_dir)})
+        (out_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        tracker.log_artifact(parent, out_dir / "sweep_summary.json")
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(parent, status)
+
+
+def _collect(grid, tracker) -> tuple[list[dict], list[str], dict]:
+    """Finished trials' rows; names of trials ASHA stopped; failed trials and their last error line."""
+    rows, stopped, failed = [], [], {}
+    for result in grid:
+        folder = Path(result.path)
+        name = folder.name
+        if (folder / TRIAL_FILE).exists():
+            rows.append(json.loads((folder / TRIAL_FILE).read_text()))
+            continue
+        run_file = folder / RUN_ID_FILE
+        if result.error is not None:
+            lines = [l for l in str(result.error).splitlines() if l.strip()]
+            failed[name] = lines[-1][:300] if lines else repr(result.error)
+        else:
+            stopped.append(name)
+        if run_file.exists():  # the trial actor was killed mid-training: close its MLflow runs
+            run_id = run_file.read_text().strip()
+            for child in tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"):
+                tracker.end(child.info.run_id, "KILLED")
+            tracker.end(run_id, "FAILED" if name in failed else "KILLED")
+            tracker.set_tag(run_id, "outcome", "failed" if name in failed else "stopped by ASHA")
+    return rows, stopped, failed
+
+
+def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> dict:
+    from suite.data import INFO, load_split
+    from suite.metrics import accuracy, batch1_latency, fold_batchnorm
+    from suite.models import geometry
+    from suite.stages.common import load_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lcfg = cfg.evaluate.latency
+    test = load_split(cfg.data, "test")
+    base_model = load_model(cfg.baseline.model, geometry(INFO[cfg.data.dataset]), base_stage.file("model.pt"))
+    baseline_acc = accuracy(base_model, test.images, test.labels, cfg.evaluate.batch_size)
+    # Dense batch-1 latency depends on the architecture, not on the weights' values (pruned
+    # zeros are still multiplied), so one model per distinct architecture is timed; timing
+    # each trial separately would only let noise reorder identical networks.
+    arch = {r["trial"]: json.dumps([r["model"], r["model_kwargs"]], sort_keys=True) for r in rows}
+    models = {"baseline": base_model}
+    for row in rows:
+        if arch[row["trial"]] not in models:
+            models[arch[row["trial"]]] = load_model(row["model"], row["model_kwargs"], Path(row["weights"]))
+    if lcfg.fold_batchnorm:
+        models = {k: fold_batchnorm(m) for k, m in models.items()}
+    log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) at batch 1 on {lcfg.threads} thread(s), alternating rounds")
+    latency = batch1_latency(models, test.floats(slice(0, 1)), lcfg.threads, lcfg.warmup, lcfg.runs, lcfg.rounds)
+    latency.update({trial: latency[key] for trial, key in arch.items()})
+    baseline_ms = latency["baseline"]["latency_p50_ms"]
+    table = [TrialRow(trial=r["trial"], params=r["params"], val_acc=r["val_acc"], test_acc=r["test_acc"],
+                      nonzero_parameters=r["nonzero_parameters"], size_bytes=r["size_bytes"],
+                      p50_ms=latency[r["trial"]]["latency_p50_ms"],
+                      extra={"mlflow_run_id": r["mlflow_run_id"], "k_mean": r.get("k_mean"),
+                             "reconstruction_mse": r.get("reconstruction_mse")}) for r in rows]
+    mark(table, sweep.slo, baseline_ms)
+    chosen = choose(table)
+    for r in table:
+        tracker.log_metrics(r.extra["mlflow_run_id"], {"latency_p50_ms": r.p50_ms, "speedup": r.speedup,
+                                                       "meets_slo": float(r.meets_slo), "pareto": float(r.pareto)})
+    text = markdown(table, baseline_ms, sweep.slo.describe(), chosen)
+    (out_dir / "pareto.md").write_text(text + "\n")
+    with open(out_dir / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        keys = sorted({k for r in table for k in r.params})
+        writer.writerow(["trial", *keys, "val_acc", "test_acc", "p50_ms", "speedup", "nonzero_parameters", "size_bytes",
+                         "meets_slo", "pareto"])
+        for r in table:
+            writer.writerow([r.trial, *[r.params.get(k) for k in keys], r.val_acc, r.test_acc, r.p50_ms, r.speedup,
+                             r.nonzero_parameters, r.size_bytes, r.meets_slo, r.pareto])
+    if table:
+        plot(table, baseline_ms, baseline_acc, sweep.slo, out_dir / "pareto.png")
+        tracker.log_artifact(parent, out_dir / "pareto.png")
+    for f in ("pareto.md", "trials.csv"):
+        tracker.log_artifact(parent, out_dir / f)
+    tracker.log_metrics(parent, {"baseline_p50_ms": baseline_ms, "baseline_test_acc": baseline_acc,
+                                 "trials_finished": len(table), "trials_meeting_slo": sum(r.meets_slo for r in table)})
+    if chosen:
+        tracker.log_metrics(parent, {"chosen_val_acc": chosen.val_acc, "chosen_test_acc": chosen.test_acc,
+                                     "chosen_p50_ms": chosen.p50_ms, "chosen_speedup": chosen.speedup})
+        tracker.set_tag(parent, "chosen_trial", chosen.trial)
+        tracker.set_tag(chosen.extra["mlflow_run_id"], "slo_choice", "true")
+    return {"slo": sweep.slo.describe(), "baseline_p50_ms": baseline_ms, "baseline_test_acc": baseline_acc,
+            "trials": [asdict(r) for r in table], "chosen": asdict(chosen) if chosen else None, "table": text}
