@@ -80,6 +80,8 @@ class ClusteringConfig(_Strict):
     dbscan_eps: float = Field(default=0.5, gt=0)
     dbscan_min_samples: int = Field(default=5, ge=1)
     hdbscan_min_cluster_size: int = Field(default=10, ge=2)
+    # Where the per-class searches run: Ray tasks (auto: when Ray is up with >1 CPU) or a loop.
+    backend: Literal["auto", "ray", "local"] = "auto"
 
     @model_validator(mode="after")
     def _range(self) -> "ClusteringConfig":

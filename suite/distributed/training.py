@@ -146,6 +146,19 @@ def _mlflow_logger(job: TrainJob):
     return log
 
 
+def _quiet_report_lines() -> None:
+    """Ray Train 2.60 logs every report at INFO ("Reporting training result ...") on a logger
+    named by its file path, which ``LoggingConfig`` does not reach; the epoch lines say it better."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # a later Ray moved it: the lines come back, nothing breaks
+        pass
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The Ray Train worker function: one TrainJob, resumable from the last checkpoint."""
     import ray.train
@@ -156,6 +169,7 @@ def train_loop_per_worker(config: dict) -> None:
     from suite.data import augment_batch
     from suite.models import create_model
 
+    _quiet_report_lines()
     job = TrainJob(**config["job"])
     cfg = TrainConfig(**job.train)
     torch.set_num_threads(max(1, int(config.get("threads", 1))))

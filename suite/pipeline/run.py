@@ -17,22 +17,66 @@ from suite.stages import autoencoder, baseline, caenet, clustering, entropy, eva
 
 
 def train_stages(ctx: Context) -> dict:
-    """Every training stage in order (cached ones are reused); returns the models to evaluate:
-    label -> (model name, kwargs, stage result holding model.pt)."""
+    """Every training stage (cached ones are reused); returns the models to evaluate:
+    label -> (model name, kwargs, stage result holding model.pt).
+
+    Independent trainings run at the same time when the cluster has room for more than one
+    (``concurrent_slots``): the CAE-Net trained from scratch needs nothing but the data and
+    starts with the baseline; the one-target-per-class CAE trains beside the clustered one;
+    the KD and no-KD CAE-Nets train side by side. With room for one, the order is sequential.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     cfg = ctx.cfg
-    base = baseline.run(ctx)
-    ent = entropy.run(ctx, base)
-    feats = features.run(ctx, base)
-    clus = clustering.run(ctx, feats, ent)
-    tgt = targets.run(ctx, ent, clus)
-    cae = autoencoder.run(ctx, tgt, "clustered")
-    if cfg.autoencoder.compare_unclustered:
-        autoencoder.run(ctx, tgt, "unclustered")
+    variants = ["kd", *cfg.caenet.ablations]
+    pool = ThreadPoolExecutor(max_workers=concurrent_slots(cfg.runtime), thread_name_prefix="stage")
+    try:
+        base = pool.submit(baseline.run, ctx)
+        scratch = pool.submit(caenet.run, ctx, None, None, "no_transfer") if "no_transfer" in variants else None
+        base = base.result()
+        ent = entropy.run(ctx, base)
+        feats = features.run(ctx, base)
+        clus = clustering.run(ctx, feats, ent)
+        tgt = targets.run(ctx, ent, clus)
+        cae = pool.submit(autoencoder.run, ctx, tgt, "clustered")
+        unclustered = pool.submit(autoencoder.run, ctx, tgt, "unclustered") if cfg.autoencoder.compare_unclustered else None
+        cae = cae.result()
+        transfer = {v: pool.submit(caenet.run, ctx, cae, ent, v) for v in variants if v != "no_transfer"}
+        results = {v: f.result() for v, f in transfer.items()}
+        if scratch is not None:
+            results["no_transfer"] = scratch.result()
+        if unclustered is not None:
+            unclustered.result()
+    except KeyboardInterrupt:  # return at once; Ray's shutdown stops the trainings, checkpoints stay
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:  # a stage failed: let trainings already running finish (no lost work)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     models = {"baseline": (*baseline.model_spec(ctx), base)}
-    for variant in ["kd", *cfg.caenet.ablations]:
-        result = caenet.run(ctx, cae, ent, variant)
-        models[caenet.stage_name(variant)] = (*caenet.model_spec(ctx), result)
+    for variant in variants:
+        models[caenet.stage_name(variant)] = (*caenet.model_spec(ctx), results[variant])
     return models
+
+
+def concurrent_slots(runtime) -> int:
+    """How many trainings fit in what the cluster has free now (1 when Ray is not up).
+
+    Free, not total: inside a sweep trial the trial itself holds some of the CPUs. An
+    autoscaling cluster grows later, so this under-counts there; that only costs overlap.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return 1
+    total = ray.available_resources()
+    from suite.distributed.training import scaling_config
+
+    scaling = scaling_config(runtime)
+    if scaling.use_gpu:
+        return max(1, int(total.get("GPU", 0) // max(runtime.workers, 1)))
+    return max(1, int(total.get("CPU", 1) // (runtime.workers * runtime.cpus_per_worker)))
 
 
 def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | None = None) -> dict:

@@ -33,7 +33,8 @@ def stage_name(variant: str) -> str:
     return "caenet" if variant == "kd" else f"caenet_{variant}"
 
 
-def run(ctx: Context, autoencoder: StageResult, entropy: StageResult, variant: str = "kd") -> StageResult:
+def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | None, variant: str = "kd") -> StageResult:
+    """``autoencoder`` and ``entropy`` may be None for the variants that do not use them (no_transfer)."""
     init, freeze, kd = VARIANTS[variant]
     name, kwargs = model_spec(ctx)
     ccfg = ctx.cfg.caenet

@@ -3,7 +3,8 @@
 ``kmeans`` (FAISS) picks k per class with the elbow method over [k_min, k_max] (the curve is
 recorded and plotted), unless ``clustering.k`` fixes it. ``cosine`` merges images whose
 cosine similarity passes a threshold (average-linkage agglomeration), ``dbscan`` and
-``hdbscan`` are density-based (their noise points join the nearest cluster).
+``hdbscan`` are density-based (their noise points join the nearest cluster). Classes are
+clustered in parallel as Ray tasks when a Ray session is up (``suite.distributed.clustering``).
 """
 
 from __future__ import annotations
@@ -126,21 +127,14 @@ def plot_elbows(curves: dict, class_names) -> "object":
 
 def run(ctx: Context, features: StageResult, entropy: StageResult) -> StageResult:
     ccfg = ctx.cfg.clustering
-    params = {"data": ctx.data_params(), **ccfg.model_dump()}
+    params = {"data": ctx.data_params(), **ccfg.model_dump(exclude={"backend"})}  # where it runs does not change results
 
     def body(work, run_id):
-        from tqdm import tqdm
+        from suite.distributed.clustering import cluster_all_classes
 
         feats = np.load(features.file("features.npy"))
         labels = pq.read_table(entropy.file("entropy.parquet"), columns=["label"])["label"].to_numpy()
-        clusters = np.zeros(len(labels), dtype=np.int64)
-        curves = {}
-        classes = np.unique(labels)
-        for c in tqdm(classes, desc=f"clustering ({ccfg.method})", disable=not ctx.cfg.runtime.progress, leave=False):
-            idx = np.flatnonzero(labels == c)
-            sub, record = cluster_class(feats[idx], ccfg, ctx.cfg.data.seed)
-            clusters[idx] = sub
-            curves[int(c)] = record
+        clusters, curves = cluster_all_classes(feats, labels, ccfg, ctx.cfg.data.seed, ccfg.backend, ctx.cfg.runtime.progress)
         pq.write_table(pa.table({"index": np.arange(len(labels)), "label": labels, "cluster": clusters}), work / "clusters.parquet")
         (work / "elbow.json").write_text(json.dumps(curves, indent=1))
         fig = plot_elbows(curves, ctx.info.classes)
