@@ -1,14 +1,16 @@
-"""Training throughput: a plain PyTorch loop vs the same training through Ray Train (1 and 2 workers).
+"""Training throughput: a plain PyTorch loop vs the same training through Ray Train (1, 2, ... workers).
 
-    .venv/bin/python benchmarks/train_throughput.py                 # AlexNet on the CIFAR-10 subset
-    .venv/bin/python benchmarks/train_throughput.py --model lenet --dataset mnist --images 6000
+    .venv/bin/python benchmarks/train_throughput.py                       # AlexNet, CIFAR-10 subset
+    .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_lenet.yaml --images 6000
+    ray job submit --working-dir . -- python jobs/scaling.py configs/cifar10_alexnet.yaml --workers 1 2 4 8
 
-Measured side by side in one run, on the same images, batch size, optimizer and thread count:
+The baseline of the config (model, dataset, batch size, optimizer) trains side by side in one
+run on the same images:
 
-- plain: a bare loop in this process (``torch.set_num_threads(threads)``);
-- Ray Train, 1 worker with ``threads`` threads: the suite's ``fit`` (TorchTrainer, sharded
-  sampler, a checkpoint and an MLflow-free report every epoch);
-- Ray Train, 2 workers with ``threads // 2`` threads each (DDP over gloo on CPU).
+- plain: a bare loop in this process on ``--threads`` threads;
+- Ray Train with N workers (``--workers``): the suite's ``fit`` (TorchTrainer, sharded
+  sampler, a checkpoint and a report every epoch), ``--threads // N`` threads per worker on
+  CPU, or one GPU per worker where the cluster has them (``runtime.use_gpu: auto``).
 
 Steady-state images/s come from the last epoch (the first pays for warm-up); the wall time
 includes Ray Train's worker start-up, reported separately as the fixed cost per ``fit``.
@@ -21,12 +23,13 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from suite.config import DataConfig, RuntimeConfig, TrainConfig
+from suite.config import RuntimeConfig, TrainConfig
 from suite.data import INFO, augment_batch
 from suite.distributed.training import TrainJob, _loss, _optimizer, _split_tensors, fit
 from suite.models import create_model, geometry
@@ -60,46 +63,51 @@ def plain_loop(job: TrainJob, threads: int) -> tuple[float, float]:
     return rate, time.perf_counter() - t_start
 
 
-def ray_train(job: TrainJob, workers: int, threads: int, storage: Path) -> tuple[float, float]:
+def ray_train(job: TrainJob, runtime: RuntimeConfig, workers: int, threads: int, storage: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
-    runtime = RuntimeConfig(workers=workers, cpus_per_worker=max(threads // workers, 1) if workers > 1 else threads,
-                            threads_per_worker=max(threads // workers, 1), max_failures=0, use_gpu="no")
-    job.storage_path = str(storage / f"w{workers}")
+    per_worker = max(threads // workers, 1)
+    runtime = runtime.model_copy(update={"workers": workers, "cpus_per_worker": per_worker, "threads_per_worker": per_worker,
+                                         "max_failures": 0})
+    job = replace(job, storage_path=str(storage / f"w{workers}"))
     metrics = fit(job, runtime, storage / f"w{workers}.pt")
     return metrics["images_per_second"], time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--model", default="alexnet")
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "cifar10_alexnet.yaml"),
+                        help="experiment config whose baseline is trained (default: configs/cifar10_alexnet.yaml)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
     parser.add_argument("--images", type=int, default=2000, help="training images (the first N)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in total")
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray Train worker counts to time")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in total (plain loop and all workers)")
+    args = parser.parse_args(argv)
+    from suite.config import load_config
+    from suite.distributed.session import ray_session
 
-    job = TrainJob(name="throughput", model=args.model, model_kwargs=geometry(INFO[args.dataset]),
-                   data=DataConfig(dataset=args.dataset, train_limit=args.images, val_fraction=0.0).model_dump(),
-                   train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, augment=True).model_dump(), progress=False)
-    print(f"{args.model} on {args.images} {args.dataset} images, batch {args.batch_size}, {args.epochs} epochs, {args.threads} threads")
+    cfg = load_config(args.config, args.set)
+    train = cfg.baseline.train.model_copy(update={"epochs": args.epochs})
+    data = cfg.data.model_copy(update={"train_limit": args.images, "val_fraction": 0.0})
+    job = TrainJob(name="throughput", model=cfg.baseline.model, model_kwargs=geometry(INFO[data.dataset]),
+                   data=data.model_dump(), train=train.model_dump(), progress=False)
+    print(f"{cfg.baseline.model} on {args.images} {data.dataset} images, batch {train.batch_size}, {args.epochs} epochs, "
+          f"{args.threads} threads")
     plain_rate, plain_wall = plain_loop(job, args.threads)
-    ray.init(num_cpus=args.threads, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
     rows = [("plain PyTorch loop", plain_rate, plain_wall)]
-    with tempfile.TemporaryDirectory() as tmp:
-        for workers in (1, 2):
-            rate, wall = ray_train(job, workers, args.threads, Path(tmp))
+    runtime = cfg.runtime.model_copy(update={"num_cpus": args.threads, "progress": False})
+    with ray_session(runtime), tempfile.TemporaryDirectory() as tmp:
+        for workers in args.workers:
+            rate, wall = ray_train(job, runtime, workers, args.threads, Path(tmp))
             rows.append((f"Ray Train, {workers} worker{'s' if workers > 1 else ''}", rate, wall))
-    ray.shutdown()
     print(f"\n{'':24} {'images/s':>9} {'wall s':>8} {'vs plain':>9}")
     for name, rate, wall in rows:
         print(f"{name:24} {rate:9.1f} {wall:8.1f} {rate / plain_rate:8.2f}x")
-    epoch_s = args.images / plain_rate
-    fixed = rows[1][2] - args.epochs * args.images / rows[1][1]
-    print(f"\nRay Train overhead at 1 worker: plain/Ray throughput = {plain_rate / rows[1][1]:.3f}; "
-          f"fixed start-up cost per fit about {fixed:.1f} s (= {fixed / epoch_s:.1f} plain epochs of {args.images} images)")
+    if args.workers and args.workers[0] == 1:
+        one = rows[1]
+        fixed = one[2] - args.epochs * args.images / one[1]
+        print(f"\nRay Train overhead at 1 worker: plain/Ray throughput = {plain_rate / one[1]:.3f}; fixed start-up cost "
+              f"per fit about {fixed:.1f} s (= {fixed * plain_rate / args.images:.1f} plain epochs of {args.images} images)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
     || echo "setup: could not install dataset-fashion-mnist (its tests will skip)" >&2
 fi
+# OpenSSH server: the edge tests run `caenet edge bench` against a real sshd on 127.0.0.1.
+if [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq openssh-server) >/dev/null 2>&1 \
+    || echo "setup: could not install openssh-server (the edge tests need /usr/sbin/sshd)" >&2
+fi
 # The offline datasets beside the checkout, when this machine has them.
 if [ -z "${CAENET_DATA:-}" ] && [ -d ../shared/data ]; then
   echo "setup: datasets from $(cd ../shared/data && pwd)"

@@ -2,6 +2,8 @@
 
   caenet run CONFIG [--set key=value ...]   run (or resume) the CAE-Net pipeline
   caenet sweep SWEEP [--set key=value ...]  Ray Tune sweep + latency-SLO search
+  caenet export CONFIG_OR_RUN               TorchScript / ONNX exports, checked against PyTorch
+  caenet edge bench CONFIG_OR_RUN --boards  latency and energy on edge boards over SSH
   caenet data check [DATASET ...]           verify datasets on disk
   caenet models                             list the registered architectures
 """
@@ -47,6 +49,43 @@ def _cmd_sweep(args) -> int:
         print(f"failed: {trial}: {error}")
     print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
     return 0
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from suite.edge.run import export_run
+    from suite.pipeline.lookup import resolve_config
+
+    cfg = resolve_config(args.run, args.set)
+    out = Path(args.out or Path(cfg.runtime.cache_dir) / cfg.data.dataset / "exports" / cfg.name)
+    for fmt in args.format:
+        folder, entries = export_run(cfg, args.models, fmt, out, images=args.images)
+        for e in entries:
+            print(f"{e['name']:24} {fmt:12} {e['bytes'] / 1024:9.1f} KB  max |diff| vs PyTorch {e['max_abs_diff']:.2e}  {folder / e['file']}")
+    return 0
+
+
+def _cmd_edge_bench(args) -> int:
+    from pathlib import Path
+
+    from suite.edge.boards import load_inventory
+    from suite.edge.run import edge_bench, table
+    from suite.pipeline.lookup import resolve_config
+
+    inventory = load_inventory(args.boards)
+    if args.only:
+        inventory.boards = [b for b in inventory.boards if b.name in set(args.only)]
+    cfg = resolve_config(args.run, args.set)
+    source = None if Path(args.run).exists() else args.run
+    out = Path(args.out or Path(cfg.runtime.cache_dir) / cfg.data.dataset / "edge")
+    summary = edge_bench(cfg, inventory, args.models, out, source_run=source)
+    print()
+    print(table(summary))
+    print(f"\nresults: {summary['run_dir']}\nMLflow run: {summary['mlflow_run_id']}")
+    if summary["failed"]:
+        print(f"failed boards: {', '.join(summary['failed'])}", file=sys.stderr)
+    return 0 if summary["rows"] else 1
 
 
 def _cmd_data_check(args) -> int:
@@ -104,6 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--smoke", action="store_true", help="run every trial at smoke scale (a few hundred images, 1 epoch)")
     sweep.set_defaults(func=_cmd_sweep)
 
+    export = sub.add_parser("export", help="export a finished run's models to TorchScript / ONNX, checked against PyTorch",
+                            description="Finds the run's trained models in the stage cache (nothing is trained) and "
+                            "exports each one, BatchNorm folded, plus CAE-Net's encoder and classifier on their own; "
+                            "every file is run back on real test images and compared with PyTorch.")
+    export.add_argument("run", metavar="CONFIG_OR_RUN", help="the run's YAML config, or the MLflow run id of `caenet run`")
+    export.add_argument("--format", nargs="+", choices=["torchscript", "onnx"], default=["torchscript"])
+    export.add_argument("--models", nargs="+", metavar="LABEL", help="baseline, caenet, caenet_no_kd, ... (default: all)")
+    export.add_argument("--out", help="output folder (default: <cache>/<dataset>/exports/<name>)")
+    export.add_argument("--images", type=int, default=64, help="test images for the equivalence check")
+    export.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (must match the run)")
+    export.set_defaults(func=_cmd_export)
+
+    edge = sub.add_parser("edge", help="edge boards: deploy and benchmark over SSH")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True, metavar="ACTION")
+    bench = edge_sub.add_parser("bench", help="benchmark a run's models on the boards of an inventory file",
+                                description="Exports the models each board's runtime needs, then for every board in "
+                                "parallel: connects with Fabric (host keys checked), checks Python and the runtime, "
+                                "pushes the models and a self-contained runner, times batch-1 inferences in rounds with "
+                                "power sampling, fetches the results and cleans up. A failing board is reported alone; "
+                                "each board x model is an MLflow run.")
+    bench.add_argument("run", metavar="CONFIG_OR_RUN", help="the run's YAML config, or the MLflow run id of `caenet run`")
+    bench.add_argument("--boards", required=True, help="boards inventory YAML (see configs/boards.example.yaml)")
+    bench.add_argument("--models", nargs="+", metavar="LABEL", help="models to measure (default: all of the run)")
+    bench.add_argument("--only", nargs="+", metavar="BOARD", help="only these boards of the inventory")
+    bench.add_argument("--out", help="results folder (default: <cache>/<dataset>/edge)")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (must match the run)")
+    bench.set_defaults(func=_cmd_edge_bench)
+
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     chk = data_sub.add_parser("check", help="read datasets in full and report counts, or what is wrong and how to fix it",
@@ -122,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from suite.data import DataError
     from suite.distributed.training import TrainingError
+    from suite.edge.export import ExportError
+    from suite.pipeline.stage import StageMissing
     from suite.stages.features import FeatureError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, TrainingError, FeatureError) as exc:
+    except (ConfigError, DataError, TrainingError, FeatureError, StageMissing, ExportError) as exc:
         print(f"caenet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

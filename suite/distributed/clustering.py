@@ -55,7 +55,13 @@ def cluster_all_classes(features: np.ndarray, labels: np.ndarray, cfg: Clusterin
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
     n_chunks = min(len(classes), 4 * cpus)  # a few chunks per core evens out uneven classes
     chunks = [list(map(int, part)) for part in np.array_split(np.asarray(classes), n_chunks) if len(part)]
-    task = ray.remote(num_cpus=1)(_cluster_chunk)
+    # GPU FAISS: where this FAISS build has GPU support and the cluster has GPUs, each task
+    # takes a share of one (Ray hides GPUs from tasks that do not ask for them).
+    import faiss
+
+    gpu_build = hasattr(faiss, "StandardGpuResources")  # the head may have no GPU itself
+    gpu_share = 0.25 if gpu_build and ray.cluster_resources().get("GPU", 0) > 0 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpu_share)(_cluster_chunk)
     feats_ref, labels_ref = ray.put(np.ascontiguousarray(features, dtype=np.float32)), ray.put(labels)
     pending = [task.remote(feats_ref, labels_ref, chunk, cfg.model_dump(), seed, 1) for chunk in chunks]
     bar = tqdm(total=len(classes), desc=f"clustering ({cfg.method}, {len(chunks)} Ray tasks)", disable=not progress, leave=False)

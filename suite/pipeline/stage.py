@@ -44,12 +44,19 @@ def stage_key(name: str, version: int, params: dict, inputs: list[StageResult]) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class StageMissing(RuntimeError):
+    """A stage that lookup-only mode needed but that has not been run for this config."""
+
+
 class StageRunner:
-    def __init__(self, cache_root: Path, tracker: Tracker | None, log: Callable[[str], None] = print):
+    def __init__(self, cache_root: Path, tracker: Tracker | None, log: Callable[[str], None] = print,
+                 require_cached: bool = False):
         self.cache_root = cache_root
         self.tracker = tracker
         self.log = log
         self.results: dict[str, StageResult] = {}
+        # Lookup only (export, edge bench): finished stages are found, nothing is trained.
+        self.require_cached = require_cached
 
     def run(self, name: str, version: int, params: dict, inputs: list[StageResult],
             body: Callable[[Path, str | None], dict], artifacts: Callable[[Path], list[Path]] | None = None) -> StageResult:
@@ -73,6 +80,9 @@ class StageRunner:
             self.results[name] = result
             return result
 
+        if self.require_cached:
+            raise StageMissing(f"stage '{name}' has not finished for this config under {self.cache_root}; "
+                               "run `caenet run` with the same config first")
         work = final.with_name(final.name + ".partial")
         work.mkdir(parents=True, exist_ok=True)
         (work / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True, default=str))

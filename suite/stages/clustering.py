@@ -22,6 +22,14 @@ from suite.pipeline.stage import StageResult
 VERSION = 1
 
 
+def faiss_gpus() -> int:
+    """GPUs this process's FAISS can use: 0 with ``faiss-cpu`` (the pinned package), or where
+    Ray gave the task no GPU (CUDA_VISIBLE_DEVICES is then empty)."""
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
 def kmeans(x: np.ndarray, k: int, iters: int = 25, restarts: int = 3, seed: int = 0) -> tuple[np.ndarray, float]:
     """FAISS k-means: (labels, inertia = sum of squared distances to the nearest centroid)."""
     import faiss
@@ -33,7 +41,7 @@ def kmeans(x: np.ndarray, k: int, iters: int = 25, restarts: int = 3, seed: int 
     # FAISS silently trains on at most 256 points per centroid unless told otherwise
     # (PITFALLS.md: 10% worse inertia than scikit-learn at k=10 on 5000 points).
     km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=restarts, seed=seed, verbose=False,
-                      max_points_per_centroid=max(256, len(x)), min_points_per_centroid=1)
+                      max_points_per_centroid=max(256, len(x)), min_points_per_centroid=1, gpu=faiss_gpus() > 0)
     km.train(x)
     dist, labels = km.index.search(x, 1)
     return labels[:, 0].astype(np.int64), float(dist.sum())

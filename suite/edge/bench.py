@@ -1,0 +1,253 @@
+"""``caenet edge bench``: deploy exported models to every board with Fabric, run, fetch, clean up.
+
+Boards run in parallel, one thread each. Per board: connect (host key checked against
+known_hosts unless the inventory opts in to unknown keys), check the board's Python and
+runtime, push the board-side runner, the models and their inputs into the board's own work
+folder, run it under a timeout, fetch ``result.json``, and remove the folder. Any failure
+(unreachable, authentication, host key, missing runtime, command error or timeout) ends
+that board alone with a one-line reason; the other boards' results are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from suite.edge import power as power_mod
+from suite.edge.boards import BenchConfig, BoardConfig
+
+RUNNER = Path(__file__).with_name("runner.py")
+RUNTIME_FORMAT = {"torch": "torchscript", "onnxruntime": "onnx"}
+
+
+class BoardError(RuntimeError):
+    """What went wrong on one board, in one line."""
+
+
+@dataclass
+class BoardResult:
+    board: str
+    ok: bool
+    error: str | None = None
+    rows: list[dict] = field(default_factory=list)
+    system: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _connection(board: BoardConfig):
+    import paramiko
+    from fabric import Connection
+
+    kwargs = {"banner_timeout": board.connect_timeout_s, "auth_timeout": board.connect_timeout_s}
+    if board.key_file:
+        kwargs.update(key_filename=[str(Path(board.key_file).expanduser())], look_for_keys=False, allow_agent=False)
+    conn = Connection(board.host, user=board.user, port=board.port, connect_timeout=board.connect_timeout_s,
+                      connect_kwargs=kwargs)
+    # Fabric accepts any host key by default; here unknown keys are refused unless opted in.
+    known = Path(board.known_hosts or "~/.ssh/known_hosts").expanduser()
+    if known.is_file():
+        conn.client.load_host_keys(str(known))
+    conn.client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if board.accept_unknown_host_key else paramiko.RejectPolicy())
+    return conn
+
+
+def _open(conn, board: BoardConfig) -> None:
+    import paramiko
+
+    where = f"{board.user}@{board.host}:{board.port}"
+    try:
+        conn.open()
+    except (socket.timeout, TimeoutError):
+        raise BoardError(f"unreachable: {where} did not answer within {board.connect_timeout_s:g}s") from None
+    except paramiko.AuthenticationException:
+        raise BoardError(f"authentication failed for {where} (key_file: {board.key_file or 'agent/default keys'})") from None
+    except paramiko.SSHException as exc:
+        if "known_hosts" in str(exc):
+            raise BoardError(f"{where}: host key not in {board.known_hosts or '~/.ssh/known_hosts'} "
+                             "(add it with ssh-keyscan, or set accept_unknown_host_key: true)") from None
+        raise BoardError(f"ssh to {where} failed: {str(exc).splitlines()[0][:160]}") from None
+    except paramiko.ssh_exception.NoValidConnectionsError as exc:  # refused on every address
+        reasons = sorted({(e.strerror or str(e)) for e in exc.errors.values()}) or [str(exc)]
+        raise BoardError(f"unreachable: {where}: {'; '.join(reasons)}") from None
+    except OSError as exc:
+        raise BoardError(f"unreachable: {where}: {exc.strerror or exc}") from None
+
+
+def _run(conn, command: str, timeout: float, what: str):
+    from invoke.exceptions import CommandTimedOut
+
+    try:
+        result = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+    except CommandTimedOut:
+        raise BoardError(f"{what}: timed out after {timeout:g}s") from None
+    if result.exited != 0:
+        lines = [l for l in (result.stderr or result.stdout).splitlines() if l.strip()]
+        raise BoardError(f"{what}: exit {result.exited}: {lines[-1][:200] if lines else 'no output'}")
+    return result
+
+
+def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entries: list[dict], out_dir: Path) -> BoardResult:
+    import paramiko
+
+    t0 = time.perf_counter()
+    result = BoardResult(board=board.name, ok=False)
+    conn = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = _connection(board)
+        _open(conn, board)
+        module = "torch" if board.runtime == "torch" else "onnxruntime"
+        probe = f"{shlex.quote(board.python)} -c 'import sys, numpy, {module} as r; print(sys.version.split()[0], r.__version__)'"
+        try:
+            versions = _run(conn, probe, 120, "runtime check").stdout.split()
+        except BoardError as exc:
+            raise BoardError(f"{board.runtime} is not importable with '{board.python}' on the board ({exc})") from None
+        result.system = {"python": versions[0], "runtime_version": versions[1] if len(versions) > 1 else None}
+        work = board.workdir
+        _run(conn, f"rm -rf {shlex.quote(work)} && mkdir -p {shlex.quote(work)}", 60, "prepare work folder")
+        uploads = [(RUNNER, "runner.py")]
+        spec_models = []
+        for e in entries:
+            uploads += [(export_dir / e["file"], e["file"]), (export_dir / e["inputs"], e["inputs"])]
+            spec_models.append({"name": e["name"], "file": e["file"], "inputs": e["inputs"]})
+        spec = {"runtime": board.runtime, "threads": board.threads, "models": spec_models, "warmup": bench.warmup,
+                "rounds": bench.rounds, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds,
+                "power": board.power.model_dump() if board.power.kind != "rd-usb" else {"kind": "none"}}
+        (out_dir / "spec.json").write_text(json.dumps(spec, indent=1))
+        uploads.append((out_dir / "spec.json", "spec.json"))
+        try:
+            for local, remote in uploads:
+                conn.put(str(local), f"{work}/{remote}")
+        except (OSError, paramiko.SSHException) as exc:
+            raise BoardError(f"copying files to the board failed (is its SFTP subsystem enabled?): "
+                             f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") from None
+        _run(conn, f"cd {shlex.quote(work)} && {shlex.quote(board.python)} runner.py --spec spec.json --out result.json",
+             board.command_timeout_s, "benchmark")
+        conn.get(f"{work}/result.json", str(out_dir / "result.json"))
+        raw = json.loads((out_dir / "result.json").read_text())
+        result.system.update(raw.get("system", {}))
+        result.rows = summarize(raw, board)
+        result.ok = True
+    except BoardError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # anything else on this board stays on this board
+        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    finally:
+        if conn is not None:
+            try:
+                if conn.is_connected:
+                    conn.run(f"rm -rf {shlex.quote(board.workdir)}", hide=True, warn=True, timeout=60, in_stream=False)
+            except Exception:
+                pass
+            conn.close()
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ---------------------------------------------------------------------------- results
+
+def _latency_stats(ms: np.ndarray) -> dict:
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def power_samples(raw: dict, board: BoardConfig) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(epoch seconds, watts, error) from the runner's raw readings or the rd-usb CSV."""
+    kind = board.power.kind
+    readings = raw.get("power", {}).get("readings", [])
+    error = raw.get("power", {}).get("error")
+    t, w = [], []
+    if kind == "rd-usb":
+        path = Path(board.power.csv).expanduser()
+        if not path.is_file():
+            return np.array([]), np.array([]), f"rd-usb: {path} not found (export the meter's session as CSV there)"
+        times, watts, _ = power_mod.parse_rdusb_csv(path.read_text(errors="replace"))
+        return times, watts, error
+    if kind == "tegrastats":
+        for ts, line in readings:
+            try:
+                w.append(power_mod.parse_tegrastats_line(line))
+                t.append(ts)
+            except power_mod.PowerParseError:
+                continue
+    elif kind == "hwmon":
+        for ts, r in readings:
+            try:
+                w.append(power_mod.hwmon_watts(r.get("power_uw"), r.get("in_mv"), r.get("curr_ma")))
+                t.append(ts)
+            except power_mod.PowerParseError:
+                continue
+    elif kind == "rapl":  # cumulative counter -> mean power between consecutive reads
+        prev = None
+        for ts, r in readings:
+            try:
+                e = power_mod.parse_sysfs_int(r["energy_uj"] or "", "rapl energy_uj")
+                rng = power_mod.parse_sysfs_int(r["max_energy_range_uj"] or "", "rapl max_energy_range_uj")
+            except power_mod.PowerParseError:
+                continue
+            if prev is not None and ts > prev[0]:
+                t.append((ts + prev[0]) / 2)
+                w.append(power_mod.rapl_energy_joules(prev[1], e, rng) / (ts - prev[0]))
+            prev = (ts, e)
+    return np.asarray(t), np.asarray(w), error
+
+
+def summarize(raw: dict, board: BoardConfig) -> list[dict]:
+    """One row per model: latency over all rounds and per round, energy per inference or N/A."""
+    times, watts, power_error = power_samples(raw, board) if board.power.kind != "none" else (None, None, None)
+    idle = tuple(raw["idle_window"]) if raw.get("idle_window") and raw["idle_window"][1] > raw["idle_window"][0] else None
+    rows = []
+    for name, rec in raw["models"].items():
+        rounds = [np.asarray(r) for r in rec["latencies_ms"]]
+        row = {"board": board.name, "board_kind": board.kind, "model": name, "runtime": raw["runtime"],
+               "runtime_version": raw.get("runtime_version"), "threads": raw["threads"],
+               **_latency_stats(np.concatenate(rounds)), "round_p50_ms": [float(np.percentile(r, 50)) for r in rounds],
+               "inferences": int(sum(len(r) for r in rounds)), "power_source": board.power.kind,
+               "energy_mj": None, "dynamic_energy_mj": None, "idle_watts": None, "mean_watts": None, "energy_note": None}
+        if board.power.kind == "none":
+            row["energy_note"] = "N/A: no power source configured"
+        elif len(times) == 0:
+            row["energy_note"] = f"N/A: {power_error or 'no power samples'}"
+        else:
+            joules, seconds, n, covered = 0.0, 0.0, 0, True
+            idle_w = None
+            for win in (w for w in raw["windows"] if w["model"] == name):
+                e = power_mod.window_energy(times, watts, win["start"], win["end"], idle, board.power.kind)
+                if e.joules is None:
+                    covered = False
+                    break
+                joules += e.joules
+                seconds += win["end"] - win["start"]
+                n += win["inferences"]
+                idle_w = e.idle_watts
+            if covered and n:
+                row["energy_mj"] = 1e3 * joules / n
+                row["mean_watts"] = joules / seconds
+                row["idle_watts"] = idle_w
+                if idle_w is not None:
+                    row["dynamic_energy_mj"] = 1e3 * max(joules - idle_w * seconds, 0.0) / n
+            else:
+                row["energy_note"] = "N/A: fewer than 2 power samples in a timed window (lengthen bench.min_seconds)"
+        rows.append(row)
+    return rows
+
+
+def bench_boards(boards: list[BoardConfig], bench: BenchConfig, exports: dict[str, tuple[Path, list[dict]]],
+                 out_dir: Path, log=print) -> list[BoardResult]:
+    """``exports``: format -> (folder, manifest entries). Boards run in parallel."""
+    def one(board: BoardConfig) -> BoardResult:
+        folder, entries = exports[RUNTIME_FORMAT[board.runtime]]
+        log(f"[{board.name}] {board.user}@{board.host}:{board.port} ({board.kind}, {board.runtime}, {board.threads} thread(s))")
+        res = bench_board(board, bench, folder, entries, out_dir / board.name)
+        log(f"[{board.name}] {'done' if res.ok else 'FAILED: ' + str(res.error)} in {res.seconds:.1f}s")
+        return res
+
+    with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
+        return list(pool.map(one, boards))

@@ -1,0 +1,116 @@
+"""The boards inventory: which edge boards to measure on, how to reach them, how to read power.
+
+    # boards.yaml
+    boards:
+      - name: pi4
+        host: 192.168.1.40
+        user: pi
+        key_file: ~/.ssh/id_ed25519
+        kind: rpi4
+        runtime: onnxruntime
+        threads: 4
+        power: {kind: rd-usb, csv: ~/meter/pi4-session.csv}   # exported by rd-usb on this machine
+      - name: nano
+        host: 192.168.1.41
+        user: jetson
+        kind: jetson-nano
+        runtime: torch
+        power: {kind: tegrastats, interval_ms: 500}
+
+Validated on load like every config: an unknown key, a wrong type or a duplicate name is a
+one-line error naming it. Keys and passwords are never read here, only the key file's path,
+and never logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from suite.config import ConfigError, _one_line
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PowerConfig(_Strict):
+    kind: Literal["none", "tegrastats", "rd-usb", "rapl", "hwmon"] = "none"
+    interval_ms: int = Field(default=500, ge=10)  # tegrastats / hwmon sampling period
+    csv: str | None = None  # rd-usb: the CSV export on the controller, read after the run (clocks must agree)
+    rapl: str = "/sys/class/powercap/intel-rapl:0"  # RAPL domain folder on the board
+    hwmon: str | None = None  # hwmon folder on the board; null: the first ina2xx/ina3221 found
+    idle_seconds: float = Field(default=5.0, ge=0)  # idle power measured before the timed rounds
+
+    @model_validator(mode="after")
+    def _needs(self) -> "PowerConfig":
+        if self.kind == "rd-usb" and not self.csv:
+            raise ValueError("rd-usb needs csv: the path of rd-usb's CSV export on this machine")
+        return self
+
+
+class BoardConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str
+    key_file: str | None = None  # private key path; null: the SSH agent / default keys
+    kind: Literal["rpi4", "jetson-nano", "generic-linux"] = "generic-linux"
+    python: str = "python3"  # interpreter on the board
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    threads: int = Field(default=1, ge=1)
+    power: PowerConfig = PowerConfig()
+    workdir: str = "/tmp/caenet-edge"  # created and removed on the board
+    connect_timeout_s: float = Field(default=10, gt=0)  # TCP connect + SSH handshake
+    command_timeout_s: float = Field(default=1800, gt=0)  # the whole benchmark command
+    known_hosts: str | None = None  # null: ~/.ssh/known_hosts
+    accept_unknown_host_key: bool = False  # explicit opt-in; the default rejects unknown hosts
+
+    @field_validator("workdir")
+    @classmethod
+    def _safe_workdir(cls, v: str) -> str:
+        if not v.startswith("/") or v.rstrip("/") in ("", "/tmp", "/home", "/root") or ".." in v:
+            raise ValueError("must be an absolute folder of its own (it is removed after the run)")
+        return v.rstrip("/")
+
+
+class BenchConfig(_Strict):
+    warmup: int = Field(default=20, ge=0)
+    rounds: int = Field(default=5, ge=1)  # the paper averages five rounds
+    min_runs: int = Field(default=100, ge=1)  # per round, at least this many inferences ...
+    min_seconds: float = Field(default=2.0, ge=0)  # ... and at least this long
+    images: int = Field(default=64, ge=1)  # distinct test images cycled through
+
+
+class Inventory(_Strict):
+    boards: list[BoardConfig]
+    bench: BenchConfig = BenchConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Inventory":
+        names = [b.name for b in self.boards]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate board names: {', '.join(dup)}")
+        if not self.boards:
+            raise ValueError("no boards listed")
+        return self
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such boards file (see configs/boards.example.yaml)")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with a 'boards' list")
+    try:
+        return Inventory.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_one_line(exc)}") from None

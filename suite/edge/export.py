@@ -1,0 +1,111 @@
+"""Export trained models for the boards: TorchScript or ONNX, checked against PyTorch.
+
+Every model exports whole; CAE-Net also exports its encoder and its classifier on their own
+(the per-component latency and energy of the paper's Fig. 5). BatchNorm is folded first, as
+for the latency measurements here. Each file is loaded back (``torch.jit.load`` or an
+onnxruntime session) and run on real test images; the largest absolute difference from the
+PyTorch outputs is recorded, and an export that differs by more than ``atol`` is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from suite.metrics import fold_batchnorm
+
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+class ExportError(RuntimeError):
+    """An export that failed or does not match PyTorch; the message is one line."""
+
+
+def components(label: str, model: nn.Module) -> dict[str, nn.Module]:
+    """``label`` -> the model, plus ``label.encoder`` / ``label.classifier`` for CAE-Net-like models."""
+    parts = {label: model}
+    if hasattr(model, "encoder") and hasattr(model, "classifier"):
+        parts[f"{label}.encoder"] = model.encoder
+        parts[f"{label}.classifier"] = model.classifier
+    return parts
+
+
+def export_one(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) -> Path:
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        import warnings
+
+        # Deprecated in torch 2.14 in favour of torch.export, but TorchScript is what a board's
+        # torch (JetPack ships 1.x-2.x wheels) loads without this suite.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+        traced.save(str(path))
+    elif fmt == "onnx":
+        # The TorchScript-based exporter: the dynamo one needs onnxscript, which boards lack.
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
+                          opset_version=17, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    else:
+        raise ExportError(f"unknown format {fmt!r}; choose {', '.join(FORMATS)}")
+    return path
+
+
+def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
+    if fmt == "torchscript":
+        import warnings
+
+        with warnings.catch_warnings():  # 2.14 deprecates TorchScript loading; boards still run it
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(str(path), map_location="cpu").eval()
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def export_model(label: str, model: nn.Module, images: torch.Tensor, fmt: str, folder: Path, atol: float = 1e-4) -> list[dict]:
+    """Export ``model`` (and its components) to ``folder``; return one manifest entry per file.
+
+    ``images``: float test images in [0, 1], shape (N, C, H, W); the check runs them all.
+    """
+    model = fold_batchnorm(model.cpu().eval())
+    entries = []
+    x = images.float().cpu()
+    feed = {label: x}
+    if hasattr(model, "encoder"):
+        with torch.no_grad():
+            feed[f"{label}.encoder"] = x
+            feed[f"{label}.classifier"] = model.encoder(x)
+    for name, part in components(label, model).items():
+        inputs = feed[name]
+        path = folder / f"{name}{FORMATS[fmt]}"
+        try:
+            export_one(part, inputs[:1], fmt, path)
+            got = run_exported(path, fmt, inputs.numpy())
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"{name} -> {fmt}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        with torch.no_grad():
+            want = part(inputs).numpy()
+        diff = float(np.abs(got - want).max())
+        if not diff <= atol:
+            raise ExportError(f"{name} -> {fmt}: outputs differ from PyTorch by {diff:.3g} (> {atol:g})")
+        np.save(folder / f"{name}.inputs.npy", inputs.numpy().astype(np.float32))  # what the board feeds it
+        entries.append({"name": name, "format": fmt, "file": path.name, "inputs": f"{name}.inputs.npy",
+                        "input_shape": [1, *inputs.shape[1:]], "max_abs_diff": diff, "bytes": path.stat().st_size,
+                        "checked_on": len(inputs)})
+    return entries
+
+
+def write_manifest(folder: Path, entries: list[dict], extra: dict) -> Path:
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({**extra, "models": entries}, indent=2))
+    return path

@@ -1,0 +1,201 @@
+"""Board-side benchmark runner: copied to each board and run there with the board's Python.
+
+Self-contained on purpose (standard library, numpy, and torch or onnxruntime only): boards do
+not have this suite installed. Reads ``spec.json``, writes ``result.json``:
+
+1. fixes the thread count, records the CPU governor, frequency and temperature where exposed;
+2. starts the power sampler (tegrastats, hwmon, RAPL; or none) and records an idle window;
+3. loads every exported model, warms it up, then times batch-1 inferences on real test images
+   in rounds that alternate between the models, each round lasting at least ``min_runs``
+   inferences and ``min_seconds``; per-call latencies and each window's wall-clock span are kept;
+4. stops the sampler and writes the raw power readings; the controller turns them into
+   energy with the same parsers the tests pin (``suite.edge.power``).
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def system_info():
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        t, kind = read(zone + "/temp"), read(zone + "/type")
+        if t and t.lstrip("-").isdigit():
+            temps[kind or os.path.basename(zone)] = int(t) / 1000.0
+    return {
+        "machine": platform.machine(), "kernel": platform.release(), "python": platform.python_version(),
+        "cpus": os.cpu_count(), "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_khz": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"), "temperatures_c": temps,
+        "model": read("/proc/device-tree/model") or read("/sys/firmware/devicetree/base/model"),
+    }
+
+
+class Sampler:
+    """Raw power readings in a background thread: (epoch seconds, reading)."""
+
+    def __init__(self, power):
+        self.cfg, self.kind = power, power.get("kind", "none")
+        self.readings, self.error = [], None
+        self._stop = threading.Event()
+        self._thread, self._proc = None, None
+
+    def start(self):
+        if self.kind == "tegrastats":
+            cmd = ["tegrastats", "--interval", str(self.cfg.get("interval_ms", 500))]
+            try:
+                self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            except OSError as exc:
+                self.error = f"tegrastats: {exc}"
+                return
+            self._thread = threading.Thread(target=self._tegrastats, daemon=True)
+        elif self.kind in ("hwmon", "rapl"):
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+        else:
+            return
+        self._thread.start()
+
+    def _tegrastats(self):
+        for line in self._proc.stdout:
+            self.readings.append((time.time(), line.rstrip("\n")))
+            if self._stop.is_set():
+                break
+
+    def _hwmon_dir(self):
+        if self.cfg.get("hwmon"):
+            return self.cfg["hwmon"]
+        for d in sorted(glob.glob("/sys/class/hwmon/hwmon*")):
+            if (read(d + "/name") or "").startswith("ina"):
+                return d
+        return None
+
+    def _poll(self):
+        period = self.cfg.get("interval_ms", 500) / 1000.0
+        if self.kind == "hwmon":
+            d = self._hwmon_dir()
+            if d is None:
+                self.error = "hwmon: no ina2xx/ina3221 device under /sys/class/hwmon"
+                return
+        else:
+            d = self.cfg.get("rapl", "/sys/class/powercap/intel-rapl:0")
+            max_range = read(d + "/max_energy_range_uj")
+            if read(d + "/energy_uj") is None:
+                self.error = f"rapl: {d}/energy_uj is not readable (permissions or no RAPL)"
+                return
+        while not self._stop.is_set():
+            now = time.time()
+            if self.kind == "hwmon":
+                self.readings.append((now, {"power_uw": read(d + "/power1_input"), "in_mv": read(d + "/in1_input"),
+                                            "curr_ma": read(d + "/curr1_input")}))
+            else:
+                self.readings.append((now, {"energy_uj": read(d + "/energy_uj"), "max_energy_range_uj": max_range}))
+            self._stop.wait(period)
+
+    def stop(self):
+        self._stop.set()
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def load(model, runtime, threads):
+    path = model["file"]
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})[0]
+    import torch
+
+    torch.set_num_threads(threads)
+    net = torch.jit.load(path, map_location="cpu").eval()
+
+    def call(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return call
+
+
+def main():
+    parser = argparse.ArgumentParser(description="caenet board-side benchmark runner")
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    with open(args.spec) as f:
+        spec = json.load(f)
+    import numpy as np
+
+    runtime, threads = spec["runtime"], spec["threads"]
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    result = {"system": system_info(), "runtime": runtime, "threads": threads, "windows": [], "models": {}}
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        result["runtime_version"] = onnxruntime.__version__
+    else:
+        import torch
+
+        result["runtime_version"] = torch.__version__
+    models = {m["name"]: load(m, runtime, threads) for m in spec["models"]}
+    # Each model's own inputs: test images, or for a classifier alone the encoder's outputs.
+    feeds = {m["name"]: np.load(m["inputs"]).astype(np.float32) for m in spec["models"]}
+    sampler = Sampler(spec.get("power", {}))
+    sampler.start()
+    idle_s = float(spec.get("power", {}).get("idle_seconds", 0)) if sampler.kind != "none" else 0.0
+    t0 = time.time()
+    time.sleep(idle_s)
+    result["idle_window"] = [t0, time.time()]
+    for name, call in models.items():  # warm-up, outside every timed window
+        inputs, n = feeds[name], len(feeds[name])
+        for i in range(spec["warmup"]):
+            call(inputs[i % n : i % n + 1])
+        result["models"][name] = {"latencies_ms": []}
+    for r in range(spec["rounds"]):
+        for name, call in models.items():
+            inputs, n = feeds[name], len(feeds[name])
+            lat = []
+            start = time.time()
+            begin = time.perf_counter()
+            i = 0
+            while i < spec["min_runs"] or time.perf_counter() - begin < spec["min_seconds"]:
+                x = inputs[i % n : i % n + 1]
+                t = time.perf_counter()
+                call(x)
+                lat.append((time.perf_counter() - t) * 1e3)
+                i += 1
+            result["windows"].append({"model": name, "round": r, "start": start, "end": time.time(), "inferences": i})
+            result["models"][name]["latencies_ms"].append(lat)
+    sampler.stop()
+    result["power"] = {"kind": sampler.kind, "error": sampler.error, "readings": sampler.readings}
+    result["system_after"] = system_info()
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    print(json.dumps({"ok": True, "models": list(models), "windows": len(result["windows"])}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Edge boards end to end against a real OpenSSH server on 127.0.0.1: export, deploy with
+Fabric, run, fetch, record in MLflow; a closed port and an unknown host key fail alone."""
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@pytest.fixture(scope="module")
+def sshd():
+    """A throwaway sshd on a free loopback port with a generated host key and user key."""
+    if not Path(SSHD).exists():
+        pytest.fail("openssh-server is not installed (scripts/setup.sh installs it)")
+    home = Path(tempfile.mkdtemp(prefix="sshd", dir="/tmp"))
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
+    (home / "authorized_keys").write_text((home / "user.pub").read_text())
+    port = free_port()
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", "/dev/null", "-o", f"HostKey={home / 'host'}", "-o", f"Port={port}",
+                             "-o", "ListenAddress=127.0.0.1", "-o", f"AuthorizedKeysFile={home / 'authorized_keys'}",
+                             "-o", "PasswordAuthentication=no", "-o", "UsePAM=no", "-o", "StrictModes=no",
+                             "-o", "PermitRootLogin=prohibit-password", "-o", f"PidFile={home / 'sshd.pid'}",
+                             "-o", "Subsystem=sftp internal-sftp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"sshd did not start: {proc.stdout.read()[-2000:]}")
+            time.sleep(0.2)
+    host_pub = " ".join((home / "host.pub").read_text().split()[:2])
+    (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    (home / "empty_known_hosts").write_text("")
+    yield {"port": port, "key": home / "user", "known_hosts": home / "known_hosts", "empty": home / "empty_known_hosts", "home": home}
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, data_root):
+    """A finished MNIST run at smoke scale (the models the boards will run)."""
+    cwd = tmp_path_factory.mktemp("run")
+    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
+    args = [str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true", "--set", "caenet.ablations=[]",
+            "--set", "autoencoder.compare_unclustered=false"]
+    out = subprocess.run([sys.executable, "-m", "suite.cli", "run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"cwd": cwd, "args": args, "env": env}
+
+
+def _cli(run, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=run["cwd"], env=run["env"], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_export_checks_against_pytorch(smoke_run):
+    out = _cli(smoke_run, "export", *smoke_run["args"][:1], *smoke_run["args"][1:], "--format", "torchscript", "onnx")
+    assert out.returncode == 0, out.stderr[-2000:]
+    folder = smoke_run["cwd"] / "artifacts" / "mnist" / "exports" / "mnist_lenet"
+    for fmt in ("torchscript", "onnx"):
+        manifest = json.loads((folder / fmt / "manifest.json").read_text())
+        names = {m["name"] for m in manifest["models"]}
+        assert names == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
+        assert all(m["max_abs_diff"] <= 1e-4 and m["checked_on"] == 64 for m in manifest["models"])
+    missing = _cli(smoke_run, "export", str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true")
+    assert missing.returncode == 2 and "has not finished for this config" in missing.stderr  # ablations were not trained
+
+
+@pytest.mark.slow
+def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
+    user = getpass.getuser()
+    common = {"host": "127.0.0.1", "user": user, "key_file": str(sshd["key"]), "python": sys.executable, "runtime": "torch",
+              "connect_timeout_s": 5}
+    inventory = {"boards": [
+        {"name": "loopback", "port": sshd["port"], "known_hosts": str(sshd["known_hosts"]), "workdir": str(tmp_path / "board"), **common},
+        {"name": "closed", "port": free_port(), "known_hosts": str(sshd["known_hosts"]), **common},
+        {"name": "stranger", "port": sshd["port"], "known_hosts": str(sshd["empty"]), **common},
+    ], "bench": {"warmup": 2, "rounds": 2, "min_runs": 20, "min_seconds": 0}}
+    boards = tmp_path / "boards.yaml"
+    boards.write_text(yaml.safe_dump(inventory))
+    out = _cli(smoke_run, "edge", "bench", *smoke_run["args"], "--boards", str(boards), "--models", "baseline", "caenet")
+    assert out.returncode == 0, out.stdout[-3000:]
+    lines = out.stdout.splitlines()
+    closed = [l for l in lines if l.startswith("closed ")]
+    assert len(closed) == 1 and "FAILED: unreachable: " in closed[0] and "connection refused" in closed[0].lower()
+    assert any(l.startswith("stranger ") and "host key not in" in l for l in lines)
+    summary = json.loads(next((smoke_run["cwd"] / "artifacts" / "mnist" / "edge").glob("*/edge_results.json")).read_text())
+    assert set(summary["failed"]) == {"closed", "stranger"}
+    got = {r["model"]: r for r in summary["rows"]}
+    assert set(got) == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
+    for r in got.values():
+        assert r["board"] == "loopback" and r["p50_ms"] > 0 and len(r["round_p50_ms"]) == 2 and r["inferences"] == 40
+        assert r["energy_mj"] is None and r["energy_note"].startswith("N/A")  # no power source: never a guess
+    assert not (tmp_path / "board").exists()  # the board's work folder was cleaned up
+    assert summary["systems"]["loopback"]["python"] == sys.version.split()[0]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{smoke_run['cwd'] / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("caenet")
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
+    assert {r.info.run_name for r in children} == {f"loopback/{m}" for m in got}
+    assert all("p50_ms" in r.data.metrics and r.data.params["board"] == "loopback" for r in children)
+    text = json.dumps([r.data.params | r.data.tags for r in children])
+    assert str(sshd["key"]) not in text  # no key material or key paths in MLflow

@@ -1,0 +1,75 @@
+"""Power-source parsers on real-format sample lines, malformed ones included, and the energy integral."""
+
+import numpy as np
+import pytest
+
+from suite.edge.power import (PowerParseError, hwmon_watts, integrate, parse_rdusb_csv, parse_tegrastats,
+                              parse_tegrastats_line, rapl_energy_joules, tegrastats_line_time, tegrastats_rails, window_energy)
+
+# Jetson Nano, JetPack 4.6 (tegrastats --interval 500)
+JP4 = ("RAM 2148/3956MB (lfb 2x4MB) SWAP 0/1978MB (cached 0MB) IRAM 0/252kB(lfb 252kB) CPU [29%@1479,20%@1479,"
+       "25%@1479,27%@1479] EMC_FREQ 3%@1600 GR3D_FREQ 0%@921 APE 25 PLL@26.5C CPU@29C PMIC@100C GPU@28C AO@36.5C "
+       "thermal@28.5C POM_5V_IN 4520/4680 POM_5V_GPU 0/0 POM_5V_CPU 1439/1402")
+# Jetson Orin, JetPack 5/6: timestamped, units on every rail
+JP5 = ("11-23-2026 10:00:01 RAM 3000/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [1%@729,0%@729] EMC_FREQ 0%@2133 "
+       "GR3D_FREQ 0%@[305] cpu@45.5C soc2@44.2C VDD_IN 5263mW/5263mW VDD_CPU_GPU_CV 725mW/725mW VDD_SOC 1411mW/1411mW")
+
+
+def test_tegrastats_jetpack4_and_5():
+    assert parse_tegrastats_line(JP4) == pytest.approx(4.52)  # instantaneous, not the 4680 average
+    assert tegrastats_rails(JP4) == {"POM_5V_IN": 4520.0, "POM_5V_GPU": 0.0, "POM_5V_CPU": 1439.0}
+    assert parse_tegrastats_line(JP5) == pytest.approx(5.263)
+    assert tegrastats_line_time(JP5) is not None and tegrastats_line_time(JP4) is None
+
+
+def test_tegrastats_malformed_lines():
+    with pytest.raises(PowerParseError, match="no power rail"):
+        parse_tegrastats_line("RAM 2148/3956MB SWAP 0/1978MB CPU [29%@1479]")  # MB figures are not power
+    with pytest.raises(PowerParseError):
+        parse_tegrastats_line("POM_5V_IN ???/4680")
+    t, w, skipped = parse_tegrastats("\n".join([JP4, "garbage", JP4.replace("4520/4680", "5000/4700"), ""]), 0.5)
+    assert skipped == 1 and list(w) == [4.52, 5.0] and list(t) == [0.0, 0.5]
+
+
+RDUSB = """Time,Voltage (V),Current (A),Power (W),Temperature (°C),Data+ (V),Data- (V),Resistance (Ω),Accumulated current (mAh),Accumulated power (mWh),Accumulated time (seconds),Run time,Run time (seconds),Unix time
+2026-11-23 10:00:00,5.12,0.612,3.133,31,0.0,0.0,8.4,12,61,30,00:00:30,30,1763892000
+2026-11-23 10:00:00,5.11,0.640,3.270,31,0.0,0.0,8.0,12,61,30,00:00:30,30,1763892000.5
+2026-11-23 10:00:01,5.11,n/a,,31,0.0,0.0,8.0,12,61,31,00:00:31,31,1763892001
+2026-11-23 10:00:01,5.10,0.700,3.570,31,0.0,0.0,7.3,12,62,31,00:00:31,31,1763892001.5
+"""
+
+
+def test_rdusb_csv_by_header_name():
+    t, w, skipped = parse_rdusb_csv(RDUSB)
+    assert skipped == 1  # the row with no power and a garbled current
+    assert list(w) == [3.133, 3.27, 3.57] and t[0] == 1763892000
+    # Columns in another order and no Power column: V x A, time from the text column
+    alt = "Current (A),Voltage (V),Time\n0.5,5.0,2026-11-23 10:00:00\n0.6,5.0,2026-11-23 10:00:01\n"
+    t, w, skipped = parse_rdusb_csv(alt)
+    assert list(w) == [2.5, 3.0] and t[1] - t[0] == 1 and skipped == 0
+    with pytest.raises(PowerParseError, match="header is"):
+        parse_rdusb_csv("a,b\n1,2\n")
+
+
+def test_rapl_wraps_and_hwmon_units():
+    assert rapl_energy_joules(1_000_000, 3_500_000, 262_143_328_850) == pytest.approx(2.5)
+    assert rapl_energy_joules(262_143_000_000, 1_000_000, 262_143_328_850) == pytest.approx(1.32885)  # wrapped once
+    with pytest.raises(PowerParseError):
+        rapl_energy_joules(-1, 5, 10)
+    assert hwmon_watts(power_uw="4520000\n") == pytest.approx(4.52)
+    assert hwmon_watts(in_mv="5100", curr_ma="800") == pytest.approx(4.08)
+    with pytest.raises(PowerParseError, match="in1_input"):
+        hwmon_watts(in_mv="5.1V", curr_ma="800")
+
+
+def test_energy_integral_and_idle():
+    t = np.arange(0, 10.5, 0.5)
+    w = np.where(t < 4, 2.0, 5.0)  # idle 2 W for 4 s, then 5 W while timing
+    joules, n = integrate(t, w, 5.0, 9.0)
+    assert joules == pytest.approx(20.0) and n == 9
+    e = window_energy(t, w, 5.0, 9.0, idle=(0.0, 3.5), source="test")
+    assert e.idle_watts == pytest.approx(2.0) and e.mean_watts == pytest.approx(5.0)
+    assert e.per_inference_mj(1000) == pytest.approx(20.0)
+    assert e.dynamic_per_inference_mj(1000, 4.0) == pytest.approx(12.0)
+    none = window_energy(t, w, 20.0, 30.0, idle=None, source="test")  # no samples in the window: N/A
+    assert none.joules is None and none.per_inference_mj(100) is None
