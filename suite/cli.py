@@ -4,6 +4,7 @@
   caenet sweep SWEEP [--set key=value ...]  Ray Tune sweep + latency-SLO search
   caenet export CONFIG_OR_RUN               TorchScript / ONNX exports, checked against PyTorch
   caenet edge bench CONFIG_OR_RUN --boards  latency and energy on edge boards over SSH
+  caenet report CONFIG_OR_RUN               Tables I/II, Fig. 1 and Fig. 5 from the measurements
   caenet data check [DATASET ...]           verify datasets on disk
   caenet models                             list the registered architectures
 """
@@ -88,6 +89,41 @@ def _cmd_edge_bench(args) -> int:
     return 0 if summary["rows"] else 1
 
 
+def _cmd_report(args) -> int:
+    import json
+    from pathlib import Path
+
+    from suite.pipeline.lookup import resolve_config
+    from suite.pipeline.tracking import Tracker
+    from suite.report import tables
+
+    cfg = resolve_config(args.run, args.set).effective()
+    edge_dir = Path(cfg.runtime.cache_dir) / cfg.data.dataset / "edge"
+    edge = [json.loads(Path(p).read_text()) for p in args.edge] if args.edge else tables.latest_edge_results(edge_dir)
+    rows = tables.model_rows(cfg, args.models)
+    report = tables.build(rows, edge, args.slo_ms)
+    out = Path(args.out or Path(cfg.runtime.cache_dir) / cfg.data.dataset / "report" / cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    title = tables.TITLES.get(cfg.data.dataset, cfg.data.dataset)
+    text = tables.markdown(report, f"{title}: {cfg.name}")
+    (out / "table.md").write_text(text + "\n")
+    tables.write_csv(report, out / "table.csv")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    tables.figure1(report, out / "figure1.png")
+    fig5 = tables.figure5(report, out / "figure5.png")
+    tracker = Tracker(cfg.runtime)
+    run_id = tracker.start_parent(f"report-{cfg.name}", {"edge_runs": [e.get("mlflow_run_id") for e in edge], "slo_ms": args.slo_ms},
+                                  {"kind": "report", "dataset": cfg.data.dataset})
+    for f in ("table.md", "table.csv", "report.json", "figure1.png") + (("figure5.png",) if fig5 else ()):
+        tracker.log_artifact(run_id, out / f)
+    tracker.end(run_id)
+    print(text)
+    print(f"\nreport: {out}\nMLflow run: {run_id}")
+    if not edge:
+        print(f"(no board measurements under {edge_dir}: run `caenet edge bench` first for the latency and energy columns)")
+    return 0
+
+
 def _cmd_data_check(args) -> int:
     from suite.data import INFO, check
 
@@ -170,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="results folder (default: <cache>/<dataset>/edge)")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (must match the run)")
     bench.set_defaults(func=_cmd_edge_bench)
+
+    report = sub.add_parser("report", help="the paper's Table I / II, Fig. 1 and Fig. 5 from a run and its board measurements",
+                            description="Accuracy, parameters and size of the run's models (measured now on the test set), "
+                            "with per-board latency (speed-up over the baseline), energy (ratio, or N/A) and SLO verdicts "
+                            "from the newest `caenet edge bench` of the run. Writes Markdown, CSV, JSON and PNGs, and logs "
+                            "them to MLflow.")
+    report.add_argument("run", metavar="CONFIG_OR_RUN", help="the run's YAML config, or the MLflow run id of `caenet run`")
+    report.add_argument("--edge", nargs="+", metavar="EDGE_RESULTS_JSON", help="edge_results.json files (default: the newest)")
+    report.add_argument("--models", nargs="+", metavar="LABEL", help="rows (default: every model of the run)")
+    report.add_argument("--slo-ms", type=float, help="latency SLO in ms per board (the paper: 20 ms)")
+    report.add_argument("--out", help="output folder (default: <cache>/<dataset>/report/<name>)")
+    report.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (must match the run)")
+    report.set_defaults(func=_cmd_report)
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

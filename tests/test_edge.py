@@ -126,3 +126,15 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     assert all("p50_ms" in r.data.metrics and r.data.params["board"] == "loopback" for r in children)
     text = json.dumps([r.data.params | r.data.tags for r in children])
     assert str(sshd["key"]) not in text  # no key material or key paths in MLflow
+
+    # The paper's tables and figures from that measurement.
+    rep = _cli(smoke_run, "report", *smoke_run["args"], "--slo-ms", "20")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    folder = smoke_run["cwd"] / "artifacts" / "mnist" / "report" / "mnist_lenet"
+    table = (folder / "table.md").read_text()
+    assert table.startswith("### Table II (MNIST)") and "loopback p50 ms (speed-up)" in table
+    assert "| baseline |" in table and "(1.00x)" in table and "| caenet |" in table
+    assert "N/A" in table and "pass" in table  # no power source; sub-ms latency meets a 20 ms SLO
+    report = json.loads((folder / "report.json").read_text())
+    assert set(report["components"]) == {"loopback/caenet"}
+    assert (folder / "figure1.png").stat().st_size > 0 and (folder / "figure5.png").stat().st_size > 0

@@ -1,0 +1,162 @@
+"""``caenet report``: the paper's Tables I / II and Figures 1 and 5 from what was measured.
+
+Rows are a run's models (baseline first); columns: test accuracy, parameters (non-zero),
+size, and per board batch-1 latency p50 with the speed-up over the baseline on that board,
+energy per inference with its ratio to the baseline (N/A where the board had no power
+source), and the SLO verdict. Figure 1 plots latency against accuracy per board with the
+SLO line; Figure 5 splits CAE-Net's latency and energy between its encoder and classifier.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+TITLES = {"cifar10": "Table I (CIFAR-10)", "mnist": "Table II (MNIST)"}
+
+
+def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
+    """Accuracy, parameters and size of the run's models, measured now on the test set."""
+    from suite.data import load_split
+    from suite.metrics import accuracy, count_parameters, serialized_bytes
+    from suite.pipeline.lookup import trained_models
+    from suite.stages.common import load_model
+
+    cfg = cfg.effective()
+    models = trained_models(cfg)
+    test = load_split(cfg.data, "test")
+    rows = {}
+    for label in labels or list(models):
+        name, kwargs, stage = models[label]
+        model = load_model(name, kwargs, stage.file("model.pt"))
+        rows[label] = {"model": name, "test_acc": accuracy(model, test.images, test.labels, cfg.evaluate.batch_size),
+                       **count_parameters(model), "size_bytes": serialized_bytes(model)}
+    return rows
+
+
+def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> dict:
+    """Merge model rows with edge measurements (``edge_results.json`` summaries) into the table."""
+    boards = []
+    for result in edge:
+        for r in result["rows"]:
+            if r["board"] not in boards:
+                boards.append(r["board"])
+    measured = {(r["board"], r["model"]): r for result in edge for r in result["rows"]}
+    table = []
+    for label, m in models.items():
+        row = {"method": label, **m, "boards": {}}
+        for b in boards:
+            r, base = measured.get((b, label)), measured.get((b, "baseline"))
+            if r is None:
+                continue
+            cell = {"p50_ms": r["p50_ms"], "energy_mj": r["energy_mj"], "energy_note": r["energy_note"]}
+            if base:
+                cell["speedup"] = base["p50_ms"] / r["p50_ms"]
+                if r["energy_mj"] is not None and base["energy_mj"]:
+                    cell["energy_ratio"] = base["energy_mj"] / r["energy_mj"]
+            if slo_ms is not None:
+                cell["meets_slo"] = r["p50_ms"] <= slo_ms
+            row["boards"][b] = cell
+        table.append(row)
+    parts = {}
+    for b in boards:
+        for label in models:
+            enc, cls = measured.get((b, f"{label}.encoder")), measured.get((b, f"{label}.classifier"))
+            if enc and cls:
+                parts[f"{b}/{label}"] = {"encoder_ms": enc["p50_ms"], "classifier_ms": cls["p50_ms"],
+                                         "encoder_mj": enc["energy_mj"], "classifier_mj": cls["energy_mj"]}
+    return {"boards": boards, "rows": table, "components": parts, "slo_ms": slo_ms}
+
+
+def markdown(report: dict, title: str) -> str:
+    head = ["Method", "Accuracy", "Params (non-zero)", "Size (KB)"]
+    for b in report["boards"]:
+        head += [f"{b} p50 ms (speed-up)", f"{b} energy mJ (ratio)"] + ([f"{b} SLO"] if report["slo_ms"] is not None else [])
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report["rows"]:
+        cells = [row["method"], f"{100 * row['test_acc']:.2f}%", f"{row['parameters']:,} ({row['nonzero_parameters']:,})",
+                 f"{row['size_bytes'] / 1024:.1f}"]
+        for b in report["boards"]:
+            c = row["boards"].get(b)
+            if c is None:
+                cells += ["-", "-"] + (["-"] if report["slo_ms"] is not None else [])
+                continue
+            cells.append(f"{c['p50_ms']:.3f} ({c.get('speedup', float('nan')):.2f}x)")
+            cells.append(f"{c['energy_mj']:.3f} ({c['energy_ratio']:.2f}x)" if c.get("energy_ratio") else
+                         (f"{c['energy_mj']:.3f}" if c["energy_mj"] is not None else "N/A"))
+            if report["slo_ms"] is not None:
+                cells.append("pass" if c["meets_slo"] else "fail")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = sorted({c["energy_note"] for row in report["rows"] for c in row["boards"].values() if c.get("energy_note")})
+    if notes:
+        lines += [""] + [f"Energy: {n}" for n in notes]
+    if report["slo_ms"] is not None:
+        lines.append(f"SLO: batch-1 p50 <= {report['slo_ms']:g} ms on each board.")
+    return "\n".join(lines)
+
+
+def write_csv(report: dict, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "board", "test_acc", "parameters", "nonzero_parameters", "size_bytes", "p50_ms", "speedup",
+                    "energy_mj", "energy_ratio", "meets_slo"])
+        for row in report["rows"]:
+            for b, c in row["boards"].items() or {"": {}}.items():
+                w.writerow([row["method"], b, row["test_acc"], row["parameters"], row["nonzero_parameters"], row["size_bytes"],
+                            c.get("p50_ms"), c.get("speedup"), c.get("energy_mj"), c.get("energy_ratio"), c.get("meets_slo")])
+
+
+def figure1(report: dict, path: Path) -> None:
+    """Latency vs accuracy per board, the SLO as a vertical line (the paper's Fig. 1)."""
+    from suite.report.plots import _figure
+
+    fig, ax = _figure(figsize=(6.4, 4.4))
+    markers = "os^Dv<>"
+    for i, b in enumerate(report["boards"]):
+        pts = [(row["boards"][b]["p50_ms"], 100 * row["test_acc"], row["method"]) for row in report["rows"] if b in row["boards"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)], label=b)
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if report["slo_ms"] is not None:
+        ax.axvline(report["slo_ms"], ls="--", c="tab:red", lw=1, label=f"SLO {report['slo_ms']:g} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50 (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def figure5(report: dict, path: Path) -> bool:
+    """Encoder vs classifier share of CAE-Net's latency (and energy where measured); False if nothing to draw."""
+    parts = report["components"]
+    if not parts:
+        return False
+    from suite.report.plots import _figure
+
+    names = list(parts)
+    fig, axes = _figure(1, 2, figsize=(9, 0.6 * len(names) + 2.2), squeeze=False)
+    for ax, (kind, unit) in zip(axes[0], (("ms", "latency"), ("mj", "energy"))):
+        enc = [parts[n][f"encoder_{kind}"] for n in names]
+        cls = [parts[n][f"classifier_{kind}"] for n in names]
+        ok = [e is not None and c is not None for e, c in zip(enc, cls)]
+        shares = [100 * e / (e + c) if o else 0 for e, c, o in zip(enc, cls, ok)]
+        ax.barh(names, shares, color="tab:blue", label="encoder")
+        ax.barh(names, [100 - s if o else 0 for s, o in zip(shares, ok)], left=shares, color="tab:orange", label="classifier")
+        for y, o in enumerate(ok):
+            if not o:
+                ax.text(50, y, "N/A (no power source)", ha="center", va="center", fontsize=8)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(f"share of CAE-Net {unit} (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def latest_edge_results(folder: Path) -> list[dict]:
+    """The newest ``edge_results.json`` per board set under ``folder`` (one per bench run)."""
+    found = sorted(folder.glob("*/edge_results.json"))
+    return [json.loads(p.read_text()) for p in found[-1:]]
