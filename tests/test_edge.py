@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -23,38 +22,20 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 @pytest.fixture(scope="module")
 def sshd():
-    """A throwaway sshd on a free loopback port with a generated host key and user key."""
+    """A real sshd on a free loopback port, started by the script the README uses."""
     if not Path(SSHD).exists():
         pytest.fail("openssh-server is not installed (scripts/setup.sh installs it)")
     home = Path(tempfile.mkdtemp(prefix="sshd", dir="/tmp"))
-    for name in ("host", "user"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
-    (home / "authorized_keys").write_text((home / "user.pub").read_text())
-    port = free_port()
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", "/dev/null", "-o", f"HostKey={home / 'host'}", "-o", f"Port={port}",
-                             "-o", "ListenAddress=127.0.0.1", "-o", f"AuthorizedKeysFile={home / 'authorized_keys'}",
-                             "-o", "PasswordAuthentication=no", "-o", "UsePAM=no", "-o", "StrictModes=no",
-                             "-o", "PermitRootLogin=prohibit-password", "-o", f"PidFile={home / 'sshd.pid'}",
-                             "-o", "Subsystem=sftp internal-sftp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"sshd did not start: {proc.stdout.read()[-2000:]}")
-            time.sleep(0.2)
-    host_pub = " ".join((home / "host.pub").read_text().split()[:2])
-    (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    script = str(REPO / "scripts" / "loopback_board.sh")
+    started = subprocess.run([script, "start", str(home)], capture_output=True, text=True, timeout=60)
+    if started.returncode != 0:
+        pytest.fail(f"loopback_board.sh failed: {started.stderr[-2000:]}")
+    port = int((home / "port").read_text())
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
     (home / "empty_known_hosts").write_text("")
-    yield {"port": port, "key": home / "user", "known_hosts": home / "known_hosts", "empty": home / "empty_known_hosts", "home": home}
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield {"port": port, "key": home / "user", "known_hosts": home / "known_hosts", "empty": home / "empty_known_hosts",
+           "home": home, "boards": home / "boards.yaml"}
+    subprocess.run([script, "stop", str(home)], timeout=30)
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -91,13 +72,12 @@ def test_export_checks_against_pytorch(smoke_run):
 
 @pytest.mark.slow
 def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
-    user = getpass.getuser()
-    common = {"host": "127.0.0.1", "user": user, "key_file": str(sshd["key"]), "python": sys.executable, "runtime": "torch",
-              "connect_timeout_s": 5}
+    loop = yaml.safe_load(sshd["boards"].read_text())["boards"][0]  # as the README's script writes it
+    assert loop["user"] == getpass.getuser() and loop["power"] == {"kind": "none"}
     inventory = {"boards": [
-        {"name": "loopback", "port": sshd["port"], "known_hosts": str(sshd["known_hosts"]), "workdir": str(tmp_path / "board"), **common},
-        {"name": "closed", "port": free_port(), "known_hosts": str(sshd["known_hosts"]), **common},
-        {"name": "stranger", "port": sshd["port"], "known_hosts": str(sshd["empty"]), **common},
+        loop,
+        {**loop, "name": "closed", "port": free_port(), "connect_timeout_s": 5},
+        {**loop, "name": "stranger", "known_hosts": str(sshd["empty"])},
     ], "bench": {"warmup": 2, "rounds": 2, "min_runs": 20, "min_seconds": 0}}
     boards = tmp_path / "boards.yaml"
     boards.write_text(yaml.safe_dump(inventory))
@@ -114,7 +94,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     for r in got.values():
         assert r["board"] == "loopback" and r["p50_ms"] > 0 and len(r["round_p50_ms"]) == 2 and r["inferences"] == 40
         assert r["energy_mj"] is None and r["energy_note"].startswith("N/A")  # no power source: never a guess
-    assert not (tmp_path / "board").exists()  # the board's work folder was cleaned up
+    assert not Path(loop["workdir"]).exists()  # the board's work folder was cleaned up
     assert summary["systems"]["loopback"]["python"] == sys.version.split()[0]
 
     from mlflow.tracking import MlflowClient
