@@ -136,7 +136,8 @@ class RuntimeConfig(_Strict):
     workers: int = Field(default=1, ge=1)  # Ray Train data-parallel workers per training
     cpus_per_worker: float = Field(default=2, gt=0)  # Ray resources each training worker reserves
     threads_per_worker: int | None = Field(default=None, ge=1)  # torch threads; null: cpus_per_worker rounded up
-    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: GPUs when the cluster has one per worker, else CPU
+    gpus_per_worker: float = Field(default=1.0, gt=0)  # fractions share a GPU between workers
     max_failures: int = Field(default=2, ge=0)  # worker restarts, resuming from checkpoints
     num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory

@@ -289,8 +289,11 @@ def scaling_config(runtime: RuntimeConfig):
     from ray.train import ScalingConfig
 
     gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    use_gpu = runtime.use_gpu == "yes" or (runtime.use_gpu == "auto" and gpus >= runtime.workers)
-    return ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker={"CPU": runtime.cpus_per_worker})
+    # auto: on GPUs when the cluster has enough for every worker (an autoscaling cluster
+    # with none up yet needs use_gpu: yes to ask for them), else on CPUs.
+    use_gpu = runtime.use_gpu == "yes" or (runtime.use_gpu == "auto" and gpus >= runtime.workers * runtime.gpus_per_worker)
+    resources = {"CPU": runtime.cpus_per_worker, **({"GPU": runtime.gpus_per_worker} if use_gpu else {})}
+    return ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker=resources)
 
 
 def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | None = None) -> dict:

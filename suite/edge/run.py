@@ -76,6 +76,12 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                                          if row[k] is not None})
             if row["energy_note"]:
                 tracker.set_tag(run_id, "energy", row["energy_note"])
+            system = res.system
+            for key in ("governor", "cpu_khz", "model", "machine", "kernel", "python", "runtime_version"):
+                if system.get(key):
+                    tracker.set_tag(run_id, f"board.{key}", str(system[key]))
+            for zone, celsius in (system.get("temperatures_c") or {}).items():
+                tracker.log_metrics(run_id, {f"temperature_c.{zone}": celsius})
             tracker.end(run_id)
     summary = {"run_dir": str(run_dir), "mlflow_run_id": parent, "rows": rows, "failed": failures,
                "systems": {r.board: r.system for r in results if r.ok}, "dataset": cfg.data.dataset, "config": cfg.name}

@@ -75,7 +75,7 @@ def concurrent_slots(runtime) -> int:
 
     scaling = scaling_config(runtime)
     if scaling.use_gpu:
-        return max(1, int(total.get("GPU", 0) // max(runtime.workers, 1)))
+        return max(1, int(total.get("GPU", 0) // (runtime.workers * runtime.gpus_per_worker)))
     return max(1, int(total.get("CPU", 1) // (runtime.workers * runtime.cpus_per_worker)))
 
 
