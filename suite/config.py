@@ -229,11 +229,12 @@ def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str
         raise ConfigError(f"{source}: {_one_line(exc)}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML config; raises ConfigError with a one-line message."""
+def read_yaml(path: str | Path, kind: str, missing_hint: str, mapping: bool = True):
+    """A YAML file's content, or ConfigError in one line: missing ``kind`` (with ``missing_hint``),
+    malformed YAML (with line and column), or a top level that is not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file (see configs/ for examples)")
+        raise ConfigError(f"{path}: no such {kind} ({missing_hint})")
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -241,6 +242,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if mapping and not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(tree).__name__}")
+    return tree
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML config; raises ConfigError with a one-line message."""
+    tree = read_yaml(path, "config file", "see configs/ for examples", mapping=False)
     return from_dict(tree, overrides, source=str(path))
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import yaml
-
 
 class ClusterConfigError(ValueError):
     """A cluster config Ray would reject; the message is one line."""
@@ -22,15 +20,13 @@ def validate_cluster_config(path: str | Path) -> dict:
     """Return the config with Ray's defaults filled in, or raise ClusterConfigError."""
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    from suite.config import ConfigError, read_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise ClusterConfigError(f"{path}: no such cluster config (see cluster.yaml in the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ClusterConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ClusterConfigError(f"{path}: the top level must be a mapping")
+        raw = read_yaml(path, "cluster config", "see cluster.yaml in the repository root")
+    except ConfigError as exc:
+        raise ClusterConfigError(str(exc)) from None
     quiet = logging.getLogger("ray.autoscaler._private.util")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # prepare_config logs INFO lines about head max_workers

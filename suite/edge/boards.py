@@ -27,10 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from suite.config import ConfigError, _one_line
+from suite.config import ConfigError, _one_line, read_yaml
 
 
 class _Strict(BaseModel):
@@ -101,15 +100,7 @@ class Inventory(_Strict):
 
 
 def load_inventory(path: str | Path) -> Inventory:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such boards file (see configs/boards.example.yaml)")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with a 'boards' list")
+    tree = read_yaml(path, "boards file", "see configs/boards.example.yaml")
     try:
         return Inventory.model_validate(tree)
     except ValidationError as exc:

@@ -21,10 +21,9 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from suite.config import ConfigError, ExperimentConfig, _one_line, _set_dotted, load_config, parse_override
+from suite.config import ConfigError, ExperimentConfig, _one_line, _set_dotted, load_config, parse_override, read_yaml
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
@@ -110,14 +109,7 @@ def candidate_values(spec) -> list:
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, ExperimentConfig]:
     """(sweep, base experiment) with every trial's settings validated; raises ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such sweep file (see configs/sweeps/)")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    tree = read_yaml(path, "sweep file", "see configs/sweeps/")
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
