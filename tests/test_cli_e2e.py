@@ -107,3 +107,10 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
     assert {r.data.tags["cache_hit"] for r in children} == {"true"}
     assert rerun["caenet"]["test_acc"] == summary["caenet"]["test_acc"]
+
+
+def test_job_entry_points_have_help(tmp_path):
+    for job, expect in (("pipeline.py", "usage: caenet run"), ("sweep.py", "usage: caenet sweep"), ("scaling.py", "--workers")):
+        out = subprocess.run([sys.executable, str(REPO / "jobs" / job), "--help"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and expect in out.stdout, out.stderr[-1000:]

@@ -73,3 +73,36 @@ def test_energy_integral_and_idle():
     assert e.dynamic_per_inference_mj(1000, 4.0) == pytest.approx(12.0)
     none = window_energy(t, w, 20.0, 30.0, idle=None, source="test")  # no samples in the window: N/A
     assert none.joules is None and none.per_inference_mj(100) is None
+
+
+def _raw(readings, kind):
+    """A runner result: 2 s idle, then one 2 s timed window of 100 inferences for one model."""
+    return {"runtime": "torch", "runtime_version": "x", "threads": 1, "idle_window": [0.0, 2.0],
+            "models": {"m": {"latencies_ms": [[1.0] * 100]}},
+            "windows": [{"model": "m", "round": 0, "start": 3.0, "end": 5.0, "inferences": 100}],
+            "power": {"kind": kind, "error": None, "readings": readings}}
+
+
+def test_board_results_to_energy_per_inference():
+    from suite.edge.bench import summarize
+    from suite.edge.boards import BoardConfig
+
+    # tegrastats: 2 W idle, 4.52 W while timing (JetPack 4 lines, sampled every 0.5 s)
+    lines = [(t / 2, JP4.replace("4520/4680", ("2000/2000" if t / 2 < 2.5 else "4520/4680"))) for t in range(0, 13)]
+    lines.insert(3, (1.4, "tegrastats: garbled"))
+    board = BoardConfig(name="nano", host="h", user="u", kind="jetson-nano", power={"kind": "tegrastats"})
+    row = summarize(_raw(lines, "tegrastats"), board)[0]
+    assert row["energy_mj"] == pytest.approx(1e3 * 4.52 * 2 / 100)
+    assert row["idle_watts"] == pytest.approx(2.0) and row["dynamic_energy_mj"] == pytest.approx(1e3 * 2.52 * 2 / 100)
+
+    # RAPL: a counter rising 3 J/s, wrapping once inside the window
+    rng = 10_000_000
+    reads = [(t / 2, {"energy_uj": str(int(1.5e6 * t + 5_000_000) % rng), "max_energy_range_uj": str(rng)}) for t in range(0, 13)]
+    board = BoardConfig(name="x86", host="h", user="u", power={"kind": "rapl"})
+    row = summarize(_raw(reads, "rapl"), board)[0]
+    assert row["mean_watts"] == pytest.approx(3.0) and row["energy_mj"] == pytest.approx(60.0)
+
+    board = BoardConfig(name="plain", host="h", user="u")  # no power source: N/A, never a number
+    row = summarize(_raw([], "none"), board)[0]
+    assert row["energy_mj"] is None and row["energy_note"] == "N/A: no power source configured"
+    assert row["p50_ms"] == 1.0 and row["inferences"] == 100
