@@ -143,7 +143,7 @@ class RuntimeConfig(_Strict):
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns
     experiment: str = "caenet"
-    progress: bool = True
+    progress: bool = True  # progress bars in the driver, and a line every 20 s inside long training epochs
 
     def threads(self) -> int:
         return self.threads_per_worker or max(1, math.ceil(self.cpus_per_worker))

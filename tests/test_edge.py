@@ -104,6 +104,9 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
     assert {r.info.run_name for r in children} == {f"loopback/{m}" for m in got}
     assert all("p50_ms" in r.data.metrics and r.data.params["board"] == "loopback" for r in children)
+    trained = {r.data.tags["model"]: client.get_run(r.data.tags["training_run_id"]) for r in children}
+    assert trained["caenet"].info.run_name == "caenet" and trained["caenet.encoder"].info.run_name == "caenet"
+    assert trained["baseline"].info.run_name == "baseline"  # each measurement links to the training that made it
     text = json.dumps([r.data.params | r.data.tags for r in children])
     assert str(sshd["key"]) not in text  # no key material or key paths in MLflow
 

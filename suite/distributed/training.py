@@ -54,6 +54,7 @@ class TrainJob:
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
     progress: bool = True
+    progress_every_s: float = 20.0  # a progress line inside an epoch at most this often
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -225,12 +226,10 @@ def train_loop_per_worker(config: dict) -> None:
         for name in job.freeze:
             getattr(core, name).eval()
         t0, total, seen = time.perf_counter(), 0.0, 0
-        batches = loader
-        if job.progress and rank == 0:
-            from ray.experimental.tqdm_ray import tqdm
-
-            batches = tqdm(loader, desc=f"{job.name} epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch)
-        for xb, yb in batches:
+        # Progress inside long epochs: a line every progress_every_s from rank 0. (Ray's
+        # tqdm_ray bars outlive workers that Ray Train tears down and get redrawn forever.)
+        shown_at = t0
+        for step, (xb, yb) in enumerate(loader, 1):
             xb = xb.float() / 255.0
             if cfg.augment:
                 xb = augment_batch(xb, flip=flip)
@@ -244,8 +243,14 @@ def train_loop_per_worker(config: dict) -> None:
             sched.step()
             total += float(loss.detach()) * len(xb)
             seen += len(xb)
-        if batches is not loader:
-            batches.close()
+            if job.progress and rank == 0 and time.perf_counter() - shown_at >= job.progress_every_s and step < steps_per_epoch:
+                shown_at = time.perf_counter()
+                rate = seen * world / (shown_at - t0)
+                eta = (steps_per_epoch - step) * (shown_at - t0) / step
+                sys.stdout.write(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}: {step}/{steps_per_epoch} batches "
+                                 f"({100 * step // steps_per_epoch}%), loss {total / seen:.4g}, {rate:.0f} img/s, "
+                                 f"~{eta:.0f}s left in the epoch\n")
+                sys.stdout.flush()
         metrics = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "epoch_seconds": time.perf_counter() - t0,
                    "images_per_second": seen * world / max(time.perf_counter() - t0, 1e-9),
                    # >0 when this worker group was restarted (or the driver resumed) from a checkpoint

@@ -59,6 +59,7 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                                   {"kind": "edge-bench", "dataset": cfg.data.dataset, **({"source_run": source_run} if source_run else {})})
     if source_run:
         tracker.set_tag(parent, "mlflow.parentRunId", source_run)  # nested under the training run it measures
+    training_runs = _training_runs(tracker, {e["name"]: e["stage_dir"] for _, es in exports.values() for e in es})
     rows, failures = [], {}
     for res in results:
         if not res.ok:
@@ -76,6 +77,8 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                                          if row[k] is not None})
             if row["energy_note"]:
                 tracker.set_tag(run_id, "energy", row["energy_note"])
+            for key, value in training_runs.get(row["model"], {}).items():  # link to the training that made it
+                tracker.set_tag(run_id, key, value)
             system = res.system
             for key in ("governor", "cpu_khz", "model", "machine", "kernel", "python", "runtime_version"):
                 if system.get(key):
@@ -91,6 +94,21 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
     if failures:
         tracker.set_tag(parent, "failed_boards", ", ".join(f"{b}: {e}" for b, e in failures.items())[:4000])
     return summary
+
+
+def _training_runs(tracker, stage_dirs: dict[str, str]) -> dict[str, dict]:
+    """model -> {training_run_id, pipeline_run_id}: the MLflow stage run that trained it (not a cache hit)."""
+    links = {}
+    for name, stage_dir in stage_dirs.items():
+        try:
+            found = tracker.client.search_runs([tracker.experiment_id],
+                                               f"tags.stage_dir = '{stage_dir}' and tags.cache_hit = 'false'", max_results=1)
+        except Exception:  # an older store without these tags: no link, nothing else lost
+            found = []
+        if found:
+            run = found[0]
+            links[name] = {"training_run_id": run.info.run_id, "pipeline_run_id": run.data.tags.get("mlflow.parentRunId", "")}
+    return links
 
 
 def table(summary: dict) -> str:
