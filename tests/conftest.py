@@ -73,15 +73,15 @@ def ray_head():
     try:
         from ray.job_submission import JobSubmissionClient
 
-        deadline = time.time() + 90
-        while True:  # the job server answers a little after `ray start` returns
-            try:
-                JobSubmissionClient(address).list_jobs()
+        deadline = time.time() + 180
+        while True:  # the job server, then its agent, come up a little after `ray start` returns
+            try:  # (a loaded machine answered "No available agent to submit job" at first)
+                JobSubmissionClient(address).submit_job(entrypoint="true")
                 break
             except Exception:
                 if time.time() > deadline:
                     raise
-                time.sleep(1)
+                time.sleep(2)
         yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "temp": temp}
     finally:
         subprocess.run(["pkill", "-9", "-f", temp], capture_output=True)  # every process of this head names its temp dir
