@@ -64,7 +64,11 @@ def ray_head():
     ray_bin = str(Path(sys.executable).with_name("ray"))
     cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2", "--num-gpus=0",
-           f"--object-store-memory={300 * 1024 * 1024}", f"--temp-dir={temp}", "--disable-usage-stats"]
+           f"--object-store-memory={300 * 1024 * 1024}", f"--temp-dir={temp}", "--disable-usage-stats",
+           # Free ports for the node's agents too: the defaults collide with any other Ray on
+           # the machine, and a head whose dashboard agent cannot bind accepts no jobs.
+           *(f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                    "metrics-export-port", "runtime-env-agent-port", "ray-client-server-port"))]
     started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if started.returncode != 0:
         shutil.rmtree(temp, ignore_errors=True)
