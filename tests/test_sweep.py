@@ -58,7 +58,9 @@ def test_sweep_end_to_end_on_mnist(tmp_path, data_root):
 
     env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
     out = subprocess.run([sys.executable, "-m", "suite.cli", "sweep", str(SMOKE), "--smoke",
-                          "--set", "space={clustering.k: [1, 2], autoencoder.prune.weight_ratio: [0.8]}"],
+                          "--set", "space={clustering.k: [1, 2], autoencoder.prune.weight_ratio: [0.8]}",
+                          # ASHA stops every trial at its last epoch (max_t): the driver must still get both
+                          "--set", "scheduler={type: asha, grace_period: 1}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "chosen: run_trial_" in out.stdout

@@ -34,6 +34,18 @@ def test_fit_saves_weights_and_resumes_from_checkpoint(ray_local, data_root, tmp
     second = fit(longer, RUNTIME, tmp_path / "b.pt")
     assert second["resumed_at_epoch"] == 1 and second["epoch"] == 2
 
+    # Every epoch checkpointed (a process killed after the last report): finish from it, no
+    # workers; finish_only() refuses a training with epochs left.
+    from suite.distributed.training import NeedsTraining, finish_only
+
+    with finish_only():
+        done = fit(longer, RUNTIME, tmp_path / "c.pt")
+        assert done["epoch"] == 2 and done["resumed_at_epoch"] == 2
+        with pytest.raises(NeedsTraining):
+            fit(replace(job, train={**job.train, "epochs": 3}), RUNTIME, tmp_path / "d.pt")
+    for key, value in torch.load(tmp_path / "b.pt", weights_only=True).items():
+        torch.testing.assert_close(torch.load(tmp_path / "c.pt", weights_only=True)[key], value)
+
 
 def test_frozen_encoder_stays_fixed(ray_local, data_root, tmp_path):
     cae = create_model("cae", in_channels=1, image_size=28)

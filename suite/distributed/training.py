@@ -15,6 +15,8 @@ Objectives:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import shutil
 import sys
@@ -312,7 +314,14 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | N
     storage = Path(job.storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     attempt = len(list(storage.glob("attempt-*")))
-    _, resume_epoch = _latest_checkpoint(storage)  # the loop resumes from it; reported below
+    latest, resume_epoch = _latest_checkpoint(storage)  # the loop resumes from it; reported below
+    epochs = TrainConfig(**job.train).epochs
+    if latest is not None and resume_epoch + 1 >= epochs:
+        # Every epoch is already checkpointed (the process died, or Tune stopped the trial,
+        # after the last report): finish from the checkpoint without starting workers.
+        return _finish(latest, output, resume_epoch)
+    if _FINISH_ONLY.get():
+        raise NeedsTraining(f"training '{job.name}' stopped at epoch {resume_epoch + 1} of {epochs}")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": asdict(job), "threads": runtime.threads()},
@@ -335,12 +344,38 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | N
     if result.checkpoint is None:
         raise TrainingError(f"training '{job.name}' reported no checkpoint")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+        return _finish(Path(d), output, resume_epoch)
+
+
+def _finish(checkpoint: Path, output: Path, resume_epoch: int) -> dict:
+    """Save a checkpoint's weights as the training's output; return its metrics."""
+    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state["model"], output)
     metrics = dict(state["metrics"])
     metrics["resumed_at_epoch"] = resume_epoch + 1  # 0: trained from scratch
     return metrics
+
+
+class NeedsTraining(TrainingError):
+    """Raised under ``finish_only()`` by a training that has epochs left to run."""
+
+    nothing_done = True  # the stage runner drops the run it opened for it
+
+
+_FINISH_ONLY = contextvars.ContextVar("finish_only", default=False)
+
+
+@contextlib.contextmanager
+def finish_only():
+    """Within this block ``fit`` only completes trainings whose every epoch is checkpointed
+    and raises ``NeedsTraining`` for the rest (the sweep driver recovering trials that Tune
+    stopped right after their last epoch)."""
+    token = _FINISH_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _FINISH_ONLY.reset(token)
 
 
 def clean_storage(storage: str | os.PathLike) -> None:

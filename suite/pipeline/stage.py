@@ -91,9 +91,12 @@ class StageRunner:
         t0 = time.perf_counter()
         try:
             metrics = body(work, run_id)
-        except BaseException:
+        except BaseException as exc:
             if tracker and run_id:
-                tracker.end(run_id, "KILLED" if _interrupted() else "FAILED")
+                if getattr(exc, "nothing_done", False):  # a lookup that found nothing to finish
+                    tracker.client.delete_run(run_id)
+                else:
+                    tracker.end(run_id, "KILLED" if _interrupted() else "FAILED")
             raise
         metrics = dict(metrics)
         metrics["stage_seconds"] = round(time.perf_counter() - t0, 3)

@@ -20,7 +20,7 @@ from pathlib import Path
 from suite.config import ExperimentConfig
 from suite.sweep.config import SweepConfig
 from suite.sweep.slo import TrialRow, choose, markdown, mark, plot
-from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, run_trial
+from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, trial_name, finish_trial, run_trial
 
 
 def _param_space(space: dict) -> dict:
@@ -100,7 +100,7 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
                                             num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
                 run_config=tune.RunConfig(name=out_dir.name, storage_path=str(out_dir.parent), verbose=1))
             grid = tuner.fit()
-        rows, stopped, failed = _collect(grid, tracker)
+        rows, stopped, failed = _collect(grid, tracker, trial_base.model_dump(mode="json"), log)
         summary = _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log)
         summary.update({"stopped_early": stopped, "failed": failed, "mlflow_run_id": parent, "output": str(out_dir)})
         (out_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -114,15 +114,25 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
         tracker.end(parent, status)
 
 
-def _collect(grid, tracker) -> tuple[list[dict], list[str], dict]:
-    """Finished trials' rows; names of trials ASHA stopped; failed trials and their last error line."""
+def _collect(grid, tracker, base_tree: dict, log) -> tuple[list[dict], list[str], dict]:
+    """Finished trials' rows; names of trials ASHA stopped; failed trials and their last error line.
+
+    A trial that Tune stopped right after its last epoch (ASHA stops at ``max_t`` too) has
+    every epoch checkpointed but no ``trial.json``: it is completed here, nothing retrained.
+    """
     rows, stopped, failed = [], [], {}
     for result in grid:
         folder = Path(result.path)
-        name = folder.name
+        name = trial_name(folder)
         if (folder / TRIAL_FILE).exists():
             rows.append(json.loads((folder / TRIAL_FILE).read_text()))
             continue
+        if result.error is None:
+            row = finish_trial(folder, base_tree)
+            if row is not None:
+                log(f"[{name}] completed from its checkpoints (Tune stopped it after its last epoch)")
+                rows.append(row)
+                continue
         run_file = folder / RUN_ID_FILE
         if result.error is not None:
             lines = [l for l in str(result.error).splitlines() if l.strip()]
