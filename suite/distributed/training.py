@@ -16,11 +16,11 @@ Objectives:
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -320,7 +320,7 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | N
         # Every epoch is already checkpointed (the process died, or Tune stopped the trial,
         # after the last report): finish from the checkpoint without starting workers.
         return _finish(latest, output, resume_epoch)
-    if _FINISH_ONLY.get():
+    if _FINISH_ONLY.is_set():
         raise NeedsTraining(f"training '{job.name}' stopped at epoch {resume_epoch + 1} of {epochs}")
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -363,7 +363,9 @@ class NeedsTraining(TrainingError):
     nothing_done = True  # the stage runner drops the run it opened for it
 
 
-_FINISH_ONLY = contextvars.ContextVar("finish_only", default=False)
+# A process-wide switch, not a ContextVar: the pipeline runs stages in a thread pool, and
+# pool threads do not inherit context variables.
+_FINISH_ONLY = threading.Event()
 
 
 @contextlib.contextmanager
@@ -371,11 +373,11 @@ def finish_only():
     """Within this block ``fit`` only completes trainings whose every epoch is checkpointed
     and raises ``NeedsTraining`` for the rest (the sweep driver recovering trials that Tune
     stopped right after their last epoch)."""
-    token = _FINISH_ONLY.set(True)
+    _FINISH_ONLY.set()
     try:
         yield
     finally:
-        _FINISH_ONLY.reset(token)
+        _FINISH_ONLY.clear()
 
 
 def clean_storage(storage: str | os.PathLike) -> None:

@@ -74,8 +74,9 @@ def run_trial(params: dict, base_tree: dict, sweep_run_id: str) -> None:
     (trial_dir / RUN_ID_FILE).write_text(run_id)
     (trial_dir / "params.json").write_text(json.dumps(params))
     row = _result(params, base_tree, tune_ctx.get_trial_name(), trial_dir, run_id, tune_stage="caenet")
-    if row["caenet_cached"]:  # no epochs ran, so nothing reached Tune yet: report the finished result once
-        ray.tune.report({"val_acc": row["val_acc"], "epoch": row["caenet_epochs"] or 0})
+    # The final result, always: a CAE-Net taken from the cache or finished from its checkpoints
+    # sent Tune no epoch reports, and Tune rejects a trial whose results lack the metric.
+    ray.tune.report({"val_acc": row["val_acc"], "epoch": row["caenet_epochs"] or 0})
 
 
 def finish_trial(trial_dir: Path, base_tree: dict) -> dict | None:
