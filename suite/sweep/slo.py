@@ -84,7 +84,7 @@ def plot(rows: list[TrialRow], baseline_ms: float, baseline_acc: float | None, s
     front = pareto_front(rows)
     ax.plot([r.p50_ms for r in front], [100 * r.val_acc for r in front], "-", c="tab:blue", lw=1, label="Pareto front")
     if baseline_acc is not None:
-        ax.scatter([baseline_ms], [100 * baseline_acc], marker="*", s=160, c="tab:red", label="baseline")
+        ax.scatter([baseline_ms], [100 * baseline_acc], marker="*", s=160, c="tab:red", label="baseline (test accuracy)")
     limit = slo.latency_ms if slo.latency_ms is not None else (baseline_ms / slo.speedup if slo.speedup else None)
     if limit is not None:
         ax.axvline(limit, ls="--", c="tab:red", lw=1, label=f"SLO ({slo.describe()})")
