@@ -24,9 +24,14 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray for the tests that train (ray.init costs ~15 s)."""
+    """A local Ray for one test module's trainings, shut down when the module ends.
+
+    Not session-wide: while a second Ray runs on the machine (the CLI tests start their
+    own), Ray Train's placement-group cleaner fails ("multiple active Ray instances"), and
+    a Tune trial stopped by ASHA then leaves its resources behind and the next one hangs.
+    """
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
