@@ -91,8 +91,7 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
     tracker.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
     ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
     log(f"MLflow run {parent} in {tracker.uri}")
-    status = "FAILED"
-    try:
+    with tracker.closing(parent):
         with ray_session(cfg.runtime):
             models = train_stages(ctx)
         ev = evaluate.run(ctx, models)  # after Ray has stopped: its daemons would skew the timings
@@ -111,10 +110,4 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         for stage, picture in (("clustering", "elbow.png"), ("autoencoder", "conversions.png")):
             tracker.log_artifact(parent, ctx.runner.results[stage].file(picture), "pictures")
         summary["summary_path"] = str(out)
-        status = "FINISHED"
-        return summary
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(parent, status)
+    return summary

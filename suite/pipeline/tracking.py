@@ -8,6 +8,7 @@ made absolute because Ray workers and jobs run in other directories.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -87,6 +88,19 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    @contextlib.contextmanager
+    def closing(self, run_id: str):
+        """End ``run_id`` when the block ends: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+        status = "FAILED"
+        try:
+            yield
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.end(run_id, status)
 
 
 def _is_number(v) -> bool:

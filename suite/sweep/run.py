@@ -84,8 +84,7 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
                                   {"kind": "sweep", "dataset": cfg.data.dataset})
     log(f"MLflow sweep run {parent} in {tracker.uri}")
     out_dir = cache_root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{sweep.name}"
-    status = "FAILED"
-    try:
+    with tracker.closing(parent):
         with ray_session(cfg.runtime):
             ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
             base_stage = baseline.run(ctx)  # shared by every trial whose space leaves it alone
@@ -105,13 +104,7 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
         summary.update({"stopped_early": stopped, "failed": failed, "mlflow_run_id": parent, "output": str(out_dir)})
         (out_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(parent, out_dir / "sweep_summary.json")
-        status = "FINISHED"
-        return summary
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(parent, status)
+    return summary
 
 
 def _collect(grid, tracker, base_tree: dict, log) -> tuple[list[dict], list[str], dict]:
