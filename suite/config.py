@@ -143,7 +143,8 @@ class RuntimeConfig(_Strict):
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns
     experiment: str = "caenet"
-    progress: bool = True  # progress bars in the driver, and a line every 20 s inside long training epochs
+    progress: bool = True  # progress bars in the driver, and progress lines inside long training epochs
+    progress_every_s: float = Field(default=20.0, gt=0)  # at most one such line per this many seconds
 
     def threads(self) -> int:
         return self.threads_per_worker or max(1, math.ceil(self.cpus_per_worker))

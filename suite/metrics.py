@@ -84,6 +84,19 @@ def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads:
     return {label: _stats(np.concatenate(t)) for label, t in times.items()}
 
 
+def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency) -> dict[str, dict]:
+    """``batch1_latency`` as ``evaluate.latency`` (a LatencyConfig) asks: BN folded first when
+    set, its threads, warm-up, runs and rounds."""
+    if latency.fold_batchnorm:
+        models = {k: fold_batchnorm(m) for k, m in models.items()}
+    return batch1_latency(models, example, latency.threads, latency.warmup, latency.runs, latency.rounds)
+
+
+def describe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> dict:
+    """Test accuracy, parameters (all and non-zero) and serialized size: a model's row in every table."""
+    return {"test_acc": accuracy(model, images, labels, batch), **count_parameters(model), "size_bytes": serialized_bytes(model)}
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
     dev = next(model.parameters()).device

@@ -68,7 +68,7 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     summary_path = tmp_path / "summary.json"
     # 1 CPU per training worker: two trainings fit on 2 CPUs at once, so independent ones overlap.
     out = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--summary", str(summary_path),
-                  "--set", "runtime.cpus_per_worker=1"], tmp_path, data_root)
+                  "--set", "runtime.cpus_per_worker=1", "--set", "runtime.progress_every_s=0.001"], tmp_path, data_root)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     for model in ("baseline", "caenet"):
@@ -96,6 +96,7 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     for pair in (("autoencoder", "autoencoder_unclustered"), ("caenet", "caenet_no_kd")):
         assert max(runs[p].start_time for p in pair) < min(runs[p].end_time for p in pair), f"{pair} ran one after another"
     assert "Reporting training result" not in out.stdout + out.stderr  # Ray Train's per-report INFO line is silenced
+    assert "[autoencoder] epoch 1/1: 1/" in out.stdout and "batches (" in out.stdout  # progress inside epochs
     base = next(r for r in children if r.info.run_name == "baseline")
     assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 1  # one point per epoch
     arts = {a.path for a in client.list_artifacts(next(r for r in children if r.info.run_name == "clustering").info.run_id)}

@@ -56,7 +56,7 @@ class TrainJob:
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
     progress: bool = True
-    progress_every_s: float = 20.0  # a progress line inside an epoch at most this often
+    progress_every_s: float = 20.0  # a progress line inside an epoch at most this often (runtime.progress_every_s)
 
 
 # ---------------------------------------------------------------------------- worker side

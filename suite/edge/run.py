@@ -59,7 +59,8 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                                   {"kind": "edge-bench", "dataset": cfg.data.dataset, **({"source_run": source_run} if source_run else {})})
     if source_run:
         tracker.set_tag(parent, "mlflow.parentRunId", source_run)  # nested under the training run it measures
-    training_runs = _training_runs(tracker, {e["name"]: e["stage_dir"] for _, es in exports.values() for e in es})
+    stage_dirs = {e["name"]: e["stage_dir"] for _, entries in exports.values() for e in entries}
+    training_runs = _training_runs(tracker, stage_dirs)
     rows, failures = [], {}
     for res in results:
         if not res.ok:
@@ -70,8 +71,7 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
             run_id = tracker.start_child(f"{row['board']}/{row['model']}", {
                 "board": row["board"], "board_kind": row["board_kind"], "model": row["model"], "runtime": row["runtime"],
                 "runtime_version": row["runtime_version"], "threads": row["threads"], "power_source": row["power_source"]},
-                {"board": row["board"], "model": row["model"], "kind": "edge-measurement",
-                 "stage_dir": next((e["stage_dir"] for _, es in exports.values() for e in es if e["name"] == row["model"]), "")})
+                {"board": row["board"], "model": row["model"], "kind": "edge-measurement", "stage_dir": stage_dirs.get(row["model"], "")})
             tracker.log_metrics(run_id, {k: row[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "inferences",
                                                             "energy_mj", "dynamic_energy_mj", "idle_watts", "mean_watts")
                                          if row[k] is not None})
@@ -90,7 +90,7 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                "systems": {r.board: r.system for r in results if r.ok}, "dataset": cfg.data.dataset, "config": cfg.name}
     (run_dir / "edge_results.json").write_text(json.dumps(summary, indent=2, default=str))
     tracker.log_artifact(parent, run_dir / "edge_results.json")
-    tracker.end(parent, "FINISHED" if not failures else ("FAILED" if not rows else "FINISHED"))
+    tracker.end(parent, "FINISHED" if rows or not failures else "FAILED")  # FAILED: no board measured anything
     if failures:
         tracker.set_tag(parent, "failed_boards", ", ".join(f"{b}: {e}" for b, e in failures.items())[:4000])
     return summary

@@ -42,4 +42,5 @@ class Context:
             "mlflow_uri": self.tracker.uri if self.tracker else None,
             "mlflow_run_id": run_id,
             "progress": self.cfg.runtime.progress,
+            "progress_every_s": self.cfg.runtime.progress_every_s,
         }

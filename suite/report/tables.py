@@ -19,7 +19,7 @@ TITLES = {"cifar10": "Table I (CIFAR-10)", "mnist": "Table II (MNIST)"}
 def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
     """Accuracy, parameters and size of the run's models, measured now on the test set."""
     from suite.data import load_split
-    from suite.metrics import accuracy, count_parameters, serialized_bytes
+    from suite.metrics import describe
     from suite.pipeline.lookup import trained_models
     from suite.stages.common import load_model
 
@@ -30,8 +30,7 @@ def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
     for label in labels or list(models):
         name, kwargs, stage = models[label]
         model = load_model(name, kwargs, stage.file("model.pt"))
-        rows[label] = {"model": name, "test_acc": accuracy(model, test.images, test.labels, cfg.evaluate.batch_size),
-                       **count_parameters(model), "size_bytes": serialized_bytes(model)}
+        rows[label] = {"model": name, **describe(model, test.images, test.labels, cfg.evaluate.batch_size)}
     return rows
 
 

@@ -14,7 +14,7 @@ import platform
 from tqdm import tqdm
 
 from suite.data import load_split
-from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.metrics import describe, time_models
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.stages.common import load_model
@@ -40,15 +40,11 @@ def run(ctx: Context, models: dict[str, tuple[str, dict, StageResult]]) -> Stage
 
     def body(work, run_id):
         test = load_split(ctx.cfg.data, "test")
-        results, timed = {}, {}
+        results, loaded = {}, {}
         for label, (name, kwargs, stage) in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.progress, leave=False):
-            model = load_model(name, kwargs, stage.file("model.pt"))
-            row = {"model": name, "test_acc": accuracy(model, test.images, test.labels, ctx.cfg.evaluate.batch_size)}
-            row.update(count_parameters(model))
-            row["size_bytes"] = serialized_bytes(model)
-            timed[label] = fold_batchnorm(model) if lcfg.fold_batchnorm else model
-            results[label] = row
-        latency = batch1_latency(timed, test.floats(slice(0, 1)), lcfg.threads, lcfg.warmup, lcfg.runs, lcfg.rounds)
+            loaded[label] = load_model(name, kwargs, stage.file("model.pt"))
+            results[label] = {"model": name, **describe(loaded[label], test.images, test.labels, ctx.cfg.evaluate.batch_size)}
+        latency = time_models(loaded, test.floats(slice(0, 1)), lcfg)
         for label, stats in latency.items():
             results[label].update(stats)
         (work / "evaluation.json").write_text(json.dumps(results, indent=2))

@@ -143,7 +143,7 @@ def _collect(grid, tracker, base_tree: dict, log) -> tuple[list[dict], list[str]
 
 def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> dict:
     from suite.data import INFO, load_split
-    from suite.metrics import accuracy, batch1_latency, fold_batchnorm
+    from suite.metrics import accuracy, time_models
     from suite.models import geometry
     from suite.stages.common import load_model
 
@@ -160,10 +160,8 @@ def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> 
     for row in rows:
         if arch[row["trial"]] not in models:
             models[arch[row["trial"]]] = load_model(row["model"], row["model_kwargs"], Path(row["weights"]))
-    if lcfg.fold_batchnorm:
-        models = {k: fold_batchnorm(m) for k, m in models.items()}
     log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) at batch 1 on {lcfg.threads} thread(s), alternating rounds")
-    latency = batch1_latency(models, test.floats(slice(0, 1)), lcfg.threads, lcfg.warmup, lcfg.runs, lcfg.rounds)
+    latency = time_models(models, test.floats(slice(0, 1)), lcfg)
     latency.update({trial: latency[key] for trial, key in arch.items()})
     baseline_ms = latency["baseline"]["latency_p50_ms"]
     table = [TrialRow(trial=r["trial"], params=r["params"], val_acc=r["val_acc"], test_acc=r["test_acc"],

@@ -23,7 +23,7 @@ RUN_ID_FILE = "mlflow_run_id"
 def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run_id: str, tune_stage: str | None) -> dict:
     """Run (or reuse) the trial's stages and write its ``trial.json``; returns the row."""
     from suite.data import load_split
-    from suite.metrics import accuracy, count_parameters, serialized_bytes
+    from suite.metrics import describe
     from suite.pipeline.context import Context
     from suite.pipeline.run import train_stages
     from suite.pipeline.stage import StageRunner
@@ -41,8 +41,7 @@ def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run
         model = load_model(name, kwargs, stage.file("model.pt"))
         test = load_split(cfg.data, "test")
         row = {"trial": trial_name, "params": params, "val_acc": stage.metrics["val_acc"],
-               "test_acc": accuracy(model, test.images, test.labels, cfg.evaluate.batch_size),
-               **count_parameters(model), "size_bytes": serialized_bytes(model), "model": name, "model_kwargs": kwargs,
+               **describe(model, test.images, test.labels, cfg.evaluate.batch_size), "model": name, "model_kwargs": kwargs,
                "weights": str(stage.file("model.pt")), "mlflow_run_id": run_id, "caenet_cached": stage.cached,
                "caenet_epochs": stage.metrics.get("epoch"),
                "reconstruction_mse": ctx.runner.results["autoencoder"].metrics.get("reconstruction_mse"),
