@@ -2,6 +2,7 @@
 
   caenet run CONFIG [--set key=value ...]   run (or resume) the CAE-Net pipeline
   caenet sweep SWEEP [--set key=value ...]  Ray Tune sweep + latency-SLO search
+  caenet compare CONFIG                     CAE-Net vs every competitor of Tables I/II on this machine
   caenet export CONFIG_OR_RUN               TorchScript / ONNX exports, checked against PyTorch
   caenet edge bench CONFIG_OR_RUN --boards  latency and energy on edge boards over SSH
   caenet report CONFIG_OR_RUN               Tables I/II, Fig. 1 and Fig. 5 from the measurements
@@ -49,6 +50,19 @@ def _cmd_sweep(args) -> int:
     for trial, error in summary["failed"].items():
         print(f"failed: {trial}: {error}")
     print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from suite.pipeline.compare import run_compare
+
+    overrides = list(args.set or [])
+    if args.smoke:
+        overrides.append("smoke=true")
+    report = run_compare(load_config(args.config, overrides), out=args.out)
+    print()
+    print(report["markdown"])
+    print(f"\nresults: {report['output']}\nMLflow run: {report['mlflow_run_id']}")
     return 0
 
 
@@ -178,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a key of the sweep file, e.g. --set slo.speedup=4 or --set max_concurrent_trials=2")
     sweep.add_argument("--smoke", action="store_true", help="run every trial at smoke scale (a few hundred images, 1 epoch)")
     sweep.set_defaults(func=_cmd_sweep)
+
+    compare = sub.add_parser("compare", help="train every competitor of Tables I/II and compare them with CAE-Net here",
+                             description="Runs (or reuses) the pipeline's baseline and CAE-Net, then every method under "
+                             "compare.methods in the config: KD students, weight pruning, weight clustering, channel "
+                             "pruning, int8 quantization, BranchyNet and the larger CIFAR networks, each a cached stage "
+                             "trained through Ray Train. Then measures accuracy, parameters (non-zero), size and batch-1 "
+                             "latency of all of them on this machine and writes the table (Markdown, CSV, JSON) and "
+                             "Fig. 1 with the SLO line, logged to MLflow. Example: caenet compare configs/cifar10_alexnet.yaml")
+    compare.add_argument("config", help="YAML config with a compare: section, e.g. configs/cifar10_alexnet.yaml")
+    compare.add_argument("--set", action="append", metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set compare.slo_ms=5 or --set compare.finetune.epochs=1")
+    compare.add_argument("--smoke", action="store_true", help="a few hundred images and one epoch for every model")
+    compare.add_argument("--out", help="output folder (default: <cache>/<dataset>/compare/<name>)")
+    compare.set_defaults(func=_cmd_compare)
 
     export = sub.add_parser("export", help="export a finished run's models to TorchScript / ONNX, checked against PyTorch",
                             description="Finds the run's trained models in the stage cache (nothing is trained) and "

@@ -132,6 +132,55 @@ class EvaluateConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
+MethodKind = Literal["train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow"]
+
+
+class MethodConfig(_Strict):
+    """One competitor row of Table I / II (``caenet compare``); see ``suite.stages.competitors``."""
+
+    name: str = Field(min_length=1)  # the row's label, e.g. "AlexNet-KD"
+    kind: MethodKind
+    model: str | None = None  # architecture: train, kd (the student), branchy
+    model_kwargs: dict = {}  # extra keywords for the architecture (e.g. width)
+    of: str = "baseline"  # the model this method compresses: baseline, caenet or an earlier method's name
+    ratio: float | None = Field(default=None, gt=0, lt=1)  # weight_prune: sparsity; channel_prune: share of channels removed
+    clusters: int = Field(default=32, ge=2, le=256)  # weight_cluster: shared values per layer
+    ratios: list[float] = [0.25, 0.5, 0.75, 1.0]  # subflow: utilization ratios trained together
+    budget_ms: float | None = Field(default=None, gt=0)  # subflow: latency budget; null: compare.slo_ms
+    train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
+
+    @model_validator(mode="after")
+    def _needs(self) -> "MethodConfig":
+        if self.kind in ("train", "kd", "branchy") and not self.model:
+            raise ValueError(f"method {self.name!r} ({self.kind}) needs 'model'")
+        if self.kind in ("weight_prune", "channel_prune") and self.ratio is None:
+            raise ValueError(f"method {self.name!r} ({self.kind}) needs 'ratio'")
+        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
+            raise ValueError(f"method {self.name!r}: ratios must be in (0, 1], got {self.ratios}")
+        return self
+
+
+class CompareConfig(_Strict):
+    # The rows besides the baseline and CAE-Net, in order; 'of' may name an earlier row.
+    methods: list[MethodConfig] = []
+    train: TrainConfig = TrainConfig(epochs=10, augment=True)  # architectures trained from scratch
+    finetune: TrainConfig = TrainConfig(epochs=3, optimizer="adam", lr=5e-4, weight_decay=0.0, schedule="cosine")
+    slo_ms: float | None = Field(default=None, gt=0)  # batch-1 p50 on this machine; drawn in Fig. 1
+    calibration_images: int = Field(default=256, ge=8)  # int8: training images that fix activation ranges
+    branchy_tolerance: float = Field(default=0.01, ge=0, lt=1)  # accuracy BranchyNet's exits may give up on val
+
+    @model_validator(mode="after")
+    def _order(self) -> "CompareConfig":
+        seen = {"baseline", "caenet"}
+        for m in self.methods:
+            if m.name in seen:
+                raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
+            if m.kind not in ("train", "kd", "branchy") and m.of not in seen:
+                raise ValueError(f"method {m.name!r}: 'of: {m.of}' names no earlier method (have {sorted(seen)})")
+            seen.add(m.name)
+        return self
+
+
 class RuntimeConfig(_Strict):
     workers: int = Field(default=1, ge=1)  # Ray Train data-parallel workers per training
     cpus_per_worker: float = Field(default=2, gt=0)  # Ray resources each training worker reserves
@@ -160,6 +209,7 @@ class ExperimentConfig(_Strict):
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     caenet: CAENetConfig = CAENetConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    compare: CompareConfig = CompareConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     def effective(self) -> "ExperimentConfig":
@@ -169,8 +219,10 @@ class ExperimentConfig(_Strict):
         cfg = self.model_copy(deep=True)
         cfg.data.train_limit = min(cfg.data.train_limit or 400, 400)
         cfg.data.test_limit = min(cfg.data.test_limit or 200, 200)
-        for train in (cfg.baseline.train, cfg.autoencoder.train, cfg.caenet.train):
+        for train in (cfg.baseline.train, cfg.autoencoder.train, cfg.caenet.train, cfg.compare.train, cfg.compare.finetune,
+                      *(m.train for m in cfg.compare.methods if m.train)):
             train.epochs = 1
+        cfg.compare.calibration_images = min(cfg.compare.calibration_images, 64)
         cfg.clustering.k_max = min(cfg.clustering.k_max, 3)
         cfg.clustering.k_min = min(cfg.clustering.k_min, cfg.clustering.k_max)
         cfg.evaluate.latency.warmup = min(cfg.evaluate.latency.warmup, 3)
@@ -211,7 +263,7 @@ def _one_line(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        elif "input" in err and err["type"] not in ("missing",):
+        elif "input" in err and err["type"] not in ("missing", "value_error"):  # a validator's message says it
             msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{key}: {msg}")
     return "; ".join(parts)

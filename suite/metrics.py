@@ -28,6 +28,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy with every Conv/ConvTranspose + BatchNorm pair folded, as exporters do for inference."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    if isinstance(model, torch.jit.ScriptModule):  # already compiled (int8): nothing to fold
+        return model
     model = copy.deepcopy(model).eval()
 
     def visit(module: nn.Module) -> None:
@@ -45,12 +47,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def _time_calls(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> np.ndarray:
+def _time_calls(model: nn.Module, xs: torch.Tensor, warmup: int, runs: int, start: int = 0) -> np.ndarray:
+    """Time ``runs`` batch-1 calls, cycling through the images of ``xs`` from ``start``."""
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
+        for i in range(warmup):
+            model(xs[i % len(xs)][None])
         times = np.empty(runs)
         for i in range(runs):
+            x = xs[(start + i) % len(xs)][None]
             t0 = time.perf_counter()
             model(x)
             times[i] = time.perf_counter() - t0
@@ -63,22 +67,26 @@ def _stats(ms: np.ndarray) -> dict:
 
 
 def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads: int = 1, warmup: int = 20,
-                   runs: int = 200, rounds: int = 5) -> dict[str, dict]:
+                   runs: int = 200, rounds: int = 5, varied: set[str] | frozenset = frozenset()) -> dict[str, dict]:
     """Batch-1 CPU latency in ms of several models, p50/p90/p99/mean over ``runs`` timed calls each.
 
     The calls are split into ``rounds`` that alternate between the models, so that a burst of
     load from elsewhere on the machine slows every model alike and the ratios stay honest.
+    Every model sees ``example[0]``, except those in ``varied`` (early-exit models whose
+    time depends on the image), which cycle through all images of ``example``.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    x = example[:1].cpu()
+    example = example.cpu()
     models = {k: m.cpu().eval() for k, m in models.items()}
     rounds = max(1, min(rounds, runs))
+    per_round = runs // rounds
     times: dict[str, list] = {k: [] for k in models}
     try:
         for r in range(rounds):
             for label, model in models.items():
-                times[label].append(_time_calls(model, x, warmup if r == 0 else max(1, warmup // rounds), runs // rounds))
+                xs = example if label in varied else example[:1]
+                times[label].append(_time_calls(model, xs, warmup if r == 0 else max(1, warmup // rounds), per_round, r * per_round))
     finally:
         torch.set_num_threads(previous)
     return {label: _stats(np.concatenate(t)) for label, t in times.items()}

@@ -22,7 +22,7 @@ def caenet(args, cwd, data_root, timeout=900, env=None):
 
 def test_help_on_every_subcommand(tmp_path, data_root):
     for args in (["--help"], ["run", "--help"], ["data", "--help"], ["data", "check", "--help"], ["models", "--help"],
-                 ["sweep", "--help"], ["export", "--help"], ["edge", "--help"], ["edge", "bench", "--help"], ["report", "--help"]):
+                 ["sweep", "--help"], ["export", "--help"], ["edge", "--help"], ["edge", "bench", "--help"], ["report", "--help"], ["compare", "--help"]):
         out = caenet(args, tmp_path, data_root, timeout=60)
         assert out.returncode == 0 and "usage: caenet" in out.stdout
 

@@ -64,3 +64,24 @@ def sparsity(weights: dict[str, torch.Tensor]) -> float:
     total = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     return zeros / max(total, 1)
+
+
+def sparse_bytes(model: nn.Module) -> int:
+    """Serialized size of the model in a sparse form: every tensor as a bit mask of its
+    non-zeros plus the non-zero values (fp32). Dense tensors cost 1/32 more than dense; a
+    layer at 90% sparsity costs about 13.6% of dense. Real bytes, written with ``torch.save``.
+    """
+    import io
+
+    packed = {}
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            packed[name] = t
+            continue
+        flat = t.detach().cpu().flatten()
+        mask = flat != 0
+        bits = torch.from_numpy(__import__("numpy").packbits(mask.numpy()))
+        packed[name] = (tuple(t.shape), bits, flat[mask].float().clone())
+    buf = io.BytesIO()
+    torch.save(packed, buf)
+    return buf.getbuffer().nbytes

@@ -11,6 +11,7 @@ Objectives:
   classify     cross-entropy on labels
   kd           Hinton knowledge distillation on the teacher's precomputed logits
   reconstruct  MSE between the model's output and each image's target image
+  branchy      the sum of every exit's cross-entropy (BranchyNet's joint training)
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ class TrainJob:
     model_kwargs: dict
     data: dict  # DataConfig as a dict (plain data travels to workers cleanly)
     train: dict  # TrainConfig as a dict
-    objective: str = "classify"  # classify | kd | reconstruct
+    objective: str = "classify"  # classify | kd | reconstruct | branchy
     targets_path: str | None = None  # .npy of target indices (reconstruct)
     teacher_logits_path: str | None = None  # .npy of teacher logits over the training images (kd)
     kd: dict = field(default_factory=lambda: KDConfig().model_dump())
-    init_from: dict = field(default_factory=dict)  # {"encoder": "/path/model.pt"}: load those weights
+    init_from: dict = field(default_factory=dict)  # {"encoder": "/path/model.pt"}: load those weights ("" = whole model)
     freeze: list = field(default_factory=list)  # submodule names kept fixed (and in eval mode)
     # Magnitude pruning while training: {"ratio": final sparsity, "prefixes": [submodules] or None}
     prune: dict = field(default_factory=dict)
+    # Weight sharing while fine-tuning (Deep Compression): {"clusters": k} per conv/linear layer
+    share: dict = field(default_factory=dict)
     storage_path: str = ""  # where Ray Train keeps this job's checkpoints
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
@@ -83,6 +86,9 @@ def _split_tensors(job: TrainJob):
 def _loss(job: TrainJob, out: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
     if job.objective == "reconstruct":
         return F.mse_loss(out, y.float() / 255.0)
+    if job.objective == "branchy":  # out: [exits, batch, classes] in training, [batch, classes] in eval
+        outs = out if out.dim() == 3 else out[None]
+        return sum(F.cross_entropy(o, y, label_smoothing=smoothing) for o in outs)
     if job.objective == "kd":
         labels, teacher = y[:, 0].long(), y[:, 1:]
         t, alpha = job.kd["temperature"], job.kd["alpha"]
@@ -94,6 +100,12 @@ def _loss(job: TrainJob, out: torch.Tensor, y: torch.Tensor, smoothing: float) -
 def _load_init(model: nn.Module, init_from: dict) -> None:
     for prefix, path in init_from.items():
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if prefix == "":  # the whole model; buffers it adds to its base (SubFlow's ranking) start fresh
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            params = dict(model.named_parameters())
+            if unexpected or any(k in params for k in missing):
+                raise TrainingError(f"{path}: does not fit model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            continue
         sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
         if not sub:
             raise TrainingError(f"{path}: holds no '{prefix}.*' weights to initialise from")
@@ -169,6 +181,7 @@ def train_loop_per_worker(config: dict) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     from suite.compression import apply_masks, magnitude_masks, prunable_weights, sparsity, sparsity_at
+    from suite.compression.sharing import cluster_weights, share
     from suite.data import augment_batch
     from suite.models import create_model
 
@@ -216,6 +229,10 @@ def train_loop_per_worker(config: dict) -> None:
     prune_ratio = float(job.prune.get("ratio", 0.0))
     pruned = prunable_weights(core, job.prune.get("prefixes")) if prune_ratio > 0 else {}
     masks: dict = {}
+    shared, assignments = {}, {}
+    if job.share:  # snap to k shared values per layer; a resumed run finds them already shared
+        assignments = cluster_weights(core, int(job.share["clusters"]))
+        shared = prunable_weights(core)
     flip = info.channels == 3
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -242,6 +259,8 @@ def train_loop_per_worker(config: dict) -> None:
             opt.step()
             if masks:
                 apply_masks(pruned, masks)
+            if assignments:
+                share(shared, assignments)
             sched.step()
             total += float(loss.detach()) * len(xb)
             seen += len(xb)

@@ -27,18 +27,26 @@ class Classifier(nn.Module):
 
 
 @register("lenet")
-def lenet(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, hidden: int = 180) -> Classifier:
+def lenet(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, hidden: int = 180,
+          channels: tuple[int, int] = (6, 16), hidden2: int = 84) -> Classifier:
     """LeNet-5 with a 180-unit first dense layer: 90.9K parameters on 28x28 (paper: 89.6K)."""
+    c1, c2 = channels
     body = nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
     )
     side = (image_size // 2 - 4) // 2
     neck = nn.Sequential(
-        nn.Linear(16 * side * side, hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, 84), nn.ReLU(inplace=True),
+        nn.Linear(c2 * side * side, hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden2), nn.ReLU(inplace=True),
     )
-    return Classifier(body, neck, nn.Linear(84, num_classes))
+    return Classifier(body, neck, nn.Linear(hidden2, num_classes))
+
+
+@register("lenet_kd")
+def lenet_kd(in_channels: int = 1, image_size: int = 28, num_classes: int = 10) -> Classifier:
+    """The KD student of Table II: LeNet's layout at 4/8 channels and 48/32 units, 12.5K parameters (paper: 12.6K)."""
+    return lenet(in_channels, image_size, num_classes, hidden=48, channels=(4, 8), hidden2=32)
 
 
 def _conv_bn(cin: int, cout: int, k: int) -> tuple[nn.Module, ...]:
@@ -49,18 +57,25 @@ def _conv_bn(cin: int, cout: int, k: int) -> tuple[nn.Module, ...]:
 
 @register("alexnet")
 def alexnet(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, hidden: int = 1280,
-            dropout: float = 0.5) -> Classifier:
+            dropout: float = 0.5, channels: tuple[int, ...] = (64, 192, 384, 256, 256)) -> Classifier:
     """AlexNet for 32x32 inputs: 5 convolutions (with BatchNorm), 3 dense layers, 9.35M parameters (paper: 9.3M)."""
+    c = channels
     body = nn.Sequential(
-        *_conv_bn(in_channels, 64, 5), nn.MaxPool2d(2),
-        *_conv_bn(64, 192, 5), nn.MaxPool2d(2),
-        *_conv_bn(192, 384, 3),
-        *_conv_bn(384, 256, 3),
-        *_conv_bn(256, 256, 3), nn.MaxPool2d(2),
+        *_conv_bn(in_channels, c[0], 5), nn.MaxPool2d(2),
+        *_conv_bn(c[0], c[1], 5), nn.MaxPool2d(2),
+        *_conv_bn(c[1], c[2], 3),
+        *_conv_bn(c[2], c[3], 3),
+        *_conv_bn(c[3], c[4], 3), nn.MaxPool2d(2),
     )
     side = image_size // 8
     neck = nn.Sequential(
-        nn.Dropout(dropout), nn.Linear(256 * side * side, hidden), nn.ReLU(inplace=True),
+        nn.Dropout(dropout), nn.Linear(c[4] * side * side, hidden), nn.ReLU(inplace=True),
         nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
     )
     return Classifier(body, neck, nn.Linear(hidden, num_classes))
+
+
+@register("alexnet_kd")
+def alexnet_kd(in_channels: int = 3, image_size: int = 32, num_classes: int = 10) -> Classifier:
+    """The KD student of Table I: AlexNet's layout at 32-96 channels and 256 units, 0.58M parameters (paper: 0.55M)."""
+    return alexnet(in_channels, image_size, num_classes, hidden=256, channels=(32, 64, 96, 96, 64))

@@ -1,0 +1,127 @@
+"""``caenet compare``: CAE-Net against every competitor of Tables I / II on one dataset.
+
+The pipeline's stages give the baseline and CAE-Net (cached from ``caenet run``); each
+``compare.methods`` entry is then one more cached stage (``suite.stages.competitors``),
+all in one Ray session. After Ray stops, every model is measured the same way on this
+machine: test accuracy, parameters (non-zero), size, and batch-1 latency in alternating
+rounds (BranchyNet: over real test images, since where an image exits depends on it).
+The table (Markdown, CSV, JSON) and Fig. 1 (latency vs accuracy, with the SLO line) are
+written under ``<cache>/<dataset>/compare/<name>/`` and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from suite.config import ExperimentConfig
+from suite.data import load_split
+from suite.distributed.session import ray_session
+from suite.pipeline.context import Context
+from suite.pipeline.run import train_stages
+from suite.pipeline.stage import StageRunner
+from suite.pipeline.tracking import Tracker
+from suite.stages import competitors
+from suite.stages.competitors import Trained
+
+BOARD = "this-cpu"  # the column of the table: this machine, as ``caenet report`` has one per board
+
+
+def train_all(ctx: Context) -> dict[str, Trained]:
+    """Baseline, CAE-Net and every configured competitor, trained or found in the cache."""
+    models = train_stages(ctx)
+    rows: dict[str, Trained] = {}
+    for label in ("baseline", "caenet"):
+        name, kwargs, stage = models[label]
+        rows[label] = Trained(label, stage, name, kwargs)
+    entropy = ctx.runner.results["entropy"]
+    for method in ctx.cfg.compare.methods:
+        rows[method.name] = competitors.run(ctx, method, rows, entropy)
+    return rows
+
+
+def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple[dict, list[dict]]:
+    """(table rows, latency rows) of every model, measured on this machine."""
+    from suite.metrics import batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+    from suite.models.branchy import BranchyNet
+    from suite.stages.common import batched
+
+    test = load_split(cfg.data, "test")
+    lat = cfg.evaluate.latency
+    table, loaded, varied = {}, {}, set()
+    for label, trained in rows.items():
+        model = trained.load()
+        is_script = isinstance(model, torch.jit.ScriptModule)
+        model = model.cpu() if is_script else model
+        logits = batched(model, test.images, cfg.evaluate.batch_size)
+        row = {"model": trained.model or "int8-torchscript", "test_acc": float((logits.argmax(1) == test.labels).float().mean())}
+        if isinstance(model, BranchyNet):  # exit shares over the test set, in batches
+            exits = torch.cat([_exits_of(model, test.images[i : i + 256]) for i in range(0, len(test.images), 256)])
+            for i in range(model.num_exits):
+                row[f"exit_share_{i}"] = float((exits == i).float().mean())
+            varied.add(label)
+        row.update(trained.parameters or count_parameters(model))
+        row["size_bytes"] = trained.size_bytes or serialized_bytes(model)
+        table[label] = row
+        loaded[label] = (model if is_script or not lat.fold_batchnorm else fold_batchnorm(model)).cpu().eval()
+    log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), {lat.rounds} alternating rounds")
+    example = test.floats(slice(0, min(len(test.images), 200)))
+    timings = batch1_latency(loaded, example, lat.threads, lat.warmup, lat.runs, lat.rounds, varied=varied)
+    latency_rows = [{"board": BOARD, "model": label, "p50_ms": t["latency_p50_ms"], "energy_mj": None,
+                     "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"}
+                    for label, t in timings.items()]
+    for label, t in timings.items():
+        table[label].update(t)
+    return table, latency_rows
+
+
+@torch.no_grad()
+def _exits_of(model, images: torch.Tensor) -> torch.Tensor:
+    model(images.float().to(next(model.parameters()).device) / 255.0)
+    return model.exit_index.cpu()
+
+
+def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None) -> dict:
+    """Train what is missing, measure everything, write the tables and Fig. 1; return the report."""
+    from suite.report import tables
+
+    cfg = cfg.effective()
+    for split in ("train", "test"):
+        load_split(cfg.data, split)
+    if not cfg.compare.methods:
+        log("compare.methods is empty: the table holds the baseline and CAE-Net only (see configs/ for a full list)")
+    cache_root = Path(cfg.runtime.cache_dir).resolve() / cfg.data.dataset
+    tracker = Tracker(cfg.runtime)
+    parent = tracker.start_parent(f"compare-{cfg.name}", cfg.model_dump(mode="json"),
+                                  {"kind": "compare", "dataset": cfg.data.dataset, "smoke": str(cfg.smoke)})
+    log(f"MLflow run {parent} in {tracker.uri}")
+    ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
+    folder = Path(out) if out else cache_root / "compare" / cfg.name
+    folder.mkdir(parents=True, exist_ok=True)
+    with tracker.closing(parent):
+        with ray_session(cfg.runtime):
+            rows = train_all(ctx)
+        table, latency_rows = measure(cfg, rows, log)  # after Ray has stopped: its daemons skew timings
+        report = tables.build(table, [{"rows": latency_rows}], cfg.compare.slo_ms)
+        report["host"] = platform.node()
+        report["threads"] = cfg.evaluate.latency.threads
+        for row in report["rows"]:
+            row["stage_dir"] = str(rows[row["method"]].stage.path)
+            row["method"] = {"baseline": f"{cfg.baseline.model} (baseline)", "caenet": "CAE-Net"}.get(row["method"], row["method"])
+        title = f"{tables.TITLES.get(cfg.data.dataset, cfg.data.dataset)}: {cfg.name}, batch-1 latency on this machine"
+        text = tables.markdown(report, title)
+        (folder / "table.md").write_text(text + "\n")
+        tables.write_csv(report, folder / "table.csv")
+        (folder / "report.json").write_text(json.dumps(report, indent=2))
+        tables.figure1(report, folder / "figure1.png")
+        for name in ("table.md", "table.csv", "report.json", "figure1.png"):
+            tracker.log_artifact(parent, folder / name)
+        tracker.log_metrics(parent, {f"{label}.{k}": v for label, row in table.items() for k, v in row.items()
+                                     if isinstance(v, (int, float))})
+    report["markdown"] = text
+    report["output"] = str(folder)
+    report["mlflow_run_id"] = parent
+    return report
