@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="train every competitor of Tables I/II and compare them with CAE-Net here",
                              description="Runs (or reuses) the pipeline's baseline and CAE-Net, then every method under "
                              "compare.methods in the config: KD students, weight pruning, weight clustering, channel "
-                             "pruning, int8 quantization, BranchyNet and the larger CIFAR networks, each a cached stage "
+                             "pruning, int8 quantization, BranchyNet, SubFlow, CAE-Net's prune-until-the-SLO loop and the larger "
+                             "CIFAR networks, each a cached stage "
                              "trained through Ray Train. Then measures accuracy, parameters (non-zero), size and batch-1 "
                              "latency of all of them on this machine and writes the table (Markdown, CSV, JSON) and "
                              "Fig. 1 with the SLO line, logged to MLflow. Example: caenet compare configs/cifar10_alexnet.yaml")

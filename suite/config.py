@@ -132,7 +132,7 @@ class EvaluateConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
-MethodKind = Literal["train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow"]
+MethodKind = Literal["train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow", "slo_prune"]
 
 
 class MethodConfig(_Strict):
@@ -145,8 +145,9 @@ class MethodConfig(_Strict):
     of: str = "baseline"  # the model this method compresses: baseline, caenet or an earlier method's name
     ratio: float | None = Field(default=None, gt=0, lt=1)  # weight_prune: sparsity; channel_prune: share of channels removed
     clusters: int = Field(default=32, ge=2, le=256)  # weight_cluster: shared values per layer
-    ratios: list[float] = [0.25, 0.5, 0.75, 1.0]  # subflow: utilization ratios trained together
-    budget_ms: float | None = Field(default=None, gt=0)  # subflow: latency budget; null: compare.slo_ms
+    # subflow: utilization ratios trained together; slo_prune: channel-pruning ratios tried in order
+    ratios: list[float] = [0.25, 0.5, 0.75, 1.0]
+    budget_ms: float | None = Field(default=None, gt=0)  # subflow, slo_prune: latency budget; null: compare.slo_ms
     train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
 
     @model_validator(mode="after")
@@ -157,6 +158,8 @@ class MethodConfig(_Strict):
             raise ValueError(f"method {self.name!r} ({self.kind}) needs 'ratio'")
         if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
             raise ValueError(f"method {self.name!r}: ratios must be in (0, 1], got {self.ratios}")
+        if self.kind == "slo_prune" and any(r >= 1 for r in self.ratios):
+            raise ValueError(f"method {self.name!r}: slo_prune ratios remove that share of channels, so must be < 1")
         return self
 
 
@@ -175,6 +178,8 @@ class CompareConfig(_Strict):
         for m in self.methods:
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
+            if m.kind in ("subflow", "slo_prune") and (m.budget_ms or self.slo_ms) is None:
+                raise ValueError(f"method {m.name!r} ({m.kind}) needs a latency budget: budget_ms or compare.slo_ms")
             if m.kind not in ("train", "kd", "branchy") and m.of not in seen:
                 raise ValueError(f"method {m.name!r}: 'of: {m.of}' names no earlier method (have {sorted(seen)})")
             seen.add(m.name)

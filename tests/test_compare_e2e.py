@@ -18,7 +18,7 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     report = json.loads((tmp_path / "cmp" / "report.json").read_text())
     rows = {r["method"]: r for r in report["rows"]}
     assert list(rows) == ["lenet (baseline)", "CAE-Net", "LeNet-KD", "LeNet-WP", "LeNet-WC", "LeNet-int8", "BranchyNet",
-                          "SubFlow", "CAE-Net-int8"]
+                          "SubFlow", "CAE-Net-int8", "CAE-Net-SLO"]
     base = rows["lenet (baseline)"]
     assert rows["LeNet-KD"]["parameters"] < 0.2 * base["parameters"]
     # WP: 40% of the conv/linear weights are zero and the sparse file is smaller than the dense one
@@ -34,9 +34,17 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     subflow_dir = Path(rows["SubFlow"]["stage_dir"])
     ratios = json.loads((subflow_dir / "subflow_ratios.json").read_text())
     assert ratios["chosen"] == 1.0 and len(ratios["tried"]) == 4
-    for row in rows.values():
+    # the SLO loop: candidates in order, stopping at the first that meets its budget
+    loop = json.loads((Path(rows["CAE-Net-SLO"]["stage_dir"]) / "slo_loop.json").read_text())
+    ratios = [t["ratio"] for t in loop["tried"]]
+    assert ratios == sorted(ratios) and ratios[0] == 0.0 and loop["chosen"] == ratios[-1]
+    assert not any(t["meets_budget"] for t in loop["tried"][:-1])
+    assert [t["parameters"] for t in loop["tried"]] == sorted((t["parameters"] for t in loop["tried"]), reverse=True)
+    if loop["chosen"] > 0:
+        assert rows["CAE-Net-SLO"]["parameters"] < rows["CAE-Net"]["parameters"]
+    for label, row in rows.items():
         assert 0 <= row["test_acc"] <= 1 and row["boards"]["this-cpu"]["p50_ms"] > 0
-        assert row["boards"]["this-cpu"]["meets_slo"]
+        assert row["boards"]["this-cpu"]["meets_slo"], label
     assert (tmp_path / "cmp" / "figure1.png").stat().st_size > 10_000
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "| LeNet-WC |" in table and "(1.00x)" in table

@@ -113,14 +113,16 @@ def _training_runs(tracker, stage_dirs: dict[str, str]) -> dict[str, dict]:
 
 def table(summary: dict) -> str:
     """Rows per board and model: latency (speed-up vs the baseline on that board) and energy."""
-    lines = [f"{'board':12} {'model':22} {'p50 ms':>9} {'speed-up':>9} {'p90 ms':>9} {'energy mJ':>10}  note"]
+    bw = max([5] + [len(r["board"]) for r in summary["rows"]] + [len(b) for b in summary["failed"]])
+    mw = max([5] + [len(r["model"]) for r in summary["rows"]])
+    lines = [f"{'board':{bw}} {'model':{mw}} {'p50 ms':>9} {'speed-up':>9} {'p90 ms':>9} {'energy mJ':>10}  note"]
     base = {r["board"]: r["p50_ms"] for r in summary["rows"] if r["model"] == "baseline"}
     for r in summary["rows"]:
         speed = f"{base[r['board']] / r['p50_ms']:.2f}x" if r["board"] in base else ""
         energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "N/A"
-        lines.append(f"{r['board']:12} {r['model']:22} {r['p50_ms']:9.3f} {speed:>9} {r['p90_ms']:9.3f} {energy:>10}  {r['energy_note'] or ''}")
+        lines.append(f"{r['board']:{bw}} {r['model']:{mw}} {r['p50_ms']:9.3f} {speed:>9} {r['p90_ms']:9.3f} {energy:>10}  {r['energy_note'] or ''}")
     for board, error in summary["failed"].items():
-        lines.append(f"{board:12} FAILED: {error}")
+        lines.append(f"{board:{bw}} FAILED: {error}")
     return "\n".join(lines)
 
 

@@ -15,6 +15,10 @@ Every method is a ``compare.methods`` entry with a ``kind``:
                   chosen on validation data (``compare.branchy_tolerance``)
   subflow         SubFlow: ``of`` fine-tuned with random utilization ratios, then the
                   subnetwork of the largest ratio that meets ``budget_ms`` cut out for real
+  slo_prune       the SLO loop of Sec. III-A (``of: caenet``): time the model; while it misses
+                  ``budget_ms``, remove the next share of ``ratios`` of its encoder's channels
+                  (of all channels for other models) and retrain it with knowledge transfer;
+                  stop at the first that meets the budget or when no ratio is left
 
 Each stage leaves ``spec.json`` (how to load its model) beside the weights, and the size a
 board would download where that differs from a dense ``torch.save`` (sparse, packed, int8).
@@ -80,13 +84,13 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
     params = {"data": ctx.data_params(), "method": method.model_dump(exclude={"name", "train"}), "train": train}
     if source is not None and source.model is None:
         raise ValueError(f"method {method.name!r}: {method.of!r} is an int8 TorchScript model; compress a float model")
-    inputs = [s for s in (source.stage if source else None, entropy if method.kind == "kd" else None) if s]
+    inputs = [s for s in (source.stage if source else None, entropy if method.kind in ("kd", "slo_prune") else None) if s]
     if method.kind == "int8":
         params.pop("train")
         params["calibration_images"] = cmp.calibration_images
     if method.kind == "branchy":
         params["tolerance"] = cmp.branchy_tolerance
-    if method.kind in ("branchy", "subflow"):  # they time parts of themselves to choose
+    if method.kind in ("branchy", "subflow", "slo_prune"):  # they time themselves to choose
         params["latency"] = ctx.cfg.evaluate.latency.model_dump()
         params["budget_ms"] = method.budget_ms or cmp.slo_ms
 
@@ -106,6 +110,8 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
             return _int8(ctx, source, work)
         elif kind == "subflow":
             return _subflow(ctx, method, source, job, work)
+        elif kind == "slo_prune":
+            return _slo_prune(ctx, method, source, entropy, job, work)
         elif kind == "channel_prune":
             name, kwargs = _prune_structure(ctx, source, method.ratio, work / "pruned_init.pt")
             metrics = fit(TrainJob(model=name, model_kwargs=kwargs, init_from={"": str(work / "pruned_init.pt")}, **job),
@@ -122,7 +128,8 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
         return metrics
 
     result = ctx.runner.run(stage_name(method), VERSION, params, inputs, body,
-                            artifacts=lambda w: [w / "spec.json"])
+                            artifacts=lambda w: [f for f in (w / "spec.json", w / "subflow_ratios.json", w / "slo_loop.md")
+                                                 if f.exists()])
     return Trained.from_stage(method.name, result)
 
 
@@ -235,3 +242,52 @@ def _subflow(ctx: Context, method: MethodConfig, source: Trained, job: dict, wor
     metrics.update({f"subflow_val_acc_r{t['ratio']}": t["val_acc"] for t in tried})
     metrics.update({f"subflow_p50_ms_r{t['ratio']}": t["p50_ms"] for t in tried})
     return metrics
+
+
+def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, entropy: StageResult, job: dict, work: Path) -> dict:
+    """Prune structurally, retrain, time; repeat with the next ratio until the budget is met."""
+    from suite.metrics import accuracy, time_models
+
+    budget = method.budget_ms or ctx.cfg.compare.slo_ms
+    val_x, val_y = _train_images(ctx, "val")
+    example = val_x[:1].float() / 255.0
+    lat = ctx.cfg.evaluate.latency
+    model = source.load()
+    tried = [{"ratio": 0.0, "p50_ms": time_models({"m": model}, example, lat)["m"]["latency_p50_ms"],
+              "val_acc": accuracy(model, val_x, val_y), "parameters": sum(p.numel() for p in model.parameters())}]
+    tried[0]["meets_budget"] = tried[0]["p50_ms"] <= budget
+    chosen = {"name": source.model, "kwargs": source.kwargs, "weights": source.stage.file("model.pt"), **tried[0]}
+    ctx.runner.log(f"[{stage_name(method)}] unpruned: {tried[0]['p50_ms']:.3f} ms vs budget {budget:g} ms")
+    metrics: dict = {}
+    for ratio in sorted(method.ratios):
+        if chosen["meets_budget"]:
+            break
+        folder = work / f"ratio-{ratio:g}"
+        folder.mkdir(exist_ok=True)
+        name, kwargs = _prune_structure(ctx, source, ratio, folder / "pruned_init.pt")
+        kd = source.model == "caenet" or (source.model == "resized" and source.kwargs.get("base") == "caenet")
+        extra = {"objective": "kd", "teacher_logits_path": str(entropy.file("logits.npy")),
+                 "kd": ctx.cfg.caenet.kd.model_dump()} if kd else {}
+        metrics = fit(TrainJob(model=name, model_kwargs=kwargs, init_from={"": str(folder / "pruned_init.pt")},
+                               **{**job, "storage_path": str(folder / "ray"), "name": f"{job['name']}-r{ratio:g}"}, **extra),
+                      ctx.cfg.runtime, folder / "model.pt")
+        model = load_model(name, kwargs, folder / "model.pt")
+        row = {"ratio": ratio, "p50_ms": time_models({"m": model}, example, lat)["m"]["latency_p50_ms"],
+               "val_acc": accuracy(model, val_x, val_y), "parameters": sum(p.numel() for p in model.parameters())}
+        row["meets_budget"] = row["p50_ms"] <= budget
+        tried.append(row)
+        chosen = {"name": name, "kwargs": kwargs, "weights": folder / "model.pt", **row}
+        ctx.runner.log(f"[{stage_name(method)}] channels -{100 * ratio:.0f}%: {row['p50_ms']:.3f} ms, "
+                       f"val acc {100 * row['val_acc']:.2f}% ({'meets' if row['meets_budget'] else 'misses'} the budget)")
+    torch.save(torch.load(chosen["weights"], map_location="cpu", weights_only=True), work / "model.pt")
+    _write_spec(work, chosen["name"], chosen["kwargs"])
+    verdict = "met" if chosen["meets_budget"] else "not met: no ratio left (add larger ratios or relax the budget)"
+    lines = [f"SLO loop for {method.of}: budget {budget:g} ms batch-1 p50 on this machine; {verdict}", "",
+             "| channels removed | p50 ms | val acc | parameters | meets |", "|---|---|---|---|---|"]
+    lines += [f"| {100 * t['ratio']:.0f}% | {t['p50_ms']:.3f} | {100 * t['val_acc']:.2f}% | {t['parameters']:,} | "
+              f"{'yes' if t['meets_budget'] else 'no'} |" for t in tried]
+    (work / "slo_loop.md").write_text("\n".join(lines) + "\n")
+    (work / "slo_loop.json").write_text(json.dumps({"budget_ms": budget, "tried": tried, "chosen": chosen["ratio"]}, indent=2))
+    ctx.runner.log("\n".join(lines))
+    return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "slo_ratio": chosen["ratio"],
+            "slo_met": float(chosen["meets_budget"]), "slo_candidates_tried": len(tried)}
