@@ -132,7 +132,7 @@ class EvaluateConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
-MethodKind = Literal["train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow", "slo_prune"]
+MethodKind = Literal["train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow", "slo_prune", "adadeep"]
 
 
 class MethodConfig(_Strict):
@@ -147,7 +147,14 @@ class MethodConfig(_Strict):
     clusters: int = Field(default=32, ge=2, le=256)  # weight_cluster: shared values per layer
     # subflow: utilization ratios trained together; slo_prune: channel-pruning ratios tried in order
     ratios: list[float] = [0.25, 0.5, 0.75, 1.0]
-    budget_ms: float | None = Field(default=None, gt=0)  # subflow, slo_prune: latency budget; null: compare.slo_ms
+    budget_ms: float | None = Field(default=None, gt=0)  # subflow, slo_prune, adadeep: latency budget; null: compare.slo_ms
+    # adadeep: Tune trials (random per-layer plans), fine-tuning batches per trial, constraints and reward weights
+    trials: int = Field(default=12, ge=1)
+    search_steps: int = Field(default=50, ge=0)
+    max_accuracy_drop: float = Field(default=0.05, ge=0, le=1)
+    size_budget_kb: float | None = Field(default=None, gt=0)
+    latency_weight: float = Field(default=0.5, ge=0)
+    size_weight: float = Field(default=0.2, ge=0)
     train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     report = json.loads((tmp_path / "cmp" / "report.json").read_text())
     rows = {r["method"]: r for r in report["rows"]}
     assert list(rows) == ["lenet (baseline)", "CAE-Net", "LeNet-KD", "LeNet-WP", "LeNet-WC", "LeNet-int8", "BranchyNet",
-                          "SubFlow", "CAE-Net-int8", "CAE-Net-SLO"]
+                          "SubFlow", "AdaDeep", "CAE-Net-int8", "CAE-Net-SLO"]
     base = rows["lenet (baseline)"]
     assert rows["LeNet-KD"]["parameters"] < 0.2 * base["parameters"]
     # WP: 40% of the conv/linear weights are zero and the sparse file is smaller than the dense one
@@ -34,6 +34,14 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     subflow_dir = Path(rows["SubFlow"]["stage_dir"])
     ratios = json.loads((subflow_dir / "subflow_ratios.json").read_text())
     assert ratios["chosen"] == 1.0 and len(ratios["tried"]) == 4
+    # AdaDeep: every Tune trial recorded; the pick is the best-rewarded plan, within the constraints when any plan is
+    search = json.loads((Path(rows["AdaDeep"]["stage_dir"]) / "adadeep_search.json").read_text())
+    scored = [t for t in search["trials"] if "reward" in t]
+    assert len(search["trials"]) == 12 and scored
+    assert search["best"]["reward"] == max(t["reward"] for t in scored)
+    if search["met"]:
+        ref = search["reference"]
+        assert search["best"]["val_acc"] >= ref["val_acc"] - 0.05 and search["best"]["p50_ms"] <= 1000
     # the SLO loop: candidates in order, stopping at the first that meets its budget
     loop = json.loads((Path(rows["CAE-Net-SLO"]["stage_dir"]) / "slo_loop.json").read_text())
     ratios = [t["ratio"] for t in loop["tried"]]

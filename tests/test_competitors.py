@@ -237,3 +237,56 @@ def test_subflow_subnetworks_run_alone(cifar):
         sizes.append(sum(p.numel() for p in alone.parameters()))
     assert sizes[0] < sizes[1] < sizes[2]
     assert sizes[0] < 0.15 * sizes[2]  # a quarter of the channels: about 1/16 of the weights
+
+
+# ------------------------------------------------------------------------ AdaDeep
+
+
+def test_factorizations_are_exact_at_full_rank_and_for_separable_kernels():
+    import torch.nn as nn
+
+    from suite.compression.factorize import depthwise, lowrank
+
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(16, 32, 3, padding=1), torch.randn(2, 16, 8, 8)
+    assert torch.allclose(lowrank(conv, 1.0)(x), conv(x), atol=1e-4)
+    half = lowrank(conv, 0.5)
+    assert half[0].out_channels == 16 and float((half(x) - conv(x)).abs().mean()) > 1e-3  # truncated: an approximation
+    conv.weight.data = (torch.randn(32, 16, 1) * torch.randn(1, 16, 9)).view(32, 16, 3, 3)  # rank 1 per input channel
+    assert torch.allclose(depthwise(conv)(x), conv(x), atol=1e-3)
+    linear = nn.Linear(64, 20)
+    assert torch.allclose(lowrank(linear, 1.0)(torch.ones(3, 64)), linear(torch.ones(3, 64)), atol=1e-4)
+
+
+def test_adadeep_plan_compresses_and_rebuilds_by_name(cifar):
+    from suite.stages.adadeep import as_plan, choices_for, compress, layer_names
+
+    x, _ = cifar
+    model = create_model("alexnet").eval()
+    modules = dict(model.named_modules())
+    assert layer_names(model) == ["body.0", "body.4", "body.8", "body.11", "body.14", "neck.1", "neck.4"]
+    assert "depthwise" not in choices_for(modules["neck.1"])  # linear layers have no depthwise form
+    plan = as_plan({"body.0": "depthwise", "body.4": "prune:0.5", "body.8": "none", "body.11": "lowrank:0.25",
+                    "body.14": "prune:0.25", "neck.1": "lowrank:0.25", "neck.4": "none"})
+    before = sum(p.numel() for p in model.parameters())
+    compressed, shapes = compress(model, plan, x[:1])
+    assert sum(p.numel() for p in compressed.parameters()) < 0.5 * before
+    rebuilt = create_model("adadeep", base="alexnet", base_kwargs={}, shapes=shapes, plan=plan, in_channels=3,
+                           image_size=32, num_classes=10)
+    rebuilt.load_state_dict(compressed.state_dict())
+    assert torch.allclose(rebuilt.eval()(x[:8]), compressed(x[:8]), atol=1e-5)
+
+
+def test_adadeep_reward_ranks_constraint_breakers_below_every_kept_plan():
+    from suite.config import MethodConfig
+    from suite.stages.adadeep import reward
+
+    method = MethodConfig(name="AdaDeep", kind="adadeep", max_accuracy_drop=0.05, size_budget_kb=100)
+    ref = {"val_acc": 0.9, "p50_ms": 1.0, "size_bytes": 400 * 1024}
+    kept_worst = reward({"val_acc": 0.85, "p50_ms": 1.0, "size_bytes": 100 * 1024}, ref, method, budget_ms=1.0)
+    kept_best = reward({"val_acc": 0.9, "p50_ms": 0.2, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    too_slow = reward({"val_acc": 0.95, "p50_ms": 1.1, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    too_big = reward({"val_acc": 0.95, "p50_ms": 0.1, "size_bytes": 101 * 1024}, ref, method, budget_ms=1.0)
+    too_wrong = reward({"val_acc": 0.84, "p50_ms": 0.1, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    assert kept_best > kept_worst > -1 > max(too_slow, too_big, too_wrong)
+    assert too_slow > reward({"val_acc": 0.95, "p50_ms": 2.0, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)

@@ -21,20 +21,30 @@ def _under(name: str, prefixes: list[str] | None) -> bool:
     return not prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, prefixes: list[str] | None = None,
-                   keep_outputs: tuple[str, ...] = ("head",)) -> nn.Module:
+def prune_channels(model: nn.Module, ratio: float | dict[str, float], example: torch.Tensor,
+                   prefixes: list[str] | None = None, keep_outputs: tuple[str, ...] = ("head",)) -> nn.Module:
     """Remove ``ratio`` of the channels of every prunable layer (under ``prefixes`` when
-    given), in place; the output layers named in ``keep_outputs`` keep their width."""
+    given), in place; or, with ``ratio`` a {layer name: ratio} map, of just those layers.
+    The output layers named in ``keep_outputs`` keep their width."""
     import torch_pruning as tp
 
-    if not 0 < ratio < 1:
-        raise ValueError(f"channel pruning ratio must be in (0, 1), got {ratio}")
-    ignored = [m for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d))
-               and (not _under(n, prefixes) or n in keep_outputs or n.split(".")[-1] in keep_outputs)]
+    per_layer = ratio if isinstance(ratio, dict) else None
+    for r in (per_layer or {"": ratio}).values():
+        if not 0 < r < 1:
+            raise ValueError(f"channel pruning ratio must be in (0, 1), got {r}")
+
+    def pruned(name: str) -> bool:
+        if name in keep_outputs or name.split(".")[-1] in keep_outputs:
+            return False
+        return name in per_layer if per_layer is not None else _under(name, prefixes)
+
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d))}
+    ignored = [m for n, m in layers.items() if not pruned(n)]
     model.eval()
-    pruner = tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=ratio, ignored_layers=ignored)
+    pruner = tp.pruner.MagnitudePruner(
+        model, example, importance=tp.importance.MagnitudeImportance(p=1), ignored_layers=ignored,
+        pruning_ratio=0.0 if per_layer is not None else ratio,
+        pruning_ratio_dict={layers[n]: r for n, r in per_layer.items()} if per_layer is not None else None)
     pruner.step()
     return model
 

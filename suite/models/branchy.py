@@ -72,9 +72,9 @@ class BranchyNet(nn.Module):
         """Each image's logits from the first exit confident enough; later stages run only
         on the images still undecided (at batch 1: only as far as the image needs)."""
         n = x.shape[0]
-        out = torch.empty(0)
-        taken = torch.full((n,), self.num_exits - 1, dtype=torch.long)
-        alive = torch.arange(n)
+        out = torch.empty(0, device=x.device)
+        taken = torch.full((n,), self.num_exits - 1, dtype=torch.long, device=x.device)
+        alive = torch.arange(n, device=x.device)
         for i, (stage, branch) in enumerate(zip(self.stages[:-1], self.branches)):
             x = stage(x)
             threshold = float(self.thresholds[i])

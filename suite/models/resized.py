@@ -1,4 +1,4 @@
-"""A model whose layers were shrunk after it was built (structured pruning, SubFlow subnetworks).
+"""A model whose layers were changed after it was built (structured pruning, SubFlow subnetworks, AdaDeep).
 
 It is stored as its factory call plus the shape of every conv / BN / linear layer
 (``architecture``); ``create_model("resized", base=..., base_kwargs=..., shapes=...)``
@@ -55,3 +55,12 @@ def resized(base: str, base_kwargs: dict, shapes: dict[str, list[int]], **geomet
 def resized_spec(base: str, base_kwargs: dict, model: nn.Module) -> tuple[str, dict]:
     """(name, kwargs) that ``create_model`` rebuilds ``model``'s (pruned) architecture from."""
     return "resized", {"base": base, "base_kwargs": base_kwargs, "shapes": architecture(model)}
+
+
+@register("adadeep")
+def adadeep(base: str, base_kwargs: dict, shapes: dict[str, list[int]], plan: dict[str, dict], **geometry) -> nn.Module:
+    """An AdaDeep-compressed model: ``base`` resized to ``shapes`` (its channel pruning), then
+    the plan's low-rank / depthwise-separable replacements (``suite.compression.factorize``)."""
+    from suite.compression.factorize import factorize
+
+    return factorize(resized(base, base_kwargs, shapes, **geometry), plan, init=False)

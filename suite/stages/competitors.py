@@ -15,6 +15,9 @@ Every method is a ``compare.methods`` entry with a ``kind``:
                   chosen on validation data (``compare.branchy_tolerance``)
   subflow         SubFlow: ``of`` fine-tuned with random utilization ratios, then the
                   subnetwork of the largest ratio that meets ``budget_ms`` cut out for real
+  adadeep         AdaDeep: a Ray Tune search over per-layer techniques (channel pruning,
+                  low-rank, depthwise-separable) and int8 under accuracy / latency / size
+                  constraints (``suite.stages.adadeep``), the best plan then fine-tuned
   slo_prune       the SLO loop of Sec. III-A (``of: caenet``): time the model; while it misses
                   ``budget_ms``, remove the next share of ``ratios`` of its encoder's channels
                   (of all channels for other models) and retrain it with knowledge transfer;
@@ -33,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from suite.config import MethodConfig
+from suite.config import ConfigError, MethodConfig
 from suite.distributed.training import TrainJob, fit
 from suite.models import geometry
 from suite.pipeline.context import Context
@@ -81,16 +84,18 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
     source = done.get(method.of) if method.kind not in ("train", "kd", "branchy") else None
     fresh = method.kind in ("train", "kd", "branchy")
     train = (method.train or (cmp.train if fresh else cmp.finetune)).model_dump()
-    params = {"data": ctx.data_params(), "method": method.model_dump(exclude={"name", "train"}), "train": train}
+    # Defaults left out: a new option (with its default) does not invalidate finished stages.
+    params = {"data": ctx.data_params(), "method": method.model_dump(exclude={"name", "train"}, exclude_defaults=True),
+              "train": train}
     if source is not None and source.model is None:
-        raise ValueError(f"method {method.name!r}: {method.of!r} is an int8 TorchScript model; compress a float model")
+        raise ConfigError(f"compare.methods: {method.name!r} compresses {method.of!r}, an int8 TorchScript model; name a float model in 'of'")
     inputs = [s for s in (source.stage if source else None, entropy if method.kind in ("kd", "slo_prune") else None) if s]
     if method.kind == "int8":
         params.pop("train")
         params["calibration_images"] = cmp.calibration_images
     if method.kind == "branchy":
         params["tolerance"] = cmp.branchy_tolerance
-    if method.kind in ("branchy", "subflow", "slo_prune"):  # they time themselves to choose
+    if method.kind in ("branchy", "subflow", "slo_prune", "adadeep"):  # they time themselves to choose
         params["latency"] = ctx.cfg.evaluate.latency.model_dump()
         params["budget_ms"] = method.budget_ms or cmp.slo_ms
 
@@ -112,6 +117,8 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
             return _subflow(ctx, method, source, job, work)
         elif kind == "slo_prune":
             return _slo_prune(ctx, method, source, entropy, job, work)
+        elif kind == "adadeep":
+            return _adadeep(ctx, method, source, job, work)
         elif kind == "channel_prune":
             name, kwargs = _prune_structure(ctx, source, method.ratio, work / "pruned_init.pt")
             metrics = fit(TrainJob(model=name, model_kwargs=kwargs, init_from={"": str(work / "pruned_init.pt")}, **job),
@@ -128,7 +135,8 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
         return metrics
 
     result = ctx.runner.run(stage_name(method), VERSION, params, inputs, body,
-                            artifacts=lambda w: [f for f in (w / "spec.json", w / "subflow_ratios.json", w / "slo_loop.md")
+                            artifacts=lambda w: [f for f in (w / "spec.json", w / "subflow_ratios.json", w / "slo_loop.md",
+                                                            w / "adadeep_search.md")
                                                  if f.exists()])
     return Trained.from_stage(method.name, result)
 
@@ -212,7 +220,7 @@ def _subflow(ctx: Context, method: MethodConfig, source: Trained, job: dict, wor
     from suite.models.subflow import extract
 
     if source.model == "resized":
-        raise ValueError(f"method {method.name!r}: SubFlow starts from an unpruned model")
+        raise ConfigError(f"compare.methods: {method.name!r}: SubFlow starts from an unpruned model; set 'of' to one")
     base, base_kwargs = source.model, {k: v for k, v in source.kwargs.items() if k not in geometry(ctx.info)}
     kwargs = {**geometry(ctx.info), "base": base, "base_kwargs": base_kwargs, "ratios": method.ratios}
     metrics = fit(TrainJob(model="subflow", model_kwargs=kwargs, init_from={"": str(source.stage.file("model.pt"))}, **job),
@@ -291,3 +299,38 @@ def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, entropy: Sta
     ctx.runner.log("\n".join(lines))
     return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "slo_ratio": chosen["ratio"],
             "slo_met": float(chosen["meets_budget"]), "slo_candidates_tried": len(tried)}
+
+
+def _adadeep(ctx: Context, method: MethodConfig, source: Trained, job: dict, work: Path) -> dict:
+    """Search per-layer plans with Tune, then apply the best one and fine-tune it through Ray Train."""
+    from suite.compression.quantize import quantize_int8, quiet_jit, scripted_bytes
+    from suite.metrics import count_parameters
+    from suite.stages import adadeep
+
+    if source.model in ("resized", "adadeep", None):
+        raise ConfigError(f"compare.methods: {method.name!r}: AdaDeep starts from an uncompressed model, not {method.of!r}; set 'of'")
+    result = adadeep.search(ctx, method, source, work)
+    names = adadeep.layer_names(source.load())
+    adadeep.save(result, names, work)
+    ctx.runner.log(adadeep.report_markdown(result, names))
+    best = result["best"]["config"]
+    plan = adadeep.as_plan({k: v for k, v in best.items() if k != "int8"})
+    fit_x, _ = _train_images(ctx, "fit")
+    model, shapes = adadeep.compress(source.load().cpu(), plan, fit_x[:1].float() / 255.0)
+    torch.save(model.state_dict(), work / "compressed_init.pt")
+    base_kwargs = {k: v for k, v in source.kwargs.items() if k not in geometry(ctx.info)}
+    name, kwargs = "adadeep", {**geometry(ctx.info), "base": source.model, "base_kwargs": base_kwargs, "shapes": shapes, "plan": plan}
+    metrics = fit(TrainJob(model=name, model_kwargs=kwargs, init_from={"": str(work / "compressed_init.pt")}, **job),
+                  ctx.cfg.runtime, work / "model.pt")
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    metrics.update({"adadeep_trials": len(result["trials"]), "adadeep_met_constraints": float(result["met"]),
+                    "adadeep_search_reward": result["best"]["reward"], "adadeep_int8": float(bool(best["int8"]))})
+    if best["int8"]:
+        trained = load_model(name, kwargs, work / "model.pt")
+        scripted = quantize_int8(trained, fit_x[: ctx.cfg.compare.calibration_images].float() / 255.0)
+        with quiet_jit():
+            torch.jit.save(scripted, str(work / "model.ts"))
+        _write_spec(work, None, {}, scripted_bytes(scripted), count_parameters(trained))
+    else:
+        _write_spec(work, name, kwargs)
+    return metrics

@@ -1,0 +1,196 @@
+"""AdaDeep (Liu et al., MobiSys 2018): usage-driven choice of per-layer compression.
+
+AdaDeep picks, for every layer, one compression technique, so that the whole model meets
+the user's accuracy, latency and size constraints with the best trade-off. The paper
+searches with deep reinforcement learning. Here the search is a Ray Tune random search
+(``kind: adadeep`` in ``compare.methods``), not RL: every trial draws one technique per
+conv / hidden linear layer from
+
+  none | prune:0.25 | prune:0.5 (channels removed, Torch-Pruning) | lowrank:0.5 | lowrank:0.25
+  (SVD factorization at that rank fraction) | depthwise (depthwise-separable replacement)
+
+plus an int8 switch for the whole model, applies them to the trained ``of`` model, fine-tunes
+for ``search_steps`` batches, and scores it with AdaDeep's kind of reward:
+
+  reward = val_acc + latency_weight * (1 - T / T0) + size_weight * (1 - S / S0)
+
+where T, S are batch-1 latency and size and T0, S0 the uncompressed model's. A plan that
+breaks a constraint (accuracy more than ``max_accuracy_drop`` below the source's, latency
+over ``budget_ms``, size over ``size_budget_kb``) scores below every plan that keeps them.
+The best plan is then applied again and fine-tuned through Ray Train like every other
+competitor; ``adadeep_search.md`` lists every plan tried.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from suite.config import MethodConfig
+
+CHOICES = ("none", "prune:0.25", "prune:0.5", "lowrank:0.5", "lowrank:0.25", "depthwise")
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The layers AdaDeep chooses for: every conv and linear layer but the output layer."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and n.split(".")[-1] != "head"]
+
+
+def choices_for(layer: nn.Module) -> list[str]:
+    from suite.compression.factorize import can_apply
+
+    return [c for c in CHOICES if can_apply(layer, c.split(":")[0])]
+
+
+def as_plan(draw: dict[str, str]) -> dict[str, dict]:
+    plan = {}
+    for name, choice in draw.items():
+        technique, _, amount = choice.partition(":")
+        plan[name] = {"technique": technique, "amount": float(amount) if amount else None}
+    return plan
+
+
+def compress(model: nn.Module, plan: dict[str, dict], example: torch.Tensor) -> tuple[nn.Module, dict]:
+    """Apply ``plan`` to ``model`` in place (pruning first, then factorizations); return it and
+    the shapes after pruning, which ``create_model("adadeep", ...)`` needs to rebuild it."""
+    from suite.compression.factorize import factorize
+    from suite.compression.structured import prune_channels
+    from suite.models.resized import architecture
+
+    ratios = {n: s["amount"] for n, s in plan.items() if s["technique"] == "prune"}
+    if ratios:
+        prune_channels(model, ratios, example)
+    shapes = architecture(model)
+    factorize(model, plan)
+    return model, shapes
+
+
+def reward(row: dict, ref: dict, method: MethodConfig, budget_ms: float | None) -> float:
+    """AdaDeep-style reward; a plan that breaks a constraint gets -1 minus how far it breaks them."""
+    violation = max(0.0, (ref["val_acc"] - method.max_accuracy_drop) - row["val_acc"])
+    if budget_ms is not None:
+        violation += max(0.0, row["p50_ms"] / budget_ms - 1)
+    if method.size_budget_kb is not None:
+        violation += max(0.0, row["size_bytes"] / 1024 / method.size_budget_kb - 1)
+    if violation > 0:
+        return -1.0 - violation
+    return (row["val_acc"] + method.latency_weight * (1 - row["p50_ms"] / ref["p50_ms"])
+            + method.size_weight * (1 - row["size_bytes"] / ref["size_bytes"]))
+
+
+def measure(model: nn.Module, int8: bool, val_x: torch.Tensor, val_y: torch.Tensor, calibration: torch.Tensor,
+            latency) -> dict:
+    """Validation accuracy, serialized size and batch-1 p50 of a (compressed) model."""
+    from suite.compression.quantize import quantize_int8, scripted_bytes
+    from suite.metrics import accuracy, serialized_bytes, time_models
+
+    model = model.cpu().eval()
+    if int8:
+        model = quantize_int8(model, calibration)
+        size = scripted_bytes(model)
+    else:
+        size = serialized_bytes(model)
+    p50 = time_models({"m": model}, calibration[:1], latency)["m"]["latency_p50_ms"]
+    return {"val_acc": accuracy(model, val_x, val_y), "size_bytes": size, "p50_ms": p50}
+
+
+def _trial(config: dict, source: dict, data: dict, method: dict, ref: dict, budget_ms, latency: dict, threads: int,
+           steps: int, batch_size: int, lr: float) -> None:
+    """One Tune trial: compress, fine-tune ``steps`` batches, measure, report the reward."""
+    import ray.tune
+
+    from suite.config import DataConfig, LatencyConfig
+    from suite.data import augment_batch, load_split, split_train_val
+    from suite.stages.common import load_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = DataConfig(**data)
+    train = load_split(cfg, "train")
+    val = torch.from_numpy(split_train_val(len(train), cfg.val_fraction, cfg.seed))
+    fit_x, fit_y = train.images[~val], train.labels[~val]
+    val_x, val_y = train.images[val], train.labels[val]
+    model = load_model(source["model"], source["kwargs"], Path(source["weights"])).cpu()
+    plan = as_plan({k: v for k, v in config.items() if k != "int8"})
+    example = fit_x[:1].float() / 255.0
+    model, _ = compress(model, plan, example)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(fit_x), (batch_size,))
+        xb = augment_batch(fit_x[idx].float() / 255.0, flip=fit_x.shape[1] == 3)
+        loss = nn.functional.cross_entropy(model(xb), fit_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    row = measure(model, bool(config["int8"]), val_x, val_y, fit_x[:256].float() / 255.0, LatencyConfig(**latency))
+    row["reward"] = reward(row, ref, MethodConfig(**method), budget_ms)
+    ray.tune.report(row)
+
+
+def search(ctx, method: MethodConfig, source, work: Path) -> dict:
+    """Tune's random search over per-layer plans; returns the best plan and every trial's row."""
+    from ray import tune
+
+    from suite.stages.competitors import _train_images
+
+    budget = method.budget_ms or ctx.cfg.compare.slo_ms
+    model = source.load().cpu()
+    val_x, val_y = _train_images(ctx, "val")
+    fit_x, _ = _train_images(ctx, "fit")
+    calibration = fit_x[:256].float() / 255.0
+    ref = measure(model, False, val_x, val_y, calibration, ctx.cfg.evaluate.latency)
+    modules = dict(model.named_modules())
+    space = {name: tune.choice(choices_for(modules[name])) for name in layer_names(model)}
+    space["int8"] = tune.choice([False, True])
+    ft = ctx.cfg.compare.finetune
+    trainable = tune.with_resources(tune.with_parameters(
+        _trial, source={"model": source.model, "kwargs": source.kwargs, "weights": str(source.stage.file("model.pt"))},
+        data=ctx.cfg.data.model_dump(), method=method.model_dump(), ref=ref, budget_ms=budget,
+        latency=ctx.cfg.evaluate.latency.model_dump(), threads=ctx.cfg.runtime.threads(),
+        steps=method.search_steps, batch_size=ft.batch_size, lr=ft.lr), {"CPU": ctx.cfg.runtime.cpus_per_worker})
+    tuner = tune.Tuner(trainable, param_space=space,
+                       tune_config=tune.TuneConfig(metric="reward", mode="max", num_samples=method.trials,
+                                                   max_concurrent_trials=1,  # one at a time: fair latency
+                                                   search_alg=tune.search.BasicVariantGenerator(random_state=0)),
+                       run_config=tune.RunConfig(name="search", storage_path=str(work), verbose=0))
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        if result.error is not None or not result.metrics or "reward" not in result.metrics:
+            rows.append({"error": str(result.error).splitlines()[-1] if result.error else "no result", "config": result.config})
+            continue
+        rows.append({**{k: result.metrics[k] for k in ("val_acc", "size_bytes", "p50_ms", "reward")}, "config": result.config})
+    ok = [r for r in rows if "reward" in r]
+    if not ok:
+        from suite.distributed.training import TrainingError
+
+        raise TrainingError(f"AdaDeep: all {len(rows)} trials failed; first error: {rows[0].get('error')}")
+    best = max(ok, key=lambda r: r["reward"])
+    return {"reference": ref, "budget_ms": budget, "trials": rows, "best": best, "met": best["reward"] > -1.0}
+
+
+def report_markdown(result: dict, names: list[str]) -> str:
+    ref = result["reference"]
+    lines = [f"AdaDeep search (Ray Tune random search, {len(result['trials'])} plans); reference: val acc "
+             f"{100 * ref['val_acc']:.2f}%, {ref['p50_ms']:.3f} ms, {ref['size_bytes'] / 1024:.1f} KB; budget "
+             f"{result['budget_ms']} ms; {'a plan met the constraints' if result['met'] else 'NO plan met the constraints'}",
+             "", "| reward | val acc | p50 ms | size KB | int8 | " + " | ".join(names) + " |",
+             "|---|---|---|---|---|" + "---|" * len(names)]
+    for r in sorted(result["trials"], key=lambda r: -r.get("reward", -1e9)):
+        if "reward" not in r:
+            lines.append(f"| failed: {r['error']} |")
+            continue
+        c = r["config"]
+        lines.append(f"| {r['reward']:.3f} | {100 * r['val_acc']:.2f}% | {r['p50_ms']:.3f} | {r['size_bytes'] / 1024:.1f} | "
+                     f"{'yes' if c['int8'] else 'no'} | " + " | ".join(c[n] for n in names) + " |")
+    return "\n".join(lines)
+
+
+def save(result: dict, names: list[str], work: Path) -> None:
+    (work / "adadeep_search.json").write_text(json.dumps(result, indent=2, default=str))
+    (work / "adadeep_search.md").write_text(report_markdown(result, names) + "\n")
