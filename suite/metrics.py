@@ -107,7 +107,9 @@ def describe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
-    dev = next(model.parameters()).device
+    # An int8 TorchScript model has no parameters (and runs on the CPU); next() would raise
+    # StopIteration, which Ray Tune's function runner takes for the trial's end.
+    dev = next(model.parameters(), torch.empty(0)).device
     model.eval()
     correct = 0
     for i in range(0, len(images), batch):

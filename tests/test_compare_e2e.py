@@ -37,7 +37,8 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     # AdaDeep: every Tune trial recorded; the pick is the best-rewarded plan, within the constraints when any plan is
     search = json.loads((Path(rows["AdaDeep"]["stage_dir"]) / "adadeep_search.json").read_text())
     scored = [t for t in search["trials"] if "reward" in t]
-    assert len(search["trials"]) == 12 and scored
+    assert len(search["trials"]) == 12 and len(scored) == 12, [t.get("error") for t in search["trials"]]
+    assert any(t["config"]["int8"] for t in scored)  # int8 plans were drawn and measured too
     assert search["best"]["reward"] == max(t["reward"] for t in scored)
     if search["met"]:
         ref = search["reference"]

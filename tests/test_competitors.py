@@ -163,7 +163,7 @@ def test_channel_pruning_removes_channels_and_rebuilds_by_name(name, cifar):
 
 def test_int8_quantization_keeps_accuracy(mnist):
     from suite.compression.quantize import quantize_int8, scripted_bytes
-    from suite.metrics import serialized_bytes
+    from suite.metrics import accuracy, serialized_bytes
 
     x, y = mnist
     model = _train(create_model("lenet", in_channels=1, image_size=28), x, y, steps=40)
@@ -171,6 +171,7 @@ def test_int8_quantization_keeps_accuracy(mnist):
     acc_f = float((model(x).argmax(1) == y).float().mean())
     acc_q = float((q(x).argmax(1) == y).float().mean())
     assert acc_q == pytest.approx(acc_f, abs=0.03)
+    assert accuracy(q, (x * 255).round().to(torch.uint8), y) == pytest.approx(acc_q, abs=0.01)  # no parameters to ask
     assert scripted_bytes(q) < 0.5 * serialized_bytes(model)
 
 
