@@ -67,7 +67,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in _flatten(metrics).items() if _is_number(v)]
+        items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in _flatten(metrics).items() if _is_number(v)]
         if items:
             self.client.log_batch(run_id, metrics=items)
 
@@ -116,3 +116,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def metric_name(key: str) -> str:
+    """``key`` with the characters MLflow rejects in metric names (anything but letters, digits,
+    ``_ - . / `` and spaces, e.g. the brackets of "VGG16-pruned (0.4)") replaced by ``_``."""
+    import re
+
+    return re.sub(r"[^\w\-. /]", "_", key)

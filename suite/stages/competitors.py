@@ -59,7 +59,10 @@ class Trained:
 
     def load(self) -> nn.Module:
         if self.model is None:
-            return torch.jit.load(str(self.stage.file("model.ts")), map_location="cpu").eval()
+            from suite.compression.quantize import quiet_jit
+
+            with quiet_jit():
+                return torch.jit.load(str(self.stage.file("model.ts")), map_location="cpu").eval()
         return load_model(self.model, self.kwargs, self.stage.file("model.pt"))
 
     @classmethod
