@@ -145,9 +145,11 @@ class MethodConfig(_Strict):
     of: str = "baseline"  # the model this method compresses: baseline, caenet or an earlier method's name
     ratio: float | None = Field(default=None, gt=0, lt=1)  # weight_prune: sparsity; channel_prune: share of channels removed
     clusters: int = Field(default=32, ge=2, le=256)  # weight_cluster: shared values per layer
-    # subflow: utilization ratios trained together; slo_prune: channel-pruning ratios tried in order
+    # subflow: utilization ratios trained together (default 0.25, 0.5, 0.75, 1);
+    # slo_prune: shares of the channels removed, tried in order (default 0.25, 0.5, 0.75)
     ratios: list[float] = [0.25, 0.5, 0.75, 1.0]
     budget_ms: float | None = Field(default=None, gt=0)  # subflow, slo_prune, adadeep: latency budget; null: compare.slo_ms
+    speedup: float | None = Field(default=None, gt=0)  # slo_prune: the budget as a speed-up over the baseline, timed here
     # adadeep: Tune trials (random per-layer plans), fine-tuning batches per trial, constraints and reward weights
     trials: int = Field(default=12, ge=1)
     search_steps: int = Field(default=50, ge=0)
@@ -156,6 +158,13 @@ class MethodConfig(_Strict):
     latency_weight: float = Field(default=0.5, ge=0)
     size_weight: float = Field(default=0.2, ge=0)
     train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ratios(cls, data):
+        if isinstance(data, dict) and data.get("kind") == "slo_prune" and "ratios" not in data:
+            data = {**data, "ratios": [0.25, 0.5, 0.75]}
+        return data
 
     @model_validator(mode="after")
     def _needs(self) -> "MethodConfig":
@@ -185,8 +194,10 @@ class CompareConfig(_Strict):
         for m in self.methods:
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
-            if m.kind in ("subflow", "slo_prune") and (m.budget_ms or self.slo_ms) is None:
-                raise ValueError(f"method {m.name!r} ({m.kind}) needs a latency budget: budget_ms or compare.slo_ms")
+            budget = m.budget_ms or self.slo_ms or (m.speedup if m.kind == "slo_prune" else None)
+            if m.kind in ("subflow", "slo_prune") and budget is None:
+                raise ValueError(f"method {m.name!r} ({m.kind}) needs a latency budget: budget_ms, compare.slo_ms"
+                                 + (" or speedup" if m.kind == "slo_prune" else ""))
             if m.kind not in ("train", "kd", "branchy") and m.of not in seen:
                 raise ValueError(f"method {m.name!r}: 'of: {m.of}' names no earlier method (have {sorted(seen)})")
             seen.add(m.name)

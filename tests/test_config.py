@@ -62,3 +62,17 @@ def test_smoke_shrinks_the_same_experiment():
     cfg = load_config(REPO / "configs" / "cifar10_alexnet.yaml", ["smoke=true"]).effective()
     assert cfg.data.train_limit == 400 and cfg.baseline.train.epochs == 1 and cfg.caenet.train.epochs == 1
     assert cfg.baseline.model == "alexnet"  # same experiment, smaller
+
+
+def test_compare_methods_are_checked_on_load():
+    from suite.config import ConfigError, load_config
+
+    config = REPO / "configs" / "mnist_lenet.yaml"
+    with pytest.raises(ConfigError, match="'of: Nope' names no earlier method"):
+        load_config(config, ["compare.methods=[{name: X, kind: weight_cluster, of: Nope}]"])
+    with pytest.raises(ConfigError, match="needs 'ratio'"):
+        load_config(config, ["compare.methods=[{name: X, kind: weight_prune}]"])
+    with pytest.raises(ConfigError, match="needs a latency budget"):
+        load_config(config, ["compare.slo_ms=null"])  # SubFlow in that config has no budget of its own
+    slo = load_config(config, ["compare.slo_ms=null", "compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2}]"])
+    assert slo.compare.methods[0].speedup == 2

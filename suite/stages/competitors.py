@@ -119,7 +119,7 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
         elif kind == "subflow":
             return _subflow(ctx, method, source, job, work)
         elif kind == "slo_prune":
-            return _slo_prune(ctx, method, source, entropy, job, work)
+            return _slo_prune(ctx, method, source, done["baseline"], entropy, job, work)
         elif kind == "adadeep":
             return _adadeep(ctx, method, source, job, work)
         elif kind == "channel_prune":
@@ -255,16 +255,21 @@ def _subflow(ctx: Context, method: MethodConfig, source: Trained, job: dict, wor
     return metrics
 
 
-def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, entropy: StageResult, job: dict, work: Path) -> dict:
-    """Prune structurally, retrain, time; repeat with the next ratio until the budget is met."""
+def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, baseline: Trained, entropy: StageResult, job: dict,
+               work: Path) -> dict:
+    """Prune structurally, retrain, time; repeat with the next ratio until the budget is met.
+
+    The budget is ``budget_ms`` (else ``compare.slo_ms``) on this machine, or with ``speedup``
+    the baseline's batch-1 p50 here divided by it (timed beside the unpruned model)."""
     from suite.metrics import accuracy, time_models
 
-    budget = method.budget_ms or ctx.cfg.compare.slo_ms
     val_x, val_y = _train_images(ctx, "val")
     example = val_x[:1].float() / 255.0
     lat = ctx.cfg.evaluate.latency
     model = source.load()
-    tried = [{"ratio": 0.0, "p50_ms": time_models({"m": model}, example, lat)["m"]["latency_p50_ms"],
+    timed = time_models({"m": model, "baseline": baseline.load()}, example, lat)
+    budget = timed["baseline"]["latency_p50_ms"] / method.speedup if method.speedup else (method.budget_ms or ctx.cfg.compare.slo_ms)
+    tried = [{"ratio": 0.0, "p50_ms": timed["m"]["latency_p50_ms"],
               "val_acc": accuracy(model, val_x, val_y), "parameters": sum(p.numel() for p in model.parameters())}]
     tried[0]["meets_budget"] = tried[0]["p50_ms"] <= budget
     chosen = {"name": source.model, "kwargs": source.kwargs, "weights": source.stage.file("model.pt"), **tried[0]}
@@ -293,7 +298,8 @@ def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, entropy: Sta
     torch.save(torch.load(chosen["weights"], map_location="cpu", weights_only=True), work / "model.pt")
     _write_spec(work, chosen["name"], chosen["kwargs"])
     verdict = "met" if chosen["meets_budget"] else "not met: no ratio left (add larger ratios or relax the budget)"
-    lines = [f"SLO loop for {method.of}: budget {budget:g} ms batch-1 p50 on this machine; {verdict}", "",
+    target = f"{method.speedup:g}x the baseline's speed = " if method.speedup else ""
+    lines = [f"SLO loop for {method.of}: budget {target}{budget:.3g} ms batch-1 p50 on this machine; {verdict}", "",
              "| channels removed | p50 ms | val acc | parameters | meets |", "|---|---|---|---|---|"]
     lines += [f"| {100 * t['ratio']:.0f}% | {t['p50_ms']:.3f} | {100 * t['val_acc']:.2f}% | {t['parameters']:,} | "
               f"{'yes' if t['meets_budget'] else 'no'} |" for t in tried]
