@@ -19,8 +19,13 @@ def count_parameters(model: nn.Module) -> dict:
 
 def serialized_bytes(model: nn.Module) -> int:
     """Size of the state dict as ``torch.save`` writes it (what a board would load)."""
+    return saved_bytes(model.state_dict())
+
+
+def saved_bytes(obj) -> int:
+    """Bytes ``torch.save`` writes for ``obj`` (a state dict, or a compressed form of one)."""
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    torch.save(obj, buf)
     return buf.getbuffer().nbytes
 
 

@@ -71,7 +71,9 @@ def sparse_bytes(model: nn.Module) -> int:
     non-zeros plus the non-zero values (fp32). Dense tensors cost 1/32 more than dense; a
     layer at 90% sparsity costs about 13.6% of dense. Real bytes, written with ``torch.save``.
     """
-    import io
+    import numpy as np
+
+    from suite.metrics import saved_bytes
 
     packed = {}
     for name, t in model.state_dict().items():
@@ -80,8 +82,6 @@ def sparse_bytes(model: nn.Module) -> int:
             continue
         flat = t.detach().cpu().flatten()
         mask = flat != 0
-        bits = torch.from_numpy(__import__("numpy").packbits(mask.numpy()))
+        bits = torch.from_numpy(np.packbits(mask.numpy()))
         packed[name] = (tuple(t.shape), bits, flat[mask].float().clone())
-    buf = io.BytesIO()
-    torch.save(packed, buf)
-    return buf.getbuffer().nbytes
+    return saved_bytes(packed)

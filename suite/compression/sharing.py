@@ -15,7 +15,6 @@ layer (+ everything else, biases and BatchNorm, in fp32).
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from suite.compression.pruning import prunable_weights
+from suite.metrics import saved_bytes
 
 
 @torch.no_grad()
@@ -113,6 +113,4 @@ def packed_bytes(model: nn.Module, k: int) -> int:
         shifts = torch.arange(bits - 1, -1, -1)
         as_bits = ((idx[:, None] >> shifts) & 1).to(torch.uint8).numpy()  # bits per index, MSB first
         packed[name] = (tuple(t.shape), codebook.float(), torch.from_numpy(np.packbits(as_bits.flatten())))
-    buf = io.BytesIO()
-    torch.save(packed, buf)
-    return buf.getbuffer().nbytes
+    return saved_bytes(packed)

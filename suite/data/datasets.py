@@ -276,6 +276,14 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
+def fit_and_val(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(fit images, fit labels, val images, val labels): the training split read once and cut
+    by ``split_train_val``, as the trainings cut it (uint8 images)."""
+    train = load_split(cfg, "train")
+    val = torch.from_numpy(split_train_val(len(train), cfg.val_fraction, cfg.seed))
+    return train.images[~val], train.labels[~val], train.images[val], train.labels[val]
+
+
 def check(name: str, root: str | None = None, download: bool = False) -> dict:
     """Read both splits in full and summarise them (``caenet data check``)."""
     summary: dict = {"dataset": name}

@@ -45,19 +45,16 @@ def train_all(ctx: Context) -> dict[str, Trained]:
 
 def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple[dict, list[dict]]:
     """(table rows, latency rows) of every model, measured on this machine."""
-    from suite.metrics import batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+    from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
     from suite.models.branchy import BranchyNet
-    from suite.stages.common import batched
 
     test = load_split(cfg.data, "test")
     lat = cfg.evaluate.latency
     table, loaded, varied = {}, {}, set()
     for label, trained in rows.items():
-        model = trained.load()
-        is_script = isinstance(model, torch.jit.ScriptModule)
-        model = model.cpu() if is_script else model
-        logits = batched(model, test.images, cfg.evaluate.batch_size)
-        row = {"model": trained.model or "int8-torchscript", "test_acc": float((logits.argmax(1) == test.labels).float().mean())}
+        model = trained.load()  # int8 TorchScript loads on the CPU, float models on device()
+        row = {"model": trained.model or "int8-torchscript",
+               "test_acc": accuracy(model, test.images, test.labels, cfg.evaluate.batch_size)}
         if isinstance(model, BranchyNet):  # exit shares over the test set, in batches
             exits = torch.cat([_exits_of(model, test.images[i : i + 256]) for i in range(0, len(test.images), 256)])
             for i in range(model.num_exits):
@@ -66,7 +63,7 @@ def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple
         row.update(trained.parameters or count_parameters(model))
         row["size_bytes"] = trained.size_bytes or serialized_bytes(model)
         table[label] = row
-        loaded[label] = (model if is_script or not lat.fold_batchnorm else fold_batchnorm(model)).cpu().eval()
+        loaded[label] = (fold_batchnorm(model) if lat.fold_batchnorm else model).cpu().eval()  # TorchScript: as is
     log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), {lat.rounds} alternating rounds")
     example = test.floats(slice(0, min(len(test.images), 200)))
     timings = batch1_latency(loaded, example, lat.threads, lat.warmup, lat.runs, lat.rounds, varied=varied)

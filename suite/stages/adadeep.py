@@ -104,16 +104,12 @@ def _trial(config: dict, source: dict, data: dict, method: dict, ref: dict, budg
     import ray.tune
 
     from suite.config import DataConfig, LatencyConfig
-    from suite.data import augment_batch, load_split, split_train_val
+    from suite.data import augment_batch, fit_and_val
     from suite.stages.common import load_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = DataConfig(**data)
-    train = load_split(cfg, "train")
-    val = torch.from_numpy(split_train_val(len(train), cfg.val_fraction, cfg.seed))
-    fit_x, fit_y = train.images[~val], train.labels[~val]
-    val_x, val_y = train.images[val], train.labels[val]
+    fit_x, fit_y, val_x, val_y = fit_and_val(DataConfig(**data))
     model = load_model(source["model"], source["kwargs"], Path(source["weights"])).cpu()
     plan = as_plan({k: v for k, v in config.items() if k != "int8"})
     example = fit_x[:1].float() / 255.0
@@ -136,12 +132,11 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
     """Tune's random search over per-layer plans; returns the best plan and every trial's row."""
     from ray import tune
 
-    from suite.stages.competitors import _train_images
+    from suite.data import fit_and_val
 
     budget = method.budget_ms or ctx.cfg.compare.slo_ms
     model = source.load().cpu()
-    val_x, val_y = _train_images(ctx, "val")
-    fit_x, _ = _train_images(ctx, "fit")
+    fit_x, _, val_x, val_y = fit_and_val(ctx.cfg.data)
     calibration = fit_x[:256].float() / 255.0
     ref = measure(model, False, val_x, val_y, calibration, ctx.cfg.evaluate.latency)
     modules = dict(model.named_modules())
@@ -171,11 +166,12 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
 
         raise TrainingError(f"AdaDeep: all {len(rows)} trials failed; first error: {rows[0].get('error')}")
     best = max(ok, key=lambda r: r["reward"])
-    return {"reference": ref, "budget_ms": budget, "trials": rows, "best": best, "met": best["reward"] > -1.0}
+    return {"reference": ref, "budget_ms": budget, "layers": layer_names(model), "trials": rows, "best": best,
+            "met": best["reward"] > -1.0}
 
 
-def report_markdown(result: dict, names: list[str]) -> str:
-    ref = result["reference"]
+def report_markdown(result: dict) -> str:
+    ref, names = result["reference"], result["layers"]
     lines = [f"AdaDeep search (Ray Tune random search, {len(result['trials'])} plans); reference: val acc "
              f"{100 * ref['val_acc']:.2f}%, {ref['p50_ms']:.3f} ms, {ref['size_bytes'] / 1024:.1f} KB; budget "
              f"{result['budget_ms']} ms; {'a plan met the constraints' if result['met'] else 'NO plan met the constraints'}",
@@ -191,6 +187,6 @@ def report_markdown(result: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def save(result: dict, names: list[str], work: Path) -> None:
+def save(result: dict, work: Path) -> None:
     (work / "adadeep_search.json").write_text(json.dumps(result, indent=2, default=str))
-    (work / "adadeep_search.md").write_text(report_markdown(result, names) + "\n")
+    (work / "adadeep_search.md").write_text(report_markdown(result) + "\n")

@@ -84,8 +84,8 @@ def _write_spec(work: Path, model: str | None, kwargs: dict, size_bytes: int | N
 def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: StageResult) -> Trained:
     """Train (or reuse) ``method``; ``done`` holds the rows before it (baseline, caenet, earlier methods)."""
     cmp = ctx.cfg.compare
-    source = done.get(method.of) if method.kind not in ("train", "kd", "branchy") else None
-    fresh = method.kind in ("train", "kd", "branchy")
+    fresh = method.kind in ("train", "kd", "branchy")  # trained from scratch; the others compress ``of``
+    source = None if fresh else done.get(method.of)
     train = (method.train or (cmp.train if fresh else cmp.finetune)).model_dump()
     # Defaults left out: a new option (with its default) does not invalidate finished stages.
     params = {"data": ctx.data_params(), "method": method.model_dump(exclude={"name", "train"}, exclude_defaults=True),
@@ -105,7 +105,7 @@ def run(ctx: Context, method: MethodConfig, done: dict[str, Trained], entropy: S
     def body(work: Path, run_id):
         kind = method.kind
         job = dict(name=stage_name(method), train=train, **ctx.job_defaults(work, run_id))
-        if kind in ("train", "kd", "branchy"):
+        if fresh:
             name, kwargs = method.model, {**geometry(ctx.info), **method.model_kwargs}
             objective = {"train": "classify", "kd": "kd", "branchy": "branchy"}[kind]
             extra = {"teacher_logits_path": str(entropy.file("logits.npy")), "kd": ctx.cfg.caenet.kd.model_dump()} if kind == "kd" else {}
@@ -167,17 +167,28 @@ def _prune_structure(ctx: Context, source: Trained, ratio: float, out: Path) -> 
 
 
 def _int8(ctx: Context, source: Trained, work: Path) -> dict:
-    from suite.compression.quantize import quantize_int8, scripted_bytes, quiet_jit
+    from suite.data import fit_and_val
+
+    calibration = _calibration(ctx, fit_and_val(ctx.cfg.data)[0])
+    return {"compressed_size_bytes": _save_int8(source.load(), calibration, work), "calibration_images": len(calibration)}
+
+
+def _calibration(ctx: Context, fit_images: torch.Tensor) -> torch.Tensor:
+    """The first ``compare.calibration_images`` training images (float, [0, 1]) that fix int8 ranges."""
+    return fit_images[: ctx.cfg.compare.calibration_images].float() / 255.0
+
+
+def _save_int8(float_model: nn.Module, calibration: torch.Tensor, work: Path) -> int:
+    """Quantize to int8, save ``model.ts`` and its spec; return its size in bytes."""
+    from suite.compression.quantize import quantize_int8, quiet_jit, scripted_bytes
     from suite.metrics import count_parameters
 
-    calibration = _train_images(ctx, "fit")[0][: ctx.cfg.compare.calibration_images].float() / 255.0
-    float_model = source.load()
     scripted = quantize_int8(float_model, calibration)
     with quiet_jit():
         torch.jit.save(scripted, str(work / "model.ts"))
     size = scripted_bytes(scripted)
     _write_spec(work, None, {}, size, count_parameters(float_model))  # int8 keeps the count, at 1 byte each
-    return {"compressed_size_bytes": size, "calibration_images": len(calibration)}
+    return size
 
 
 def _choose_exits(ctx: Context, name: str, kwargs: dict, weights: Path) -> dict:
@@ -186,8 +197,10 @@ def _choose_exits(ctx: Context, name: str, kwargs: dict, weights: Path) -> dict:
     from suite.models.branchy import choose_thresholds, component_inputs
     from suite.stages.common import batched
 
+    from suite.data import fit_and_val
+
     model = load_model(name, kwargs, weights)
-    images, labels = _train_images(ctx, "val")
+    _, _, images, labels = fit_and_val(ctx.cfg.data)
     model.return_all = True
     exits = batched(lambda x: model(x).transpose(0, 1), images)  # [n, exits, classes]
     model.return_all = False
@@ -206,19 +219,10 @@ def _choose_exits(ctx: Context, name: str, kwargs: dict, weights: Path) -> dict:
     return out
 
 
-def _train_images(ctx: Context, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training split's ``fit`` or ``val`` part (uint8 images, labels)."""
-    from suite.data import load_split, split_train_val
-
-    train = load_split(ctx.cfg.data, "train")
-    val = torch.from_numpy(split_train_val(len(train), ctx.cfg.data.val_fraction, ctx.cfg.data.seed))
-    rows = val if split == "val" else ~val
-    return train.images[rows], train.labels[rows]
-
-
 def _subflow(ctx: Context, method: MethodConfig, source: Trained, job: dict, work: Path) -> dict:
     """Fine-tune ``source`` as a SubFlow net, cut out each ratio's subnetwork, time them all,
     keep the largest ratio within the budget (the smallest when none is)."""
+    from suite.data import fit_and_val
     from suite.metrics import accuracy, time_models
     from suite.models.subflow import extract
 
@@ -229,9 +233,8 @@ def _subflow(ctx: Context, method: MethodConfig, source: Trained, job: dict, wor
     metrics = fit(TrainJob(model="subflow", model_kwargs=kwargs, init_from={"": str(source.stage.file("model.pt"))}, **job),
                   ctx.cfg.runtime, work / "subflow.pt")
     trained = load_model("subflow", kwargs, work / "subflow.pt").cpu()
-    fit_x, _ = _train_images(ctx, "fit")
+    fit_x, _, val_x, val_y = fit_and_val(ctx.cfg.data)
     calibration = fit_x[:512].float() / 255.0
-    val_x, val_y = _train_images(ctx, "val")
     subnets, specs = {}, {}
     for ratio in method.ratios:
         subnets[ratio], specs[ratio] = extract(trained, base, base_kwargs, geometry(ctx.info), ratio, calibration)
@@ -261,17 +264,21 @@ def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, baseline: Tr
 
     The budget is ``budget_ms`` (else ``compare.slo_ms``) on this machine, or with ``speedup``
     the baseline's batch-1 p50 here divided by it (timed beside the unpruned model)."""
+    from suite.data import fit_and_val
     from suite.metrics import accuracy, time_models
 
-    val_x, val_y = _train_images(ctx, "val")
+    _, _, val_x, val_y = fit_and_val(ctx.cfg.data)
     example = val_x[:1].float() / 255.0
     lat = ctx.cfg.evaluate.latency
+
+    def candidate(ratio: float, model: nn.Module, p50_ms: float) -> dict:
+        return {"ratio": ratio, "p50_ms": p50_ms, "val_acc": accuracy(model, val_x, val_y),
+                "parameters": sum(p.numel() for p in model.parameters()), "meets_budget": p50_ms <= budget}
+
     model = source.load()
     timed = time_models({"m": model, "baseline": baseline.load()}, example, lat)
     budget = timed["baseline"]["latency_p50_ms"] / method.speedup if method.speedup else (method.budget_ms or ctx.cfg.compare.slo_ms)
-    tried = [{"ratio": 0.0, "p50_ms": timed["m"]["latency_p50_ms"],
-              "val_acc": accuracy(model, val_x, val_y), "parameters": sum(p.numel() for p in model.parameters())}]
-    tried[0]["meets_budget"] = tried[0]["p50_ms"] <= budget
+    tried = [candidate(0.0, model, timed["m"]["latency_p50_ms"])]
     chosen = {"name": source.model, "kwargs": source.kwargs, "weights": source.stage.file("model.pt"), **tried[0]}
     ctx.runner.log(f"[{stage_name(method)}] unpruned: {tried[0]['p50_ms']:.3f} ms vs budget {budget:g} ms")
     metrics: dict = {}
@@ -288,9 +295,7 @@ def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, baseline: Tr
                                **{**job, "storage_path": str(folder / "ray"), "name": f"{job['name']}-r{ratio:g}"}, **extra),
                       ctx.cfg.runtime, folder / "model.pt")
         model = load_model(name, kwargs, folder / "model.pt")
-        row = {"ratio": ratio, "p50_ms": time_models({"m": model}, example, lat)["m"]["latency_p50_ms"],
-               "val_acc": accuracy(model, val_x, val_y), "parameters": sum(p.numel() for p in model.parameters())}
-        row["meets_budget"] = row["p50_ms"] <= budget
+        row = candidate(ratio, model, time_models({"m": model}, example, lat)["m"]["latency_p50_ms"])
         tried.append(row)
         chosen = {"name": name, "kwargs": kwargs, "weights": folder / "model.pt", **row}
         ctx.runner.log(f"[{stage_name(method)}] channels -{100 * ratio:.0f}%: {row['p50_ms']:.3f} ms, "
@@ -312,19 +317,17 @@ def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, baseline: Tr
 
 def _adadeep(ctx: Context, method: MethodConfig, source: Trained, job: dict, work: Path) -> dict:
     """Search per-layer plans with Tune, then apply the best one and fine-tune it through Ray Train."""
-    from suite.compression.quantize import quantize_int8, quiet_jit, scripted_bytes
-    from suite.metrics import count_parameters
+    from suite.data import fit_and_val
     from suite.stages import adadeep
 
     if source.model in ("resized", "adadeep", None):
         raise ConfigError(f"compare.methods: {method.name!r}: AdaDeep starts from an uncompressed model, not {method.of!r}; set 'of'")
     result = adadeep.search(ctx, method, source, work)
-    names = adadeep.layer_names(source.load())
-    adadeep.save(result, names, work)
-    ctx.runner.log(adadeep.report_markdown(result, names))
+    adadeep.save(result, work)
+    ctx.runner.log(adadeep.report_markdown(result))
     best = result["best"]["config"]
     plan = adadeep.as_plan({k: v for k, v in best.items() if k != "int8"})
-    fit_x, _ = _train_images(ctx, "fit")
+    fit_x = fit_and_val(ctx.cfg.data)[0]
     model, shapes = adadeep.compress(source.load().cpu(), plan, fit_x[:1].float() / 255.0)
     torch.save(model.state_dict(), work / "compressed_init.pt")
     base_kwargs = {k: v for k, v in source.kwargs.items() if k not in geometry(ctx.info)}
@@ -335,11 +338,7 @@ def _adadeep(ctx: Context, method: MethodConfig, source: Trained, job: dict, wor
     metrics.update({"adadeep_trials": len(result["trials"]), "adadeep_met_constraints": float(result["met"]),
                     "adadeep_search_reward": result["best"]["reward"], "adadeep_int8": float(bool(best["int8"]))})
     if best["int8"]:
-        trained = load_model(name, kwargs, work / "model.pt")
-        scripted = quantize_int8(trained, fit_x[: ctx.cfg.compare.calibration_images].float() / 255.0)
-        with quiet_jit():
-            torch.jit.save(scripted, str(work / "model.ts"))
-        _write_spec(work, None, {}, scripted_bytes(scripted), count_parameters(trained))
+        _save_int8(load_model(name, kwargs, work / "model.pt"), _calibration(ctx, fit_x), work)
     else:
         _write_spec(work, name, kwargs)
     return metrics
