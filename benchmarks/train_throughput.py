@@ -29,37 +29,28 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from suite.config import RuntimeConfig, TrainConfig
-from suite.data import INFO, augment_batch
-from suite.distributed.training import TrainJob, _loss, _optimizer, _split_tensors, fit
+from suite.config import DataConfig, RuntimeConfig, TrainConfig
+from suite.data import INFO, load_split
+from suite.distributed.training import TrainJob, fit
+from suite.training import EpochLoop, make_objective, make_optimizer
 from suite.models import create_model, geometry
 
 
 def plain_loop(job: TrainJob, threads: int) -> tuple[float, float]:
-    """(images/s of the last epoch, wall seconds) of a bare PyTorch loop."""
+    """(images/s of the last epoch, wall seconds) of the suite's epoch loop in this process, no Ray."""
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = TrainConfig(**job.train)
-    x, y, _, _, info = _split_tensors(job)
+    ds = load_split(DataConfig(**job.data), "train")
     model = create_model(job.model, **job.model_kwargs)
-    loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, drop_last=len(x) > cfg.batch_size)
-    opt, sched = _optimizer(model.parameters(), cfg, cfg.epochs * len(loader))
+    loader = DataLoader(TensorDataset(ds.images, ds.labels), batch_size=cfg.batch_size, shuffle=True,
+                        drop_last=len(ds) > cfg.batch_size)
+    opt, sched = make_optimizer(model.parameters(), cfg, cfg.epochs * len(loader))
+    loop = EpochLoop(model, make_objective(job.objective), cfg, opt, sched, flip=ds.info.channels == 3)
     rate = 0.0
-    for _ in range(cfg.epochs):
-        model.train()
-        t0, seen = time.perf_counter(), 0
-        for xb, yb in loader:
-            xb = xb.float() / 255.0
-            if cfg.augment:
-                xb = augment_batch(xb, flip=info.channels == 3)
-            loss = _loss(job, model(xb), yb, 0.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(xb)
-        rate = seen / (time.perf_counter() - t0)
+    for epoch in range(cfg.epochs):
+        rate = loop.run_epoch(loader, epoch)["images_per_second"]
     return rate, time.perf_counter() - t_start
 
 

@@ -213,6 +213,9 @@ class RuntimeConfig(_Strict):
     max_failures: int = Field(default=2, ge=0)  # worker restarts, resuming from checkpoints
     num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
+    # Training checkpoints, on storage every node reaches: a shared mount or s3:// / gs://
+    # (pyarrow.fs). null: $CAENET_STORAGE, else the stage's folder in cache_dir (one machine).
+    storage: str | None = Field(default=None, min_length=1)
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns
     experiment: str = "caenet"
     progress: bool = True  # progress bars in the driver, and progress lines inside long training epochs

@@ -16,6 +16,24 @@ def test_cluster_yaml_is_valid_for_ray():
     assert config["available_node_types"]["worker.gpu"]["min_workers"] == 0  # autoscaling
     assert any("pip install -e ~/caenet-suite" in c for c in config["setup_commands"])
     assert "~/data" in config["file_mounts"]
+    _shares_storage_and_tracking(config, "s3://")
+
+
+def test_onprem_cluster_yaml_is_valid_for_ray():
+    config = validate_cluster_config(ROOT / "cluster-onprem.yaml")
+    assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
+    _shares_storage_and_tracking(config, "CAENET_STORAGE=/mnt/")
+
+
+def _shares_storage_and_tracking(config: dict, storage: str) -> None:
+    """Every node: the storage variable (one line to edit) and the tracking server, before `ray start`."""
+    storage_lines = [c for c in config["setup_commands"] if "CAENET_STORAGE=" in c]
+    assert len(storage_lines) == 1 and storage in storage_lines[0]
+    head = " ".join(config["head_start_ray_commands"])
+    assert "mlflow server" in head and "--backend-store-uri sqlite:" in head and "$CAENET_STORAGE" in head
+    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in " ".join(config["worker_start_ray_commands"])
+    for start in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
+        assert start.startswith(". ~/.caenet_env") and "ray start" in start  # jobs inherit the variables
 
 
 def test_misspelled_key_is_rejected_in_one_line(tmp_path):

@@ -60,22 +60,21 @@ def test_cifar_forms_take_32x32_and_28x28(name):
 
 
 def test_kd_loss_uses_the_teacher(mnist):
-    from suite.distributed.training import TrainJob, _loss
+    from suite.training.objectives import make_objective
 
     x, y = mnist
     student = create_model("lenet_kd", in_channels=1, image_size=28)
     with torch.no_grad():
         out = student(x[:64])
-    job = TrainJob(name="kd", model="lenet_kd", model_kwargs={}, data={}, train={}, objective="kd",
-                   kd={"temperature": 4.0, "alpha": 0.7})
+    kd = make_objective("kd", {"temperature": 4.0, "alpha": 0.7})
     teacher_a = torch.randn(64, 10) * 5
     teacher_b = F.one_hot(y[:64], 10).float() * 8
-    loss_a = _loss(job, out, torch.cat([y[:64, None].float(), teacher_a], 1), 0.0)
-    loss_b = _loss(job, out, torch.cat([y[:64, None].float(), teacher_b], 1), 0.0)
-    assert float(loss_a) != pytest.approx(float(loss_b), rel=1e-3)
-    job.kd = {"temperature": 4.0, "alpha": 0.0}  # no soft term: the teacher no longer matters
-    assert float(_loss(job, out, torch.cat([y[:64, None].float(), teacher_a], 1), 0.0)) == pytest.approx(
-        float(_loss(job, out, torch.cat([y[:64, None].float(), teacher_b], 1), 0.0)))
+    y_a = kd.targets(x[:64], y[:64], {"teacher_logits": teacher_a.numpy()})
+    y_b = kd.targets(x[:64], y[:64], {"teacher_logits": teacher_b.numpy()})
+    assert torch.equal(y_a[:, 0].long(), y[:64]) and torch.equal(y_a[:, 1:], teacher_a)
+    assert float(kd.loss(out, y_a)) != pytest.approx(float(kd.loss(out, y_b)), rel=1e-3)
+    labels_only = make_objective("kd", {"temperature": 4.0, "alpha": 0.0})  # no soft term: the teacher no longer matters
+    assert float(labels_only.loss(out, y_a)) == pytest.approx(float(labels_only.loss(out, y_b)))
 
 
 # ------------------------------------------------------------------------ WP

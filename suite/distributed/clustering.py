@@ -61,7 +61,9 @@ def cluster_all_classes(features: np.ndarray, labels: np.ndarray, cfg: Clusterin
 
     gpu_build = hasattr(faiss, "StandardGpuResources")  # the head may have no GPU itself
     gpu_share = 0.25 if gpu_build and ray.cluster_resources().get("GPU", 0) > 0 else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpu_share)(_cluster_chunk)
+    # DEFAULT: not captured by the placement group of a Tune trial that calls this (a trial
+    # held by memory on a driver node without CPUs); the tasks go wherever CPUs are free.
+    task = ray.remote(num_cpus=1, num_gpus=gpu_share, scheduling_strategy="DEFAULT")(_cluster_chunk)
     feats_ref, labels_ref = ray.put(np.ascontiguousarray(features, dtype=np.float32)), ray.put(labels)
     pending = [task.remote(feats_ref, labels_ref, chunk, cfg.model_dump(), seed, 1) for chunk in chunks]
     bar = tqdm(total=len(classes), desc=f"clustering ({cfg.method}, {len(chunks)} Ray tasks)", disable=not progress, leave=False)

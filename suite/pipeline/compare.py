@@ -19,6 +19,7 @@ import torch
 
 from suite.config import ExperimentConfig
 from suite.data import load_split
+from suite.distributed import storage
 from suite.distributed.session import ray_session
 from suite.pipeline.context import Context
 from suite.pipeline.run import train_stages
@@ -95,11 +96,11 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None)
     parent = tracker.start_parent(f"compare-{cfg.name}", cfg.model_dump(mode="json"),
                                   {"kind": "compare", "dataset": cfg.data.dataset, "smoke": str(cfg.smoke)})
     log(f"MLflow run {parent} in {tracker.uri}")
-    ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
+    ctx = Context(cfg, StageRunner(cache_root, tracker, log, storage=storage.configured(cfg.runtime)), tracker)
     folder = Path(out) if out else cache_root / "compare" / cfg.name
     folder.mkdir(parents=True, exist_ok=True)
     with tracker.closing(parent):
-        with ray_session(cfg.runtime):
+        with ray_session(cfg.runtime, cache_root):
             rows = train_all(ctx)
         table, latency_rows = measure(cfg, rows, log)  # after Ray has stopped: its daemons skew timings
         report = tables.build(table, [{"rows": latency_rows}], cfg.compare.slo_ms)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from suite.config import ExperimentConfig
 from suite.data import INFO, DatasetInfo
+from suite.distributed import storage
 from suite.pipeline.stage import StageRunner
 from suite.pipeline.tracking import Tracker
 
@@ -35,10 +36,14 @@ class Context:
         """The data settings that change results (where the files live does not)."""
         return self.cfg.data.model_dump(exclude={"root", "download"})
 
+    def storage_for(self, work: Path) -> str:
+        """Checkpoint storage of a training that works in ``work`` (``runtime.storage``)."""
+        return storage.job_storage(self.runner.storage, self.runner.cache_root, work)
+
     def job_defaults(self, work: Path, run_id: str | None) -> dict:
         return {
             "data": self.cfg.data.model_dump(),
-            "storage_path": str(work / "ray"),
+            "storage_path": self.storage_for(work),
             "mlflow_uri": self.tracker.uri if self.tracker else None,
             "mlflow_run_id": run_id,
             "progress": self.cfg.runtime.progress,

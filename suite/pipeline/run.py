@@ -8,6 +8,7 @@ from pathlib import Path
 
 from suite.config import ExperimentConfig, to_yaml
 from suite.data import load_split
+from suite.distributed import storage
 from suite.distributed.session import ray_session
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageRunner
@@ -89,10 +90,10 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
     tracker = Tracker(cfg.runtime)
     parent = tracker.start_parent(cfg.name, cfg.model_dump(mode="json"), {"dataset": cfg.data.dataset, "smoke": str(cfg.smoke)})
     tracker.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
-    ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
+    ctx = Context(cfg, StageRunner(cache_root, tracker, log, storage=storage.configured(cfg.runtime)), tracker)
     log(f"MLflow run {parent} in {tracker.uri}")
     with tracker.closing(parent):
-        with ray_session(cfg.runtime):
+        with ray_session(cfg.runtime, cache_root):
             models = train_stages(ctx)
         ev = evaluate.run(ctx, models)  # after Ray has stopped: its daemons would skew the timings
         stages = {name: r.metrics for name, r in ctx.runner.results.items()}

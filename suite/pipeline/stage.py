@@ -50,8 +50,10 @@ class StageMissing(RuntimeError):
 
 class StageRunner:
     def __init__(self, cache_root: Path, tracker: Tracker | None, log: Callable[[str], None] = print,
-                 require_cached: bool = False):
+                 require_cached: bool = False, storage: str | None = None):
         self.cache_root = cache_root
+        # runtime.storage: where trainings keep checkpoints when not in the stage's folder
+        self.storage = storage
         self.tracker = tracker
         self.log = log
         self.results: dict[str, StageResult] = {}
@@ -102,6 +104,10 @@ class StageRunner:
         metrics["stage_seconds"] = round(time.perf_counter() - t0, 3)
         (work / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         shutil.rmtree(work / "ray", ignore_errors=True)  # checkpoints: the stage keeps final weights
+        if self.storage:
+            from suite.distributed.storage import delete, job_storage
+
+            delete(job_storage(self.storage, self.cache_root, work))
         if tracker and run_id:
             tracker.log_metrics(run_id, metrics)
             for path in (artifacts(work) if artifacts else []):

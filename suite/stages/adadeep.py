@@ -98,31 +98,36 @@ def measure(model: nn.Module, int8: bool, val_x: torch.Tensor, val_y: torch.Tens
     return {"val_acc": accuracy(model, val_x, val_y), "size_bytes": size, "p50_ms": p50}
 
 
-def _trial(config: dict, source: dict, data: dict, method: dict, ref: dict, budget_ms, latency: dict, threads: int,
-           steps: int, batch_size: int, lr: float) -> None:
-    """One Tune trial: compress, fine-tune ``steps`` batches, measure, report the reward."""
+def _trial(config: dict, source: dict, state: dict, split: tuple, method: dict, ref: dict, budget_ms, latency: dict,
+           threads: int, steps: int, batch_size: int, lr: float) -> None:
+    """One Tune trial: compress, fine-tune ``steps`` batches, measure, report the reward.
+
+    The source weights and the images come as Tune parameters (Ray's object store), not as
+    paths: a trial may run on a node that sees none of the driver's files."""
     import ray.tune
 
-    from suite.config import DataConfig, LatencyConfig
-    from suite.data import augment_batch, fit_and_val
-    from suite.stages.common import load_model
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    from suite.config import LatencyConfig, TrainConfig
+    from suite.models import create_model
+    from suite.training import EpochLoop, make_objective, make_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    fit_x, fit_y, val_x, val_y = fit_and_val(DataConfig(**data))
-    model = load_model(source["model"], source["kwargs"], Path(source["weights"])).cpu()
+    fit_x, fit_y, val_x, val_y = split
+    model = create_model(source["model"], **source["kwargs"])
+    model.load_state_dict(state)
+    model.eval()
     plan = as_plan({k: v for k, v in config.items() if k != "int8"})
     example = fit_x[:1].float() / 255.0
     model, _ = compress(model, plan, example)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for step in range(steps):
-        idx = torch.randint(0, len(fit_x), (batch_size,))
-        xb = augment_batch(fit_x[idx].float() / 255.0, flip=fit_x.shape[1] == 3)
-        loss = nn.functional.cross_entropy(model(xb), fit_y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    # ``steps`` batches drawn with replacement, through the suite's one epoch loop.
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adam", lr=lr, weight_decay=0.01, schedule="constant",
+                      augment=True)
+    sampler = RandomSampler(fit_x, replacement=True, num_samples=steps * batch_size)
+    loader = DataLoader(TensorDataset(fit_x, fit_y), batch_size=batch_size, sampler=sampler)
+    opt, sched = make_optimizer(model.parameters(), cfg, steps)
+    EpochLoop(model, make_objective("classify"), cfg, opt, sched, flip=fit_x.shape[1] == 3).run_epoch(loader, 0)
     row = measure(model, bool(config["int8"]), val_x, val_y, fit_x[:256].float() / 255.0, LatencyConfig(**latency))
     row["reward"] = reward(row, ref, MethodConfig(**method), budget_ms)
     ray.tune.report(row)
@@ -136,7 +141,7 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
 
     budget = method.budget_ms or ctx.cfg.compare.slo_ms
     model = source.load().cpu()
-    fit_x, _, val_x, val_y = fit_and_val(ctx.cfg.data)
+    fit_x, fit_y, val_x, val_y = fit_and_val(ctx.cfg.data)
     calibration = fit_x[:256].float() / 255.0
     ref = measure(model, False, val_x, val_y, calibration, ctx.cfg.evaluate.latency)
     modules = dict(model.named_modules())
@@ -144,8 +149,8 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
     space["int8"] = tune.choice([False, True])
     ft = ctx.cfg.compare.finetune
     trainable = tune.with_resources(tune.with_parameters(
-        _trial, source={"model": source.model, "kwargs": source.kwargs, "weights": str(source.stage.file("model.pt"))},
-        data=ctx.cfg.data.model_dump(), method=method.model_dump(), ref=ref, budget_ms=budget,
+        _trial, source={"model": source.model, "kwargs": source.kwargs}, state=model.state_dict(),
+        split=(fit_x, fit_y, val_x, val_y), method=method.model_dump(), ref=ref, budget_ms=budget,
         latency=ctx.cfg.evaluate.latency.model_dump(), threads=ctx.cfg.runtime.threads(),
         steps=method.search_steps, batch_size=ft.batch_size, lr=ft.lr), {"CPU": ctx.cfg.runtime.cpus_per_worker})
     tuner = tune.Tuner(trainable, param_space=space,

@@ -292,7 +292,7 @@ def _slo_prune(ctx: Context, method: MethodConfig, source: Trained, baseline: Tr
         extra = {"objective": "kd", "teacher_logits_path": str(entropy.file("logits.npy")),
                  "kd": ctx.cfg.caenet.kd.model_dump()} if kd else {}
         metrics = fit(TrainJob(model=name, model_kwargs=kwargs, init_from={"": str(folder / "pruned_init.pt")},
-                               **{**job, "storage_path": str(folder / "ray"), "name": f"{job['name']}-r{ratio:g}"}, **extra),
+                               **{**job, "storage_path": ctx.storage_for(folder), "name": f"{job['name']}-r{ratio:g}"}, **extra),
                       ctx.cfg.runtime, folder / "model.pt")
         model = load_model(name, kwargs, folder / "model.pt")
         row = candidate(ratio, model, time_models({"m": model}, example, lat)["m"]["latency_p50_ms"])

@@ -57,10 +57,26 @@ def _absolute(base: ExperimentConfig) -> ExperimentConfig:
     return base
 
 
+def _on_driver_node(cpus: float):
+    """Trial resources on the driver's node. A trial runs stages: it reads and writes the stage
+    cache and MLflow, which live with the driver; its trainings' Ray Train workers still go
+    wherever the cluster has room. A driver node without CPUs (a head started with
+    ``--num-cpus=0``) holds the trial by a little memory instead."""
+    import ray
+    from ray._raylet import RAY_NODE_ID_KEY
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    node = ray.get_runtime_context().get_node_id()
+    node_cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node), 0)
+    bundle = {"CPU": min(cpus, node_cpus)} if min(cpus, node_cpus) > 0 else {"memory": 256 * 1024 * 1024}
+    return PlacementGroupFactory([bundle], bundle_label_selector=[{RAY_NODE_ID_KEY: node}])
+
+
 def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
     from ray import tune
 
     from suite.data import load_split
+    from suite.distributed import storage
     from suite.distributed.session import ray_session
     from suite.pipeline.context import Context
     from suite.pipeline.stage import StageRunner
@@ -85,14 +101,14 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
     log(f"MLflow sweep run {parent} in {tracker.uri}")
     out_dir = cache_root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{sweep.name}"
     with tracker.closing(parent):
-        with ray_session(cfg.runtime):
-            ctx = Context(cfg, StageRunner(cache_root, tracker, log), tracker)
+        with ray_session(cfg.runtime, cache_root):
+            ctx = Context(cfg, StageRunner(cache_root, tracker, log, storage=storage.configured(cfg.runtime)), tracker)
             base_stage = baseline.run(ctx)  # shared by every trial whose space leaves it alone
             entropy.run(ctx, base_stage)
             features.run(ctx, base_stage)
             trainable = tune.with_resources(
                 tune.with_parameters(run_trial, base_tree=trial_base.model_dump(mode="json"), sweep_run_id=parent),
-                {"CPU": sweep.trial_cpus})
+                _on_driver_node(sweep.trial_cpus))
             tuner = tune.Tuner(
                 trainable, param_space=_param_space(sweep.space),
                 tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", scheduler=_scheduler(sweep, cfg.caenet.train.epochs),

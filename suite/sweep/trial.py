@@ -23,6 +23,7 @@ RUN_ID_FILE = "mlflow_run_id"
 def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run_id: str, tune_stage: str | None) -> dict:
     """Run (or reuse) the trial's stages and write its ``trial.json``; returns the row."""
     from suite.data import load_split
+    from suite.distributed import storage
     from suite.metrics import describe
     from suite.pipeline.context import Context
     from suite.pipeline.run import train_stages
@@ -34,7 +35,8 @@ def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run
     cfg = trial_config(base_tree, params, source=trial_name).effective()
     tracker = Tracker(cfg.runtime)
     tracker.parent_id = run_id  # the trial's stages nest under the trial's run
-    ctx = Context(cfg, StageRunner(Path(cfg.runtime.cache_dir) / cfg.data.dataset, tracker), tracker, tune_stage=tune_stage)
+    runner = StageRunner(Path(cfg.runtime.cache_dir) / cfg.data.dataset, tracker, storage=storage.configured(cfg.runtime))
+    ctx = Context(cfg, runner, tracker, tune_stage=tune_stage)
     try:
         models = train_stages(ctx)
         name, kwargs, stage = models["caenet"]

@@ -1,0 +1,132 @@
+"""Per-epoch metrics from Ray Train to MLflow, written by the driver alone.
+
+Workers never talk to MLflow (on a cluster its store is the driver's). Ray Train calls
+``EpochRelay.after_report`` in its controller once every worker has reported an epoch (and its
+checkpoint is persisted); the callback hands the metrics to a small queue actor, and a
+thread in the driver drains the queue into MLflow while the training runs. So the curves
+are live, and an epoch whose checkpoint never registered (a worker killed mid-report) is
+not logged twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+try:
+    from ray.train import UserCallback
+except ImportError:  # older Ray: the callback base moved
+    from ray.train.v2.api.callback import UserCallback
+
+_SKIP = ("epoch", "started_at_epoch")
+
+
+class EpochRelay(UserCallback):
+    def __init__(self, queue_actor, target: tuple[str, str]):
+        self.queue_actor, self.target = queue_actor, target  # target: (tracking URI, run id)
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if metrics and metrics[0]:
+            self.send(metrics[0])
+
+    def send(self, metrics: dict) -> None:
+        """Also called by a worker that resumed from a checkpoint the controller never saw
+        reported (its worker died right after persisting it): that epoch is logged too."""
+        # Fire and forget: the controller's event loop must not block on the queue.
+        self.queue_actor.put_nowait.remote((self.target, metrics))
+
+
+class _Drain:
+    """One queue and one draining thread per driver process and Ray session."""
+
+    def __init__(self, key):
+        import ray
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.key = key
+        # On the driver's node: a worker node that dies must not take the queue with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        self.clients: dict[str, object] = {}
+        self.last_step: dict[str, int] = {}
+        self.changed = threading.Condition()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name="mlflow-relay", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        from queue import Empty
+
+        from mlflow.entities import Metric
+
+        while not self.stopped:
+            try:
+                (uri, run), metrics = self.queue.get(timeout=0.5)
+            except Empty:
+                continue
+            except BaseException:  # Ray shut down under us (its get raises SystemExit then)
+                return
+            step = int(metrics.get("epoch", 0))
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                     if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)]
+            try:
+                if items:
+                    self._client(uri).log_batch(run, metrics=items)
+            except Exception as exc:  # MLflow down: the training goes on, the stage still records its end
+                print(f"[mlflow] could not log epoch {step} of run {run}: {str(exc).splitlines()[0]}")
+            with self.changed:
+                self.last_step[run] = max(step, self.last_step.get(run, 0))
+                self.changed.notify_all()
+
+    def _client(self, uri: str):
+        if uri not in self.clients:
+            from mlflow.tracking import MlflowClient
+
+            self.clients[uri] = MlflowClient(uri)
+        return self.clients[uri]
+
+    def wait_for(self, run_id: str, step: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            while self.last_step.get(run_id, 0) < step and time.monotonic() < deadline:
+                self.changed.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    def close(self):
+        self.stopped = True
+        self.thread.join(timeout=2)
+
+
+_lock = threading.Lock()
+_drain: _Drain | None = None
+
+
+def callback(uri: str, run_id: str) -> EpochRelay:
+    """A Ray Train callback that sends each epoch's metrics to ``run_id`` in the store at ``uri``."""
+    from suite.distributed.session import session_key
+
+    global _drain
+    with _lock:
+        key = session_key()
+        if _drain is not None and _drain.key != key:  # a queue of a Ray session that has ended
+            _drain.close()
+            _drain = None
+        if _drain is None:
+            _drain = _Drain(key)
+        return EpochRelay(_drain.queue.actor, (uri, run_id))
+
+
+def wait_for(run_id: str, step: int, timeout_s: float = 15.0) -> None:
+    """Block until the driver has logged ``step`` of ``run_id`` (the relay is asynchronous)."""
+    if _drain is not None:
+        _drain.wait_for(run_id, step, timeout_s)
+
+
+def close() -> None:
+    """Stop the relay (before Ray shuts down); the next training starts a new one."""
+    global _drain
+    with _lock:
+        if _drain is not None:
+            _drain.close()
+            _drain = None

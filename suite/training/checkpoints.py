@@ -1,0 +1,49 @@
+"""Epoch checkpoints: tensors in ``state.pt`` (read back with ``weights_only``, so a crafted
+file cannot run code) and the epoch and metrics in ``meta.json``.
+
+A checkpoint folder is Ray Train's ``<storage>/attempt-N/checkpoint_*/``; ``storage`` is a
+local folder or a ``runtime.storage`` URI (``suite.distributed.storage``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from suite.distributed import storage as store
+
+STATE, META = "state.pt", "meta.json"
+_CHECKPOINT = re.compile(r"attempt-\d+/checkpoint_[^/]+/" + re.escape(META) + "$")
+
+
+def write(folder: Path, model_state: dict, optimizer: dict, scheduler: dict, epoch: int, metrics: dict) -> None:
+    torch.save({"model": model_state, "optimizer": optimizer, "scheduler": scheduler}, Path(folder) / STATE)
+    (Path(folder) / META).write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+
+
+def read(location: str) -> tuple[dict, dict]:
+    """(tensors: model / optimizer / scheduler state, meta: epoch and metrics) of a checkpoint folder."""
+    return store.load_tensors(store.join(location, STATE)), store.load_json(store.join(location, META))
+
+
+def latest(storage: str) -> tuple[str | None, int]:
+    """The newest epoch checkpoint any attempt left under ``storage``, and its epoch (-1: none)."""
+    best, best_epoch = None, -1
+    files = store.files_under(storage)
+    names = set(files)
+    for meta in files:
+        if not _CHECKPOINT.search(meta.replace("\\", "/")):
+            continue
+        folder = meta[: -len(META) - 1]
+        if store.join(folder, STATE) not in names:
+            continue  # cut off mid-write: skip it
+        try:
+            epoch = int(store.load_json(meta)["epoch"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if epoch > best_epoch:
+            best, best_epoch = folder, epoch
+    return best, best_epoch

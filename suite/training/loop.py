@@ -1,0 +1,173 @@
+"""One plain epoch loop, with hooks; Ray Train, the benchmarks and tests all run this loop.
+
+``EpochLoop.run_epoch`` trains one pass over a loader and returns the epoch's numbers;
+behaviour that only some trainings need (magnitude pruning, weight sharing, progress lines)
+is a hook with ``epoch_start`` / ``step_end`` / ``epoch_end`` methods, not a branch in the loop.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from suite.config import TrainConfig
+from suite.training.objectives import Objective
+
+
+def make_optimizer(params, cfg: TrainConfig, steps: int):
+    """(optimizer, per-step LR scheduler) from a ``TrainConfig``; ``steps`` is the whole training's."""
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.25)
+    elif cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+@torch.no_grad()
+def evaluate(objective: Objective, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 512) -> dict:
+    """``val_loss`` (and ``val_acc`` where the objective has labels) over uint8 images."""
+    if len(x) == 0:
+        return {}
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for i in range(0, len(x), batch):
+        xb, yb = x[i : i + batch].to(device).float() / 255.0, y[i : i + batch].to(device)
+        out = model(xb)
+        total += float(objective.loss(out, yb)) * len(xb)
+        if objective.has_accuracy:
+            correct += int((out.argmax(1) == objective.labels(yb)).sum())
+        n += len(xb)
+    metrics = {"val_loss": total / n}
+    if objective.has_accuracy:
+        metrics["val_acc"] = correct / n
+    return metrics
+
+
+class Hook:
+    """Override what you need; ``loop`` is the ``EpochLoop`` running."""
+
+    def epoch_start(self, loop: "EpochLoop", epoch: int) -> None: ...
+
+    def step_end(self, loop: "EpochLoop", step: int, steps: int) -> None: ...
+
+    def epoch_end(self, loop: "EpochLoop", epoch: int, metrics: dict) -> None: ...
+
+
+@dataclass
+class EpochLoop:
+    model: nn.Module  # what is called (a DDP wrapper under Ray Train)
+    objective: Objective
+    cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    device: torch.device = torch.device("cpu")
+    flip: bool = False  # horizontal flips in augmentation (colour images)
+    frozen: list = field(default_factory=list)  # submodules kept in eval mode (frozen BN statistics)
+    hooks: list = field(default_factory=list)
+    world: int = 1  # data-parallel workers: images/s counts all of them
+    # running numbers of the epoch in progress, for hooks
+    seen: int = 0
+    total_loss: float = 0.0
+    started: float = 0.0
+
+    def core(self) -> nn.Module:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def run_epoch(self, loader, epoch: int) -> dict:
+        from suite.data import augment_batch
+
+        for hook in self.hooks:
+            hook.epoch_start(self, epoch)
+        self.model.train()
+        for name in self.frozen:
+            getattr(self.core(), name).eval()
+        self.started, self.total_loss, self.seen = time.perf_counter(), 0.0, 0
+        steps = len(loader)
+        for step, (xb, yb) in enumerate(loader, 1):
+            xb = xb.to(self.device, non_blocking=True).float() / 255.0
+            yb = yb.to(self.device, non_blocking=True)
+            if self.cfg.augment:
+                xb = augment_batch(xb, flip=self.flip)
+            loss = self.objective.loss(self.model(xb), yb, self.cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.total_loss += float(loss.detach()) * len(xb)
+            self.seen += len(xb)
+            for hook in self.hooks:
+                hook.step_end(self, step, steps)
+        seconds = time.perf_counter() - self.started
+        metrics = {"epoch": epoch + 1, "train_loss": self.total_loss / max(self.seen, 1), "epoch_seconds": seconds,
+                   "images_per_second": self.seen * self.world / max(seconds, 1e-9)}
+        for hook in self.hooks:
+            hook.epoch_end(self, epoch, metrics)
+        return metrics
+
+
+class MagnitudePruning(Hook):
+    """Prune to this epoch's sparsity at the epoch's start; keep the zeros through every step."""
+
+    def __init__(self, weights: dict, ratio: float, epochs: int):
+        self.weights, self.ratio, self.epochs, self.masks = weights, ratio, epochs, {}
+
+    def epoch_start(self, loop, epoch):
+        from suite.compression import apply_masks, magnitude_masks, sparsity_at
+
+        self.masks = magnitude_masks(self.weights, sparsity_at(epoch, self.epochs, self.ratio))
+        apply_masks(self.weights, self.masks)
+
+    def step_end(self, loop, step, steps):
+        from suite.compression import apply_masks
+
+        apply_masks(self.weights, self.masks)
+
+    def epoch_end(self, loop, epoch, metrics):
+        from suite.compression import sparsity
+
+        metrics["weight_sparsity"] = sparsity(self.weights)
+
+
+class WeightSharing(Hook):
+    """After every step, snap each layer back to its shared values (Deep Compression)."""
+
+    def __init__(self, weights: dict, assignments: dict):
+        self.weights, self.assignments = weights, assignments
+
+    def step_end(self, loop, step, steps):
+        from suite.compression.sharing import share
+
+        share(self.weights, self.assignments)
+
+
+class ProgressLines(Hook):
+    """A line every ``every_s`` inside long epochs. (Ray's tqdm_ray bars outlive the workers
+    that Ray Train tears down and get redrawn forever; plain lines do not.)"""
+
+    def __init__(self, name: str, epochs: int, every_s: float):
+        self.name, self.epochs, self.every_s, self.shown_at = name, epochs, every_s, 0.0
+
+    def epoch_start(self, loop, epoch):
+        self.epoch, self.shown_at = epoch, time.perf_counter()
+
+    def step_end(self, loop, step, steps):
+        now = time.perf_counter()
+        if now - self.shown_at < self.every_s or step >= steps:
+            return
+        self.shown_at = now
+        elapsed = now - loop.started
+        # Not print(): Ray Train patches it to also log, which shows every line twice.
+        sys.stdout.write(f"[{self.name}] epoch {self.epoch + 1}/{self.epochs}: {step}/{steps} batches "
+                         f"({100 * step // steps}%), loss {loop.total_loss / loop.seen:.4g}, "
+                         f"{loop.seen * loop.world / elapsed:.0f} img/s, ~{(steps - step) * elapsed / step:.0f}s left in the epoch\n")
+        sys.stdout.flush()

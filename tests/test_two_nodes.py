@@ -1,0 +1,283 @@
+"""A real 2-node Ray cluster on one machine, whose worker node sees none of the driver's files.
+
+The head runs with ``--num-cpus=0``, so every training, clustering task and Tune trial's
+workers land on the worker node. That node is started inside ``unshare -m`` with a tmpfs over
+the stage cache, the MLflow store, the checkout's ``artifacts/`` and ``mlruns/`` and the
+datasets: a worker that opened any path of the driver's would fail. Only ``runtime.storage``
+(``$CAENET_STORAGE``, set in the head's environment as ``cluster.yaml`` sets it on every node)
+is shared. The jobs are submitted with the ``ray job submit`` CLI, as the README says.
+
+Needs root and ``unshare`` (util-linux); skipped with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+VENV_BIN = Path(sys.executable).parent
+RAY = str(VENV_BIN / "ray")
+
+
+def _can_unshare() -> str | None:
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    if os.geteuid() != 0:
+        return "needs root for unshare -m and tmpfs mounts"
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return f"unshare -m is not permitted here: {probe.stderr.decode().strip()[:200]}"
+    return None
+
+
+_why = _can_unshare()
+if _why:
+    pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=_why)]
+
+
+_taken: set[int] = set()
+
+
+def _port() -> int:
+    """A free port not handed out before (a port just freed can come back twice in a row)."""
+    while (port := free_port()) in _taken:
+        pass
+    _taken.add(port)
+    return port
+
+
+def _ports(*flags: str) -> list[str]:
+    return [f"--{flag}={_port()}" for flag in flags]
+
+
+class Cluster:
+    """A head (0 CPUs, MLflow and the cache on its disk) and replaceable worker nodes."""
+
+    def __init__(self, data_root: Path):
+        self.temp = Path(tempfile.mkdtemp(prefix="c2n", dir="/tmp"))  # short: socket paths <= 107 bytes
+        self.storage = self.temp / "storage"  # the only folder both nodes see
+        self.cache = self.temp / "cache"
+        self.mlflow_dir = self.temp / "mlflow"
+        for d in (self.storage, self.cache, self.mlflow_dir):
+            d.mkdir()
+        self.tracking_uri = f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        self.data_root = data_root
+        # The head's Ray folder too: a worker node takes the head's temp dir name, and two nodes
+        # sharing one session folder delete each other's runtime_env files (a job's working_dir).
+        self.hidden = [self.cache, self.mlflow_dir, data_root.resolve(), REPO / "artifacts", REPO / "mlruns", self.temp / "head"]
+        self.gcs, self.dash = _port(), _port()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+                    # what cluster.yaml gives every node: the shared storage and the tracking store
+                    "CAENET_STORAGE": str(self.storage), "MLFLOW_TRACKING_URI": self.tracking_uri,
+                    "CAENET_DATA": str(data_root), "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.workers: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dash}"
+
+    def start_head(self) -> None:
+        cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs}", "--dashboard-host=127.0.0.1",
+               f"--dashboard-port={self.dash}", "--include-dashboard=true", "--num-cpus=0", "--num-gpus=0",
+               f"--object-store-memory={300 * 1024 * 1024}", f"--temp-dir={self.temp / 'head'}", "--disable-usage-stats",
+               "--min-worker-port=22000", "--max-worker-port=22999",
+               *_ports("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                       "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise RuntimeError(f"ray start --head failed: {done.stderr[-2000:]}")
+
+    def start_worker(self, n: int) -> subprocess.Popen:
+        """A worker node in its own mount namespace, the driver's folders covered by tmpfs."""
+        mounts = " && ".join(f"mkdir -p '{d}' && mount -t tmpfs -o size=64m tmpfs '{d}'" for d in self.hidden)
+        # Its own loopback address: a driver on this machine then attaches to the head (127.0.0.1), never to it.
+        ray = [RAY, "start", f"--address=127.0.0.1:{self.gcs}", f"--node-ip-address=127.0.0.{2 + n}", "--num-cpus=2", "--num-gpus=0",
+               f"--object-store-memory={300 * 1024 * 1024}", "--block", "--disable-usage-stats",
+               f"--min-worker-port={23000 + 1000 * n}", f"--max-worker-port={23999 + 1000 * n}",
+               *_ports("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                       "runtime-env-agent-port", "node-manager-port", "object-manager-port")]
+        log = open(self.temp / f"worker{n}.log", "w")
+        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", f"{mounts} && exec {' '.join(ray)}"],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        self.wait_for_nodes(2)
+        return proc
+
+    def alive_nodes(self) -> int:
+        from ray.util.state import list_nodes
+
+        try:
+            return sum(1 for n in list_nodes(address=self.address, raise_on_missing_output=False) if n.state == "ALIVE")
+        except Exception:
+            return 0
+
+    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while self.alive_nodes() < count:
+            if time.time() > deadline:
+                logs = "".join(p.read_text()[-1500:] for p in self.temp.glob("worker*.log"))
+                raise RuntimeError(f"{count} nodes did not come up: {logs}")
+            time.sleep(1)
+
+    def kill_worker(self, proc: subprocess.Popen) -> int:
+        """SIGKILL every process in the worker node's mount namespace (raylet, its workers): a node lost."""
+        ns = os.readlink(f"/proc/{proc.pid}/ns/mnt")
+        killed = 0
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry.name}/ns/mnt") == ns:
+                        os.kill(int(entry.name), signal.SIGKILL)
+                        killed += 1
+                except OSError:
+                    continue
+        proc.wait(timeout=30)
+        return killed
+
+    def submit(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """``ray job submit`` exactly as a user types it (blocks until the job ends)."""
+        cmd = [RAY, "job", "submit", "--address", self.address, "--working-dir", str(REPO), "--", "python", *args]
+        return subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                self.kill_worker(proc)
+        subprocess.run(["pkill", "-9", "-f", str(self.temp)], capture_output=True)
+        subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{self.gcs}"], capture_output=True)
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and f":{self.gcs}" in current.read_text():  # names the head just killed
+            current.unlink()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(data_root):
+    c = Cluster(data_root)
+    try:
+        c.start_head()
+        c.start_worker(0)
+        yield c
+    finally:
+        c.stop()
+
+
+def _flags(cluster: Cluster, *extra: str) -> list[str]:
+    return ["--set", f"runtime.cache_dir={cluster.cache}", "--set", "runtime.progress=false", *extra]
+
+
+def test_unshared_storage_stops_the_run_before_any_stage(cluster):
+    """A storage the worker node cannot see: one line naming runtime.storage, in seconds."""
+    hidden = cluster.cache / "ckpt"  # under a folder the worker node's tmpfs covers
+    env = {**cluster.env, "RAY_ADDRESS": f"127.0.0.1:{cluster.gcs}"}
+    t0 = time.time()
+    done = subprocess.run([str(VENV_BIN / "caenet"), "run", "configs/mnist_lenet.yaml", "--smoke",
+                           *_flags(cluster, "--set", f"runtime.storage={hidden}")],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    took = time.time() - t0
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-2000:]
+    assert "Traceback" not in out, out[-3000:]
+    line = [l for l in out.splitlines() if "runtime.storage" in l]
+    assert line and "not visible from node" in line[-1] and "s3://" in line[-1], out[-2000:]
+    assert not list(cluster.cache.glob("mnist/baseline-*")), "a stage started"
+    assert took < 120, f"took {took:.0f}s to refuse"
+
+
+def test_pipeline_job_survives_losing_its_worker_node(cluster):
+    """The pipeline through ``ray job submit`` with only the storage shared; the worker node is
+    killed mid-baseline and a fresh one takes its place (as the autoscaler would): the
+    training resumes from its last checkpoint and the run finishes, logged on the head."""
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    epochs = 5
+    args = ["jobs/pipeline.py", "configs/mnist_lenet.yaml", *_flags(cluster),
+            "--set", "data.train_limit=8000", "--set", "data.test_limit=300",
+            "--set", f"baseline.train.epochs={epochs}", "--set", "baseline.train.batch_size=32",
+            "--set", "autoencoder.train.epochs=1", "--set", "caenet.train.epochs=1", "--set", "clustering.k_max=3",
+            "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
+            "--set", "evaluate.latency.runs=20", "--set", "runtime.experiment=two-nodes"]
+    replaced: list[str] = []
+
+    def lose_the_worker_node():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if list(cluster.storage.glob("checkpoints/mnist/baseline-*/attempt-0/checkpoint_*/meta.json")):
+                cluster.kill_worker(cluster.workers[-1])
+                replaced.append("killed")
+                cluster.start_worker(len(cluster.workers))
+                replaced.append("started")
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=lose_the_worker_node, daemon=True)
+    killer.start()
+    done = cluster.submit(*args)
+    killer.join(timeout=180)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert replaced == ["killed", "started"], out[-3000:]
+
+    baseline = json.loads(next(cluster.cache.glob("mnist/baseline-*/metrics.json")).read_text())
+    assert baseline["epoch"] == epochs
+    assert baseline["started_at_epoch"] >= 1, baseline  # the new node's workers began from a checkpoint
+    # Checkpoints were in the shared storage, and are gone once the stages finished.
+    assert not list(cluster.storage.glob("checkpoints/mnist/*/attempt-*/checkpoint_*"))
+    assert any(cluster.cache.glob("mnist/caenet-*/_SUCCESS"))
+
+    client = MlflowClient(cluster.tracking_uri)  # the head's store: the worker node never had it
+    exp = client.get_experiment_by_name("two-nodes")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    base_run = next(r for r in runs if r.data.tags.get("mlflow.runName") == "baseline")
+    steps = {m.step for m in client.get_metric_history(base_run.info.run_id, "val_acc")}
+    assert set(range(1, epochs + 1)) <= steps  # every epoch's curve point, from the driver's relay
+
+
+def test_smoke_sweep_job_on_two_nodes(cluster):
+    """A Tune sweep through ``ray job submit``: trials run their stages beside the driver (its
+    cache and MLflow), their trainings on the worker node that sees neither."""
+    from mlflow.tracking import MlflowClient
+
+    sweep = cluster.temp / "sweep.yaml"
+    sweep.write_text(f"""name: two-node-sweep
+experiment: {REPO / 'configs' / 'mnist_lenet.yaml'}
+set:
+  - caenet.ablations=[]
+  - autoencoder.compare_unclustered=false
+  - runtime.cpus_per_worker=1
+  - runtime.cache_dir={cluster.cache}
+  - runtime.experiment=two-nodes-sweep
+space:
+  clustering.k: [1, 2]
+scheduler: {{type: fifo}}
+max_concurrent_trials: 1
+trial_cpus: 1
+slo: {{speedup: 0.5}}
+""")
+    done = cluster.submit("jobs/sweep.py", str(sweep), "--smoke")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    summary = json.loads(next(cluster.cache.glob("mnist/sweeps/*two-node-sweep/sweep_summary.json")).read_text())
+    assert len(summary["trials"]) == 2 and not summary["failed"], summary
+    client = MlflowClient(cluster.tracking_uri)
+    exp = client.get_experiment_by_name("two-nodes-sweep")
+    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
