@@ -58,3 +58,31 @@ def test_frozen_encoder_stays_fixed(ray_local, data_root, tmp_path):
     for key, value in cae.encoder.state_dict().items():
         torch.testing.assert_close(state[f"encoder.{key}"], value)  # weights and BN statistics untouched
     assert not torch.equal(state["classifier.1.weight"], create_model("caenet", in_channels=1, image_size=28, hidden=32).state_dict()["classifier.1.weight"])
+
+
+def test_workers_get_object_refs_and_no_driver_path(ray_local, data_root, tmp_path):
+    """What a training sends its workers names no file of the driver's: the split, targets,
+    teacher logits and initial weights travel as object refs (a worker on another node sees
+    none of those files; tests/test_two_nodes.py runs that for real)."""
+    import json
+
+    import numpy as np
+    import ray
+
+    from suite.distributed.training import worker_config
+
+    np.save(tmp_path / "targets.npy", np.arange(300))
+    np.save(tmp_path / "logits.npy", np.zeros((300, 10), np.float32))
+    torch.save(create_model("cae", in_channels=1, image_size=28).state_dict(), tmp_path / "cae.pt")
+    job = replace(_job(data_root, tmp_path / "ray"), targets_path=str(tmp_path / "targets.npy"),
+                  teacher_logits_path=str(tmp_path / "logits.npy"), init_from={"encoder": str(tmp_path / "cae.pt")})
+    config = worker_config(job, RUNTIME)
+    inputs = config["inputs"]
+    refs = [inputs["split"], *inputs["extra"].values(), *inputs["init"].values()]
+    assert len(refs) == 4 and all(isinstance(r, ray.ObjectRef) for r in refs)
+    text = json.dumps(config["job"])
+    assert str(data_root) not in text and "targets.npy" not in text and "cae.pt" not in text
+    assert ray.get(inputs["extra"]["targets"]).tolist() == list(range(300))
+    images, labels = ray.get(inputs["split"])
+    assert images.shape == (300, 1, 28, 28) and labels.shape == (300,)
+    assert set(ray.get(inputs["init"]["encoder"])) == set(create_model("cae", in_channels=1, image_size=28).state_dict())

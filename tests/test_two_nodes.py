@@ -90,9 +90,9 @@ class Cluster:
     def address(self) -> str:
         return f"http://127.0.0.1:{self.dash}"
 
-    def start_head(self) -> None:
+    def start_head(self, cpus: int = 0) -> None:
         cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs}", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={self.dash}", "--include-dashboard=true", "--num-cpus=0", "--num-gpus=0",
+               f"--dashboard-port={self.dash}", "--include-dashboard=true", f"--num-cpus={cpus}", "--num-gpus=0",
                f"--object-store-memory={300 * 1024 * 1024}", f"--temp-dir={self.temp / 'head'}", "--disable-usage-stats",
                "--min-worker-port=22000", "--max-worker-port=22999",
                *_ports("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",

@@ -20,7 +20,7 @@ import json
 import sys
 import tempfile
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +224,14 @@ def scaling_config(runtime: RuntimeConfig):
     return ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker=resources)
 
 
+def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> dict:
+    """What the workers get: the job without any of the driver's paths (the storage aside,
+    which every node reaches), its inputs as object refs, and the relay for resumed epochs."""
+    for_workers = replace(job, targets_path=None, teacher_logits_path=None, init_from={}, mlflow_uri=None,
+                          data={**job.data, "root": None})
+    return {"job": asdict(for_workers), "inputs": _inputs(job), "threads": runtime.threads(), "relay": epoch_relay}
+
+
 def _attempts(storage: str) -> int:
     import pyarrow.fs as pafs
 
@@ -253,8 +261,7 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | N
     logging_to = [relay.callback(job.mlflow_uri, job.mlflow_run_id)] if job.mlflow_uri and job.mlflow_run_id else []
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": asdict(job), "inputs": _inputs(job), "threads": runtime.threads(),
-                           "relay": logging_to[0] if logging_to else None},
+        train_loop_config=worker_config(job, runtime, logging_to[0] if logging_to else None),
         scaling_config=scaling_config(runtime),
         run_config=RunConfig(
             name=f"attempt-{_attempts(storage)}",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from suite.distributed import storage as checkpoint_storage
 from suite.pipeline.tracking import Tracker
 
 SUCCESS = "_SUCCESS"
@@ -105,9 +106,7 @@ class StageRunner:
         (work / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         shutil.rmtree(work / "ray", ignore_errors=True)  # checkpoints: the stage keeps final weights
         if self.storage:
-            from suite.distributed.storage import delete, job_storage
-
-            delete(job_storage(self.storage, self.cache_root, work))
+            checkpoint_storage.delete(checkpoint_storage.job_storage(self.storage, self.cache_root, work))
         if tracker and run_id:
             tracker.log_metrics(run_id, metrics)
             for path in (artifacts(work) if artifacts else []):
