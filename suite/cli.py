@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+import traceback
 
 from suite.config import ConfigError, load_config
+from suite.errors import UserError, writable_file
 
 
 def _cmd_run(args) -> int:
@@ -27,6 +29,8 @@ def _cmd_run(args) -> int:
     if args.smoke:
         overrides.append("smoke=true")
     cfg = load_config(args.config, overrides)
+    if args.summary:  # before any work: a path that cannot be written fails now, not after the run
+        writable_file(args.summary, "--summary")
     summary = run_pipeline(cfg, summary_path=args.summary)
     print()
     print(table(summary))
@@ -88,9 +92,7 @@ def _cmd_edge_bench(args) -> int:
     from suite.edge.run import edge_bench, table
     from suite.pipeline.lookup import resolve_config
 
-    inventory = load_inventory(args.boards)
-    if args.only:
-        inventory.boards = [b for b in inventory.boards if b.name in set(args.only)]
+    inventory = load_inventory(args.boards, args.only)
     cfg = resolve_config(args.run, args.set)
     source = None if Path(args.run).exists() else args.run
     out = Path(args.out or Path(cfg.runtime.cache_dir) / cfg.data.dataset / "edge")
@@ -113,6 +115,10 @@ def _cmd_report(args) -> int:
 
     cfg = resolve_config(args.run, args.set).effective()
     edge_dir = Path(cfg.runtime.cache_dir) / cfg.data.dataset / "edge"
+    missing = [p for p in args.edge or [] if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"--edge {missing[0]}: no such file; give an edge_results.json written by `caenet edge bench` "
+                          f"(they are under {edge_dir})")
     edge = [json.loads(Path(p).read_text()) for p in args.edge] if args.edge else tables.latest_edge_results(edge_dir)
     rows = tables.model_rows(cfg, args.models)
     report = tables.build(rows, edge, args.slo_ms)
@@ -141,6 +147,9 @@ def _cmd_report(args) -> int:
 def _cmd_data_check(args) -> int:
     from suite.data import INFO, check
 
+    unknown = [n for n in args.datasets if n not in INFO]
+    if unknown:
+        raise ConfigError(f"unknown dataset {unknown[0]!r}; known: {', '.join(INFO)}")
     names = args.datasets or list(INFO)
     failed = 0
     for name in names:
@@ -163,9 +172,21 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caenet", description="CAE-Net experiment suite: converting-autoencoder "
                                      "classifiers for edge boards, on Ray with MLflow tracking.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of user errors too (same as CAENET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the CAE-Net pipeline from a YAML config (finished stages are reused)",
@@ -216,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", nargs="+", choices=["torchscript", "onnx"], default=["torchscript"])
     export.add_argument("--models", nargs="+", metavar="LABEL", help="baseline, caenet, caenet_no_kd, ... (default: all)")
     export.add_argument("--out", help="output folder (default: <cache>/<dataset>/exports/<name>)")
-    export.add_argument("--images", type=int, default=64, help="test images for the equivalence check")
+    export.add_argument("--images", type=_positive_int, default=64, help="test images for the equivalence check (at least 1)")
     export.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (must match the run)")
     export.set_defaults(func=_cmd_export)
 
@@ -265,15 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from suite.data import DataError
-    from suite.distributed.training import TrainingError
-    from suite.edge.export import ExportError
-    from suite.pipeline.stage import StageMissing
-    from suite.stages.features import FeatureError
-
     try:
         return args.func(args)
-    except (ConfigError, DataError, TrainingError, FeatureError, StageMissing, ExportError) as exc:
+    except UserError as exc:  # one handler for every command: a new command gets it for free
+        if args.debug or os.environ.get("CAENET_DEBUG") == "1":
+            traceback.print_exc()
         print(f"caenet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

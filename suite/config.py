@@ -19,8 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from suite.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message is one line and names the key."""
 
 
@@ -303,9 +305,24 @@ def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
     try:
-        return ExperimentConfig.model_validate(tree)
+        cfg = ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_one_line(exc)}") from None
+    _check_model_names(cfg, source)
+    return cfg
+
+
+def _check_model_names(cfg: "ExperimentConfig", source: str) -> None:
+    """Every architecture a config names exists in the model registry: a typo fails here, in one
+    line, not after Ray started and the training failed its retries."""
+    from suite.models import list_models  # the registry (imports torch; every command needs it anyway)
+
+    known = set(list_models())
+    named = [("baseline.model", cfg.baseline.model), ("autoencoder.model", cfg.autoencoder.model)]
+    named += [(f"compare.methods[{m.name!r}].model", m.model) for m in cfg.compare.methods if m.model]
+    for key, name in named:
+        if name not in known:
+            raise ConfigError(f"{source}: {key}: unknown model {name!r}; registered: {', '.join(sorted(known))}")
 
 
 def read_yaml(path: str | Path, kind: str, missing_hint: str, mapping: bool = True):
@@ -329,6 +346,8 @@ def read_yaml(path: str | Path, kind: str, missing_hint: str, mapping: bool = Tr
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read and validate a YAML config; raises ConfigError with a one-line message."""
     tree = read_yaml(path, "config file", "see configs/ for examples", mapping=False)
+    if tree is None:  # an empty file would silently run every default (the CIFAR-10 experiment)
+        raise ConfigError(f"{path}: the config file is empty; state at least data.dataset (see configs/ for examples)")
     return from_dict(tree, overrides, source=str(path))
 
 

@@ -109,6 +109,12 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     assert {r.data.tags["cache_hit"] for r in children} == {"true"}
     assert rerun["caenet"]["test_acc"] == summary["caenet"]["test_acc"]
 
+    # A model label the run does not have: one line listing the ones it has (issue 14).
+    bad = caenet(["report", str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true", "--models", "nosuch"],
+                 tmp_path, data_root)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert "--models: 'nosuch' is not a model of this run; its models: baseline, caenet" in bad.stderr.strip().splitlines()[-1]
+
 
 def test_job_entry_points_have_help(tmp_path):
     for job, expect in (("pipeline.py", "usage: caenet run"), ("sweep.py", "usage: caenet sweep"), ("scaling.py", "--workers")):

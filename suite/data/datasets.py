@@ -17,6 +17,8 @@ headers load, while truncated or corrupt files are caught and named.
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 import gzip
 import os
 import pickle
@@ -34,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset that cannot be read; the message names the path and the fix."""
 
 
@@ -211,12 +213,27 @@ def _read_idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[:, None], labels
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's python batches are pickles of dicts, lists, bytes and numpy arrays: anything else
+    a file asks to build (``os.system``, say) is refused, so a crafted data file runs no code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: missing; restore the file or re-download the dataset")
     try:
         with open(path, "rb") as fh:
-            return pickle.load(fh, encoding="latin1")
+            return _ArraysOnly(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path}: not a CIFAR batch ({exc}); delete it and re-download") from None
     except Exception as exc:
         raise DataError(f"{path}: corrupt pickle ({exc.__class__.__name__}); delete it and re-download") from None
 

@@ -8,11 +8,13 @@ Both are private Ray APIs, hence the pinned Ray version in pyproject.toml.
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 import logging
 from pathlib import Path
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(UserError, ValueError):
     """A cluster config Ray would reject; the message is one line."""
 
 

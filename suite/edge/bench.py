@@ -10,6 +10,8 @@ that board alone with a one-line reason; the other boards' results are kept.
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 import json
 import shlex
 import socket
@@ -27,7 +29,7 @@ RUNNER = Path(__file__).with_name("runner.py")
 RUNTIME_FORMAT = {"torch": "torchscript", "onnxruntime": "onnx"}
 
 
-class BoardError(RuntimeError):
+class BoardError(UserError, RuntimeError):
     """What went wrong on one board, in one line."""
 
 
@@ -67,7 +69,9 @@ def _open(conn, board: BoardConfig) -> None:
     except (socket.timeout, TimeoutError):
         raise BoardError(f"unreachable: {where} did not answer within {board.connect_timeout_s:g}s") from None
     except paramiko.AuthenticationException:
-        raise BoardError(f"authentication failed for {where} (key_file: {board.key_file or 'agent/default keys'})") from None
+        # No key path here: this line goes to MLflow's failed_boards tag and the summary.
+        raise BoardError(f"authentication failed for {where}: the board refused "
+                         f"{'the key_file of its entry' if board.key_file else 'the agent/default keys'}") from None
     except paramiko.SSHException as exc:
         if "known_hosts" in str(exc):
             raise BoardError(f"{where}: host key not in {board.known_hosts or '~/.ssh/known_hosts'} "

@@ -99,9 +99,21 @@ class Inventory(_Strict):
         return self
 
 
-def load_inventory(path: str | Path) -> Inventory:
+def load_inventory(path: str | Path, only: list[str] | None = None) -> Inventory:
+    """The boards file, validated; ``only`` keeps the named boards (an unknown name is an error)."""
     tree = read_yaml(path, "boards file", "see configs/boards.example.yaml")
     try:
-        return Inventory.model_validate(tree)
+        inventory = Inventory.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_one_line(exc)}") from None
+    if only:
+        known = [b.name for b in inventory.boards]
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise ConfigError(f"--only {unknown[0]}: no such board in {path}; its boards: {', '.join(known)}")
+        inventory.boards = [b for b in inventory.boards if b.name in set(only)]
+    for board in inventory.boards:  # said here, on the console: a key path never goes to MLflow
+        if board.key_file and not Path(board.key_file).expanduser().is_file():
+            raise ConfigError(f"{path}: board '{board.name}': key_file {board.key_file} does not exist; fix the path "
+                              "or remove key_file to use the SSH agent")
+    return inventory

@@ -9,6 +9,8 @@ PyTorch outputs is recorded, and an export that differs by more than ``atol`` is
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 import json
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from suite.metrics import fold_batchnorm
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that failed or does not match PyTorch; the message is one line."""
 
 

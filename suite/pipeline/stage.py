@@ -10,6 +10,8 @@ and a re-run picks the interrupted training up from its last checkpoint.
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 import contextlib
 import fcntl
 import hashlib
@@ -45,7 +47,7 @@ def stage_key(name: str, version: int, params: dict, inputs: list[StageResult]) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class StageMissing(RuntimeError):
+class StageMissing(UserError, RuntimeError):
     """A stage that lookup-only mode needed but that has not been run for this config."""
 
 

@@ -26,6 +26,11 @@ def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
     cfg = cfg.effective()
     models = trained_models(cfg)
     test = load_split(cfg.data, "test")
+    unknown = [label for label in labels or [] if label not in models]
+    if unknown:
+        from suite.config import ConfigError
+
+        raise ConfigError(f"--models: {unknown[0]!r} is not a model of this run; its models: {', '.join(models)}")
     rows = {}
     for label in labels or list(models):
         name, kwargs, stage = models[label]

@@ -12,6 +12,8 @@ New extractors register with ``@extractor("name")``: a function (images uint8, c
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 from typing import Callable
 
 import numpy as np
@@ -28,7 +30,7 @@ VERSION = 1
 EXTRACTORS: dict[str, Callable] = {}
 
 
-class FeatureError(RuntimeError):
+class FeatureError(UserError, RuntimeError):
     pass
 
 

@@ -93,6 +93,16 @@ class SweepConfig(_Strict):
                 kind, args = next(iter(spec.items()))
                 if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
                     raise ValueError(f"{key}: {kind} takes {'a list of values' if kind == 'choice' else '[low, high]'}")
+                if kind != "choice":
+                    low, high = args
+                    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args):
+                        raise ValueError(f"{key}: {kind} bounds must be numbers, got {args!r}")
+                    if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+                        raise ValueError(f"{key}: randint bounds must be integers, got {args!r}")
+                    if high <= low:  # randint's high is exclusive: [5, 1] and [3, 3] draw nothing
+                        raise ValueError(f"{key}: {kind} range [{low}, {high}] is empty; the high bound must exceed the low")
+                    if kind == "loguniform" and low <= 0:
+                        raise ValueError(f"{key}: loguniform needs a positive low bound, got {low}")
             else:
                 raise ValueError(f"{key}: expected a list (grid) or a distribution mapping, got {spec!r}")
         return space

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from suite.errors import UserError
+
 from dataclasses import dataclass, field
 
 from suite.config import KDConfig
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A training that failed after its retries; the message is one line."""
 
 

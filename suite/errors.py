@@ -1,0 +1,35 @@
+"""The one family of mistakes a user can fix.
+
+Every error the suite raises for bad input (a config, a dataset, a board, a path, a stage
+that has not run, a training that failed after its retries) derives from ``UserError``
+and carries a one-line message that names the key, path or board and the fix. The CLI
+prints that line and exits 2, for every command alike; anything else is a bug and shows
+its traceback. ``caenet --debug`` (or ``CAENET_DEBUG=1``) shows the traceback of user
+errors too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake in what the user gave; ``str(exc)`` is one line naming what to fix."""
+
+
+def writable_file(path: str | Path, flag: str) -> Path:
+    """``path`` once its folder exists and takes a file, checked before any work starts."""
+    import tempfile
+
+    from suite.config import ConfigError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot be written there ({exc.strerror or exc}); give a path in a writable folder") from None
+    return path

@@ -1,0 +1,143 @@
+"""Bad input of every kind, fed to the real CLI: exit code 2, one line naming the key, path or
+board and the fix, no traceback (issue 14). ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = str(REPO / "configs" / "mnist_lenet.yaml")
+
+
+def caenet(args, tmp_path, data_root, timeout=120):
+    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_line(out, *expected: str) -> str:
+    """The error is the last line of stderr; nothing but argparse's usage line may precede it."""
+    assert out.returncode == 2, out.stdout[-1000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith(("usage:", "       "))]
+    assert len(lines) == 1, out.stderr[-2000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def test_empty_config_file(tmp_path, data_root):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    one_line(caenet(["run", str(empty)], tmp_path, data_root), str(empty), "config file is empty")
+
+
+def test_unknown_model_is_caught_when_the_config_loads(tmp_path, data_root):
+    out = caenet(["run", MNIST, "--set", "baseline.model=alexnett"], tmp_path, data_root)
+    one_line(out, "baseline.model: unknown model 'alexnett'", "registered:", "lenet")
+    assert "MLflow run" not in out.stdout  # nothing started
+    bad = caenet(["compare", MNIST, "--set", "compare.methods=[{name: S, kind: kd, model: lenet_kdd}]"], tmp_path, data_root)
+    one_line(bad, "compare.methods['S'].model: unknown model 'lenet_kdd'")
+
+
+@pytest.mark.parametrize("spec, says", [("{randint: [5, 1]}", "range [5, 1] is empty"),
+                                        ("{uniform: [0.5, 0.5]}", "range [0.5, 0.5] is empty"),
+                                        ("{loguniform: [0, 1]}", "positive low bound"),
+                                        ("{randint: [1.5, 4]}", "must be integers")])
+def test_empty_or_inverted_search_range(tmp_path, data_root, spec, says):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"experiment: {MNIST}\nspace:\n  clustering.k: {spec}\n")
+    one_line(caenet(["sweep", str(sweep)], tmp_path, data_root), "space", "clustering.k", says)
+
+
+def test_unknown_dataset_in_data_check(tmp_path, data_root):
+    one_line(caenet(["data", "check", "mnistt"], tmp_path, data_root), "unknown dataset 'mnistt'", "known: mnist, fashion-mnist")
+
+
+def test_unwritable_summary_path_fails_before_the_run(tmp_path, data_root):
+    out = caenet(["run", MNIST, "--smoke", "--summary", "/dev/null/x/summary.json",
+                  "--set", f"runtime.cache_dir={tmp_path / 'artifacts'}"], tmp_path, data_root)
+    one_line(out, "--summary /dev/null/x/summary.json: cannot be written")
+    assert not (tmp_path / "artifacts").exists() and "MLflow run" not in out.stdout
+
+
+def test_export_needs_at_least_one_image(tmp_path, data_root):
+    one_line(caenet(["export", MNIST, "--images", "0"], tmp_path, data_root), "--images", "must be at least 1")
+
+
+def test_report_with_a_missing_edge_file(tmp_path, data_root):
+    one_line(caenet(["report", MNIST, "--edge", str(tmp_path / "missing.json")], tmp_path, data_root),
+             "--edge", "missing.json: no such file")
+
+
+def _boards(tmp_path, **extra) -> Path:
+    entry = {"name": "loopback", "host": "127.0.0.1", "user": "nobody", **extra}
+    inline = ", ".join(f"{k}: {v}" for k, v in entry.items())
+    path = tmp_path / "boards.yaml"
+    path.write_text(f"boards:\n  - {{{inline}}}\n")
+    return path
+
+
+def test_edge_bench_with_an_unknown_board_name(tmp_path, data_root):
+    boards = _boards(tmp_path)
+    one_line(caenet(["edge", "bench", MNIST, "--boards", str(boards), "--only", "loopbak"], tmp_path, data_root),
+             "--only loopbak: no such board", "its boards: loopback")
+
+
+def test_edge_bench_with_a_missing_key_file(tmp_path, data_root):
+    boards = _boards(tmp_path, key_file=str(tmp_path / "no_key"))
+    one_line(caenet(["edge", "bench", MNIST, "--boards", str(boards)], tmp_path, data_root),
+             "board 'loopback'", f"key_file {tmp_path / 'no_key'} does not exist")
+
+
+def test_debug_shows_the_traceback(tmp_path, data_root):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    out = caenet(["--debug", "run", str(empty)], tmp_path, data_root)
+    assert out.returncode == 2 and "Traceback" in out.stderr and "config file is empty" in out.stderr.splitlines()[-1]
+
+
+class _Payload:
+    flag: Path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {_Payload.flag}",))
+
+
+def test_a_crafted_model_file_is_refused_by_name_and_never_runs(tmp_path):
+    from suite.config import ConfigError
+    from suite.stages.common import load_model
+
+    _Payload.flag = tmp_path / "ran"
+    weights = tmp_path / "model.pt"
+    with open(weights, "wb") as f:
+        pickle.dump({"conv.weight": _Payload()}, f)
+    with pytest.raises(ConfigError, match=f"{weights}: not a plain tensor file, refused") as err:
+        load_model("lenet", {"in_channels": 1, "image_size": 28}, weights)
+    assert "\n" not in str(err.value) and not _Payload.flag.exists()
+
+
+def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
+    """CIFAR's own format is a pickle: only dicts, lists, bytes and numpy arrays are built from it."""
+    import numpy as np
+
+    from suite.data import DataError
+    from suite.data.datasets import _unpickle
+
+    _Payload.flag = tmp_path / "ran"
+    batch = tmp_path / "data_batch_1"
+    with open(batch, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": _Payload()}, f)
+    with pytest.raises(DataError, match="data_batch_1: not a CIFAR batch") as err:
+        _unpickle(batch)
+    assert "\n" not in str(err.value) and not _Payload.flag.exists()
+    with open(batch, "wb") as f:  # the real shape of a batch still loads
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2], "batch_label": b"x"}, f)
+    assert _unpickle(batch)["labels"] == [1, 2]
