@@ -213,6 +213,10 @@ def _read_idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[:, None], labels
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _ArraysOnly(pickle.Unpickler):
     """CIFAR's python batches are pickles of dicts, lists, bytes and numpy arrays: anything else
     a file asks to build (``os.system``, say) is refused, so a crafted data file runs no code."""
@@ -223,7 +227,7 @@ class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        raise _Refused(f"refused to load {module}.{name}")
 
 
 def _unpickle(path: Path) -> dict:
@@ -232,7 +236,7 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
             return _ArraysOnly(fh, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise DataError(f"{path}: not a CIFAR batch ({exc}); delete it and re-download") from None
     except Exception as exc:
         raise DataError(f"{path}: corrupt pickle ({exc.__class__.__name__}); delete it and re-download") from None
