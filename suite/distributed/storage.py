@@ -171,8 +171,9 @@ def check_shared(runtime: RuntimeConfig, cache_root: Path, timeout_s: float = 12
         answers = {n["NodeManagerAddress"]: probe.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker) for n in nodes}
         blind = [ip for ip, ref in answers.items() if not ray.get(ref, timeout=timeout_s)]
-    finally:
-        delete(join(where, ".caenet-probe"))
+    finally:  # this run's marker only: another run may be checking the same storage now
+        fs, path = open_fs(marker)
+        fs.delete_file(path)
     if blind:
         what = f"runtime.storage {root!r}" if root else f"runtime.storage is unset, so checkpoints go to the cache {where!r}, which"
         raise StorageError(f"{what} is not visible from node(s) {', '.join(sorted(blind))} of this {len(nodes)}-node cluster: "
