@@ -1,0 +1,8 @@
+"""caenet-suite: CAE-Net as a Ray + MLflow experiment suite."""
+
+import os
+
+# No Ray API call may start a Ray of its own: after Ctrl-C (or any end of a session) a
+# background thread that touched Ray would otherwise start a fresh local cluster and keep
+# training in it. Sessions are opened explicitly (suite.distributed.session.ray_session).
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")

@@ -295,7 +295,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("caenet: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
+        _exit_now(130)
         return 130
+
+
+def _exit_now(code: int, grace_s: float = 2.0) -> None:
+    """Leave promptly after Ctrl-C. The run's MLflow run is closed and Ray is shut down by now,
+    but a stage thread can be stuck in a Ray call that never returns once Ray is gone, and
+    the interpreter would wait for it forever at exit: give the threads a moment, then go."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace_s
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon and t is not threading.current_thread() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,33 @@ def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
     with open(batch, "wb") as f:  # the real shape of a batch still loads
         pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2], "batch_label": b"x"}, f)
     assert _unpickle(batch)["labels"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_ctrl_c_as_a_stage_starts_ends_the_run_and_starts_no_new_ray(tmp_path, data_root):
+    """SIGINT just as the first trainings start: exit 130 with the resume line, promptly, and no
+    thread starts a second local Ray (it used to, and trained on in it for minutes)."""
+    import signal
+    import time
+
+    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO),
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "suite.cli", "run", MNIST, "--smoke", "--set", "runtime.cpus_per_worker=1",
+                             "--set", "runtime.progress=false"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    before = []
+    for line in proc.stdout:
+        before.append(line)
+        if "[baseline] running" in line:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            break
+    try:
+        rest = proc.communicate(timeout=60)[0]  # a bound on a hang, not a speed target
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the run did not end within 60 s of Ctrl-C")
+    assert proc.returncode == 130, rest[-2000:]
+    assert "interrupted; finished stages are kept" in rest
+    assert "Started a local Ray" not in rest, rest[-2000:]  # none after the interrupt

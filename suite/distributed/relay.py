@@ -60,7 +60,9 @@ class _Drain:
 
         from mlflow.entities import Metric
 
-        while not self.stopped:
+        import ray
+
+        while not self.stopped and ray.is_initialized():
             try:
                 (uri, run), metrics = self.queue.get(timeout=0.5)
             except Empty:
