@@ -40,6 +40,16 @@ def ray_local():
     ray.shutdown()
 
 
+class Payload:
+    """Pickles to ``os.system("touch <flag>")``: if ``flag`` appears, loading the file ran code."""
+
+    def __init__(self, flag: Path):
+        self.flag = flag
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.flag}",))
+
+
 def free_port() -> int:
     import socket
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Payload
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST = str(REPO / "configs" / "mnist_lenet.yaml")
 
@@ -104,24 +106,17 @@ def test_debug_shows_the_traceback(tmp_path, data_root):
     assert out.returncode == 2 and "Traceback" in out.stderr and "config file is empty" in out.stderr.splitlines()[-1]
 
 
-class _Payload:
-    flag: Path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {_Payload.flag}",))
-
-
 def test_a_crafted_model_file_is_refused_by_name_and_never_runs(tmp_path):
     from suite.config import ConfigError
     from suite.stages.common import load_model
 
-    _Payload.flag = tmp_path / "ran"
+    payload = Payload(tmp_path / "ran")
     weights = tmp_path / "model.pt"
     with open(weights, "wb") as f:
-        pickle.dump({"conv.weight": _Payload()}, f)
+        pickle.dump({"conv.weight": payload}, f)
     with pytest.raises(ConfigError, match=f"{weights}: not a plain tensor file, refused") as err:
         load_model("lenet", {"in_channels": 1, "image_size": 28}, weights)
-    assert "\n" not in str(err.value) and not _Payload.flag.exists()
+    assert "\n" not in str(err.value) and not payload.flag.exists()
 
 
 def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
@@ -131,13 +126,13 @@ def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
     from suite.data import DataError
     from suite.data.datasets import _unpickle
 
-    _Payload.flag = tmp_path / "ran"
+    payload = Payload(tmp_path / "ran")
     batch = tmp_path / "data_batch_1"
     with open(batch, "wb") as f:
-        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": _Payload()}, f)
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": payload}, f)
     with pytest.raises(DataError, match="data_batch_1: not a CIFAR batch") as err:
         _unpickle(batch)
-    assert "\n" not in str(err.value) and not _Payload.flag.exists()
+    assert "\n" not in str(err.value) and not payload.flag.exists()
     with open(batch, "wb") as f:  # the real shape of a batch still loads
         pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [1, 2], "batch_label": b"x"}, f)
     assert _unpickle(batch)["labels"] == [1, 2]

@@ -1,7 +1,6 @@
 """runtime.storage: where checkpoints live, how the newest is found, and that reading one runs no code."""
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from suite.config import ConfigError, RuntimeConfig
 from suite.distributed import storage
 from suite.training import checkpoints
+from tests.conftest import Payload
 
 
 def test_storage_comes_from_config_then_environment(monkeypatch):
@@ -53,22 +53,17 @@ def test_latest_checkpoint_across_attempts(tmp_path, as_uri):
     assert checkpoints.latest(str(tmp_path / "none")) == (None, -1)
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, (f"touch {_Payload.flag}",))
-
-
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     """A pickle with a payload where a checkpoint's tensors belong: refused, named, never run."""
-    _Payload.flag = tmp_path / "ran"
+    payload = Payload(tmp_path / "ran")
     folder = tmp_path / "ray" / "attempt-0" / "checkpoint_000000"
     _checkpoint(folder, 0)
     with open(folder / "state.pt", "wb") as f:
-        pickle.dump({"model": _Payload()}, f)
+        pickle.dump({"model": payload}, f)
     with pytest.raises(ConfigError, match="state.pt: not a plain tensor file") as err:
         checkpoints.read(str(folder))
     assert "\n" not in str(err.value)
-    assert not _Payload.flag.exists()
+    assert not payload.flag.exists()
 
 
 def test_unknown_scheme_is_one_line():

@@ -139,10 +139,6 @@ def load_tensors(location: str):
 # ---------------------------------------------------------------------------- the cluster check
 
 
-def _sees(marker: str) -> bool:
-    return exists(marker)
-
-
 def check_shared(runtime: RuntimeConfig, cache_root: Path, timeout_s: float = 120.0) -> None:
     """On a Ray cluster of more than one node: every node must see the checkpoint storage.
 
@@ -166,7 +162,7 @@ def check_shared(runtime: RuntimeConfig, cache_root: Path, timeout_s: float = 12
     except OSError as exc:
         raise StorageError(f"runtime.storage {where!r} is not writable ({exc}); set it to storage every node reaches, "
                            f"e.g. {EXAMPLE}") from None
-    probe = ray.remote(num_cpus=0, max_retries=0)(_sees)
+    probe = ray.remote(num_cpus=0, max_retries=0)(exists)
     try:
         answers = {n["NodeManagerAddress"]: probe.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker) for n in nodes}

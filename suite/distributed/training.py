@@ -34,7 +34,7 @@ from suite.training.job import TrainingError, TrainJob
 from suite.training.loop import EpochLoop, MagnitudePruning, ProgressLines, WeightSharing, evaluate, make_optimizer
 from suite.training.objectives import make_objective
 
-__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "clean_storage", "finish_only", "fit", "scaling_config"]
+__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "worker_config"]
 
 
 # ---------------------------------------------------------------------------- driver: inputs
@@ -319,7 +319,3 @@ def finish_only():
     finally:
         _FINISH_ONLY.clear()
 
-
-def clean_storage(storage: str) -> None:
-    """Drop a finished job's checkpoints (the stage keeps its final weights)."""
-    store.delete(storage)
