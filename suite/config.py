@@ -213,6 +213,13 @@ class RuntimeConfig(_Strict):
     use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: GPUs when the cluster has one per worker, else CPU
     gpus_per_worker: float = Field(default=1.0, gt=0)  # fractions share a GPU between workers
     max_failures: int = Field(default=2, ge=0)  # worker restarts, resuming from checkpoints
+    # auto: a one-worker training runs as a Ray task on a warm worker process (same checkpoints,
+    # retries and MLflow record; ~15 s less start-up per training on 2 cores, benchmarks/overhead.py);
+    # more workers run on Ray Train. ray-train: every training on Ray Train.
+    trainer: Literal["auto", "ray-train"] = "auto"
+    # Conv models train in channels-last memory format: LeNet / CAE on MNIST +17-27% images/s on
+    # 2 threads, +8-33% on 1 (benchmarks/overhead.py); results equal up to float rounding.
+    channels_last: bool = True
     num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
     # Training checkpoints, on storage every node reaches: a shared mount or s3:// / gs://

@@ -11,3 +11,11 @@ def test_cpu_fallback_and_gpu_shares():
     assert gpu.use_gpu and gpu.resources_per_worker == {"CPU": 2, "GPU": 0.5}
     assert not scaling_config(RuntimeConfig(use_gpu="no")).use_gpu
     assert RuntimeConfig(cpus_per_worker=1.5).threads() == 2 and RuntimeConfig(cpus_per_worker=1, threads_per_worker=3).threads() == 3
+
+
+def test_one_worker_runs_as_a_warm_task_unless_ray_train_is_asked():
+    from suite.distributed.training import uses_ray_train
+
+    assert not uses_ray_train(RuntimeConfig())  # one worker: a Ray task on a warm worker process
+    assert uses_ray_train(RuntimeConfig(workers=2))  # data-parallel: Ray Train
+    assert uses_ray_train(RuntimeConfig(trainer="ray-train"))

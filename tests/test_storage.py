@@ -53,6 +53,24 @@ def test_latest_checkpoint_across_attempts(tmp_path, as_uri):
     assert checkpoints.latest(str(tmp_path / "none")) == (None, -1)
 
 
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_persist_keeps_the_newest_checkpoints_and_never_a_half_written_one(tmp_path, as_uri):
+    """What a one-worker training (a warm Ray task) writes after every epoch."""
+    attempt = (tmp_path / "ray" / "attempt-0").as_uri() if as_uri else str(tmp_path / "ray" / "attempt-0")
+    for epoch in range(4):
+        checkpoints.persist(lambda folder, e=epoch: checkpoints.write(folder, {"w": torch.full((2,), float(e))}, {}, {}, e,
+                                                                      {"epoch": e + 1}), attempt, epoch, keep=2)
+    names = sorted(p.name for p in (tmp_path / "ray" / "attempt-0").iterdir())
+    assert names == ["checkpoint_epoch-0002", "checkpoint_epoch-0003"]
+    staged = tmp_path / "ray" / "attempt-0" / ".checkpoint_epoch-0004.tmp"  # a write cut off before its rename
+    staged.mkdir()
+    (staged / "state.pt").write_bytes(b"")
+    (staged / "meta.json").write_text(json.dumps({"epoch": 4}))
+    folder, epoch = checkpoints.latest(str(tmp_path / "ray"))
+    assert epoch == 3 and folder.endswith("checkpoint_epoch-0003")
+    assert torch.equal(checkpoints.read(folder)[0]["model"]["w"], torch.full((2,), 3.0))
+
+
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     """A pickle with a payload where a checkpoint's tensors belong: refused, named, never run."""
     payload = Payload(tmp_path / "ran")

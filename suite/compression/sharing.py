@@ -83,13 +83,14 @@ def share(weights: dict[str, torch.Tensor], assignments: dict[str, torch.Tensor]
     """Replace each weight by its cluster's mean; cluster 0 (the pruned weights) stays at 0."""
     for name, assign in assignments.items():
         w = weights[name]
-        flat, idx = w.view(-1), assign.view(-1)
+        # reshape, not view: a channels-last weight is not one flat block (copy_ writes it back)
+        flat, idx = w.reshape(-1), assign.reshape(-1)
         n = int(idx.max()) + 1
         sums = torch.zeros(n, dtype=torch.float64, device=w.device).index_add_(0, idx, flat.double())
         counts = torch.zeros(n, dtype=torch.float64, device=w.device).index_add_(0, idx, torch.ones_like(flat, dtype=torch.float64))
         means = (sums / counts.clamp(min=1)).to(w.dtype)
         means[0] = 0
-        flat.copy_(means[idx])
+        w.copy_(means[assign])
 
 
 def distinct_values(model: nn.Module) -> dict[str, int]:

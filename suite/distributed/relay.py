@@ -1,6 +1,8 @@
-"""Per-epoch metrics from Ray Train to MLflow, written by the driver alone.
+"""Per-epoch metrics to MLflow, written by the driver alone.
 
-Workers never talk to MLflow (on a cluster its store is the driver's). Ray Train calls
+Workers never talk to MLflow (on a cluster its store is the driver's). A one-worker training
+(a warm Ray task) streams its epochs back to the driver, which logs them (``EpochLogger``).
+For Ray Train, the controller calls
 ``EpochRelay.after_report`` in its controller once every worker has reported an epoch (and its
 checkpoint is persisted); the callback hands the metrics to a small queue actor, and a
 thread in the driver drains the queue into MLflow while the training runs. So the curves
@@ -13,27 +15,40 @@ from __future__ import annotations
 import threading
 import time
 
-try:
-    from ray.train import UserCallback
-except ImportError:  # older Ray: the callback base moved
-    from ray.train.v2.api.callback import UserCallback
-
 _SKIP = ("epoch", "started_at_epoch")
 
 
-class EpochRelay(UserCallback):
-    def __init__(self, queue_actor, target: tuple[str, str]):
-        self.queue_actor, self.target = queue_actor, target  # target: (tracking URI, run id)
+_clients: dict[str, object] = {}
 
-    def after_report(self, run_context, metrics, checkpoint):
-        if metrics and metrics[0]:
-            self.send(metrics[0])
 
-    def send(self, metrics: dict) -> None:
-        """Also called by a worker that resumed from a checkpoint the controller never saw
-        reported (its worker died right after persisting it): that epoch is logged too."""
-        # Fire and forget: the controller's event loop must not block on the queue.
-        self.queue_actor.put_nowait.remote((self.target, metrics))
+def log_epoch(uri: str, run_id: str, metrics: dict) -> int:
+    """Log one epoch's numbers to ``run_id`` at step = the epoch (1-based); returns the step.
+    MLflow down: one line, and the training goes on (the stage still records its end)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    step = int(metrics.get("epoch", 0))
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+             if k not in _SKIP and not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    try:
+        if items:
+            if uri not in _clients:
+                _clients[uri] = MlflowClient(uri)
+            _clients[uri].log_batch(run_id, metrics=items)
+    except Exception as exc:
+        print(f"[mlflow] could not log epoch {step} of run {run_id}: {str(exc).splitlines()[0]}")
+    return step
+
+
+class EpochLogger:
+    """The same record without Ray Train: the driver logs each epoch as its task yields it."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+
+    def __call__(self, metrics: dict) -> None:
+        log_epoch(self.uri, self.run_id, metrics)
 
 
 class _Drain:
@@ -48,7 +63,6 @@ class _Drain:
         # On the driver's node: a worker node that dies must not take the queue with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-        self.clients: dict[str, object] = {}
         self.last_step: dict[str, int] = {}
         self.changed = threading.Condition()
         self.stopped = False
@@ -57,8 +71,6 @@ class _Drain:
 
     def _loop(self):
         from queue import Empty
-
-        from mlflow.entities import Metric
 
         import ray
 
@@ -69,25 +81,10 @@ class _Drain:
                 continue
             except BaseException:  # Ray shut down under us (its get raises SystemExit then)
                 return
-            step = int(metrics.get("epoch", 0))
-            now = int(time.time() * 1000)
-            items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                     if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)]
-            try:
-                if items:
-                    self._client(uri).log_batch(run, metrics=items)
-            except Exception as exc:  # MLflow down: the training goes on, the stage still records its end
-                print(f"[mlflow] could not log epoch {step} of run {run}: {str(exc).splitlines()[0]}")
+            step = log_epoch(uri, run, metrics)
             with self.changed:
                 self.last_step[run] = max(step, self.last_step.get(run, 0))
                 self.changed.notify_all()
-
-    def _client(self, uri: str):
-        if uri not in self.clients:
-            from mlflow.tracking import MlflowClient
-
-            self.clients[uri] = MlflowClient(uri)
-        return self.clients[uri]
 
     def wait_for(self, run_id: str, step: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -104,7 +101,7 @@ _lock = threading.Lock()
 _drain: _Drain | None = None
 
 
-def callback(uri: str, run_id: str) -> EpochRelay:
+def callback(uri: str, run_id: str):
     """A Ray Train callback that sends each epoch's metrics to ``run_id`` in the store at ``uri``."""
     from suite.distributed.session import session_key
 
@@ -116,6 +113,9 @@ def callback(uri: str, run_id: str) -> EpochRelay:
             _drain = None
         if _drain is None:
             _drain = _Drain(key)
+        # Imported here: ``ray.train`` takes 1.2 s to import, and only Ray Train needs it.
+        from suite.distributed.relay_callback import EpochRelay
+
         return EpochRelay(_drain.queue.actor, (uri, run_id))
 
 

@@ -1,10 +1,18 @@
-"""Every training of the suite runs through Ray Train (``TorchTrainer``); this is the thin wrapper.
+"""Every training of the suite runs on Ray through ``fit(job)``; this is the driver side.
 
-``fit(job)`` runs a ``TrainJob`` on a ``ScalingConfig`` built from the runtime config (CPU
-workers here, GPU workers where the cluster has them), data-parallel with a distributed
-sampler, a checkpoint every epoch and ``FailureConfig`` restarts that resume from the last
-checkpoint. A driver that crashed mid-training resumes too: the loop starts from the newest
-checkpoint any attempt left in the job's storage (``runtime.storage``).
+``fit`` runs a ``TrainJob`` on the resources the runtime config names (CPU workers here, GPU
+workers where the cluster has them), with a checkpoint every epoch and restarts that resume
+from the last one. A driver that crashed mid-training resumes too: the worker starts from the
+newest checkpoint any attempt left in the job's storage (``runtime.storage``).
+
+Two engines run the same worker code (``suite.distributed.worker``):
+
+- more than one worker (or ``runtime.trainer: ray-train``): Ray Train's ``TorchTrainer``,
+  data-parallel with a distributed sampler, ``FailureConfig`` restarts;
+- one worker (the default): a Ray task on a warm worker process, retried here up to
+  ``runtime.max_failures`` times from the last checkpoint. It skips Ray Train's ~15 s of
+  start-up and tear-down per training (``benchmarks/overhead.py``) and keeps what matters:
+  the same checkpoints in the same storage, the same resume, every epoch in MLflow once.
 
 The driver owns all state: it reads the training split, the targets, the teacher's logits
 and the initial weights, and hands them to the workers through Ray's object store; the
@@ -17,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
-import tempfile
 import threading
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,10 +35,10 @@ import torch
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.distributed import relay
 from suite.distributed import storage as store
+from suite.distributed.worker import train_loop_per_worker, train_task
+from suite.errors import UserError
 from suite.training import checkpoints
 from suite.training.job import TrainingError, TrainJob
-from suite.training.loop import EpochLoop, MagnitudePruning, ProgressLines, WeightSharing, evaluate, make_optimizer
-from suite.training.objectives import make_objective
 
 __all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "worker_config"]
 
@@ -80,135 +86,6 @@ def _inputs(job: TrainJob) -> dict:
     return inputs
 
 
-# ---------------------------------------------------------------------------- worker side
-
-
-def _load_init(model: torch.nn.Module, init: dict) -> None:
-    for prefix, state in init.items():
-        if prefix == "":  # the whole model; buffers it adds to its base (SubFlow's ranking) start fresh
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            params = dict(model.named_parameters())
-            if unexpected or any(k in params for k in missing):
-                raise TrainingError(f"initial weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-            continue
-        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        if not sub:
-            raise TrainingError(f"the initial weights hold no '{prefix}.*' weights to initialise from")
-        getattr(model, prefix).load_state_dict(sub)
-
-
-def _quiet_report_lines() -> None:
-    """Ray Train 2.60 logs every report at INFO ("Reporting training result ...") on a logger
-    named by its file path, which ``LoggingConfig`` does not reach; the epoch lines say it better."""
-    import logging
-
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-
-        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-    except ImportError:  # a later Ray moved it: the lines come back, nothing breaks
-        pass
-
-
-def _resume_state(job: TrainJob) -> tuple[dict | None, dict | None, bool]:
-    """The newest checkpoint (tensors, meta) and whether its report went unseen.
-
-    The one the controller registered (after a worker restart), or a newer one in storage:
-    from an earlier, interrupted attempt (driver crash, Ctrl-C), or one this attempt
-    persisted just before its worker died, whose report the controller never saw. Ray V2
-    deprecates resume_from_checkpoint, so the loop looks for itself."""
-    import ray.train
-
-    state = meta = None
-    registered = ray.train.get_checkpoint()
-    if registered:
-        with registered.as_directory() as d:
-            state, meta = checkpoints.read(d)
-    folder, epoch = checkpoints.latest(job.storage_path)
-    if folder is not None and epoch > (meta["epoch"] if meta else -1):
-        this_attempt = f"/{ray.train.get_context().get_experiment_name()}/" in folder.replace("\\", "/")
-        return *checkpoints.read(folder), this_attempt
-    return state, meta, False
-
-
-def train_loop_per_worker(config: dict) -> None:
-    """The Ray Train worker function: one TrainJob, resumable from the last checkpoint."""
-    import ray
-    import ray.train
-    import ray.train.torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from suite.compression import prunable_weights
-    from suite.compression.sharing import cluster_weights
-    from suite.data import INFO, split_train_val
-    from suite.models import create_model
-
-    _quiet_report_lines()
-    job, inputs = TrainJob(**config["job"]), config["inputs"]
-    cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    torch.manual_seed(data.seed)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    objective = make_objective(job.objective, job.kd)
-
-    images, labels = (torch.from_numpy(np.array(a)) for a in ray.get(inputs["split"]))
-    y = objective.targets(images, labels, {k: ray.get(v) for k, v in inputs["extra"].items()})
-    val = torch.from_numpy(split_train_val(len(images), data.val_fraction, data.seed))
-    x_tr, y_tr, x_val, y_val = images[~val], y[~val], images[val], y[val]
-
-    model = create_model(job.model, **job.model_kwargs)
-    _load_init(model, {prefix: ray.get(ref) for prefix, ref in inputs["init"].items()})
-    for name in job.freeze:
-        for p in getattr(model, name).parameters():
-            p.requires_grad_(False)
-    loader = DataLoader(TensorDataset(x_tr, y_tr), batch_size=max(1, cfg.batch_size // world), shuffle=True,
-                        drop_last=len(x_tr) > cfg.batch_size)
-    loader = ray.train.torch.prepare_data_loader(loader)
-    opt, sched = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, cfg.epochs * len(loader))
-    state, meta, unreported = _resume_state(job)
-    start_epoch = 0
-    if unreported and rank == 0 and config.get("relay") is not None:
-        config["relay"].send(meta["metrics"])
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch = meta["epoch"] + 1
-    model = ray.train.torch.prepare_model(model)
-    core = model.module if hasattr(model, "module") else model
-
-    hooks = []
-    if float(job.prune.get("ratio", 0.0)) > 0:
-        hooks.append(MagnitudePruning(prunable_weights(core, job.prune.get("prefixes")), float(job.prune["ratio"]), cfg.epochs))
-    if job.share:  # snap to k shared values per layer; a resumed run finds them already shared
-        assignments = cluster_weights(core, int(job.share["clusters"]))
-        hooks.append(WeightSharing(prunable_weights(core), assignments))
-    if job.progress and rank == 0:
-        hooks.append(ProgressLines(job.name, cfg.epochs, job.progress_every_s))
-    loop = EpochLoop(model, objective, cfg, opt, sched, device, flip=INFO[data.dataset].channels == 3, frozen=list(job.freeze),
-                     hooks=hooks, world=world)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        metrics = loop.run_epoch(loader, epoch)
-        metrics["started_at_epoch"] = start_epoch  # >0 when this worker group resumed from a checkpoint
-        metrics.update(evaluate(objective, core, x_val, y_val, device))
-        if rank == 0:
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "epoch_seconds", "started_at_epoch"))
-            # Not print(): Ray Train patches it to also log, which shows every line twice.
-            sys.stdout.write(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)\n")
-            sys.stdout.flush()
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                checkpoints.write(Path(tmp), core.state_dict(), opt.state_dict(), sched.state_dict(), epoch, metrics)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
-
-
 # ---------------------------------------------------------------------------- driver side
 
 
@@ -229,7 +106,8 @@ def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> di
     which every node reaches), its inputs as object refs, and the relay for resumed epochs."""
     for_workers = replace(job, targets_path=None, teacher_logits_path=None, init_from={}, mlflow_uri=None,
                           data={**job.data, "root": None})
-    return {"job": asdict(for_workers), "inputs": _inputs(job), "threads": runtime.threads(), "relay": epoch_relay}
+    return {"job": asdict(for_workers), "inputs": _inputs(job), "threads": runtime.threads(),
+            "channels_last": runtime.channels_last, "relay": epoch_relay}
 
 
 def _attempts(storage: str) -> int:
@@ -240,25 +118,53 @@ def _attempts(storage: str) -> int:
     return sum(1 for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("attempt-"))
 
 
-def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | None = None) -> dict:
-    """Train ``job`` through Ray Train; save the final weights to ``output``; return last metrics.
+def uses_ray_train(runtime: RuntimeConfig) -> bool:
+    """Ray Train for data-parallel trainings (or when asked); a warm Ray task for one worker."""
+    return runtime.workers > 1 or runtime.trainer == "ray-train"
 
-    ``callbacks``: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` inside a sweep trial.
+
+def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: bool = False) -> dict:
+    """Train ``job``; save the final weights to ``output``; return the last epoch's metrics.
+
+    ``report_to_tune``: inside a Ray Tune trial, each epoch's metrics also go to Tune (so a
+    scheduler such as ASHA can stop a trial that trails).
     """
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError
-    from ray.train.torch import TorchTrainer
-
     storage = job.storage_path if store.is_uri(job.storage_path) else str(Path(job.storage_path).resolve())
     job = TrainJob(**{**asdict(job), "storage_path": storage})
-    latest, resume_epoch = checkpoints.latest(storage)  # the loop resumes from it; reported below
+    latest, resume_epoch = checkpoints.latest(storage)  # the worker resumes from it; reported below
     epochs = TrainConfig(**job.train).epochs
     if latest is not None and resume_epoch + 1 >= epochs:
         # Every epoch is already checkpointed (the process died, or Tune stopped the trial,
         # after the last report): finish from the checkpoint without starting workers.
-        return _finish(latest, output, resume_epoch)
+        return _finish(checkpoints.read(latest), output, resume_epoch)
     if _FINISH_ONLY.is_set():
         raise NeedsTraining(f"training '{job.name}' stopped at epoch {resume_epoch + 1} of {epochs}")
+    if uses_ray_train(runtime):
+        last = _fit_ray_train(job, runtime, storage, report_to_tune)
+    else:
+        last = _fit_task(job, runtime, storage, report_to_tune)
+    metrics = _finish(last, output, resume_epoch)
+    if job.mlflow_uri and job.mlflow_run_id and uses_ray_train(runtime):
+        relay.wait_for(job.mlflow_run_id, int(metrics.get("epoch", 0)))
+    return metrics
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)
+
+
+def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
+    """Run ``job`` on Ray Train; its last checkpoint (tensors, meta)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
     logging_to = [relay.callback(job.mlflow_uri, job.mlflow_run_id)] if job.mlflow_uri and job.mlflow_run_id else []
+    callbacks = list(logging_to)
+    if report_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=worker_config(job, runtime, logging_to[0] if logging_to else None),
@@ -269,30 +175,75 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, callbacks: list | N
             failure_config=FailureConfig(max_failures=runtime.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),  # the epoch lines say what matters
-            callbacks=[*logging_to, *(callbacks or [])] or None,
+            callbacks=callbacks or None,
         ),
     )
     try:
         result = trainer.fit()
     except TrainingFailedError as exc:
-        cause = exc.__cause__ or exc
-        lines = [l for l in str(cause).splitlines() if l.strip()]
-        raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: {lines[-1] if lines else cause!r}") from None
+        raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: "
+                            f"{_one_line(exc.__cause__ or exc)}") from None
     if result.checkpoint is None:
         raise TrainingError(f"training '{job.name}' reported no checkpoint")
-    with result.checkpoint.as_directory() as d:
-        metrics = _finish(d, output, resume_epoch)
-    if logging_to:
-        relay.wait_for(job.mlflow_run_id, int(metrics.get("epoch", 0)))
-    return metrics
+    with result.checkpoint.as_directory() as folder:
+        return checkpoints.read(folder)
 
 
-def _finish(checkpoint: str, output: Path, resume_epoch: int) -> dict:
+def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
+    """Run ``job`` as one Ray task on a warm worker process; retry up to ``max_failures``
+    times, each retry resuming from the newest checkpoint. Each epoch's metrics stream back
+    as the task yields them and are logged here, each epoch once (a retry repeats the epoch
+    it resumed from; one the driver already logged is dropped)."""
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
+    scaling = scaling_config(runtime)
+    task = ray.remote(train_task).options(
+        name=f"train:{job.name}", num_cpus=runtime.cpus_per_worker,
+        num_gpus=runtime.gpus_per_worker if scaling.use_gpu else 0,
+        num_returns="streaming", max_retries=0,  # retried below, from the newest checkpoint
+        scheduling_strategy="DEFAULT")  # inside a Tune trial: not the trial's placement group
+    config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}
+    log = relay.EpochLogger(job.mlflow_uri, job.mlflow_run_id) if job.mlflow_uri and job.mlflow_run_id else None
+    logged, failures = 0, 0
+    while True:
+        stream = task.remote(config)
+        try:
+            for ref in stream:
+                metrics = ray.get(ref)
+                epoch = int(metrics.get("epoch", 0))
+                if epoch <= logged:
+                    continue
+                if log is not None:
+                    log(metrics)
+                if report_to_tune:
+                    import ray.tune
+
+                    ray.tune.report(metrics)
+                logged = epoch
+            break
+        except RayTaskError as exc:
+            if isinstance(exc.cause, UserError):  # a mistake a retry cannot fix (e.g. weights that do not fit)
+                raise TrainingError(f"training '{job.name}' failed: {exc.cause}") from None
+            failure = _one_line(exc.cause or exc)
+        except RayError as exc:  # the worker process or its node died
+            failure = _one_line(exc)
+        failures += 1
+        if failures > runtime.max_failures:
+            raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: {failure}")
+        print(f"[{job.name}] worker lost ({failure[:160]}); retry {failures}/{runtime.max_failures} from the last checkpoint")
+    folder, _ = checkpoints.latest(storage)
+    if folder is None:
+        raise TrainingError(f"training '{job.name}' reported no checkpoint")
+    return checkpoints.read(folder)
+
+
+def _finish(checkpoint: tuple[dict, dict], output: Path, resume_epoch: int) -> dict:
     """Save a checkpoint's weights as the training's output; return its metrics."""
-    state, meta = checkpoints.read(str(checkpoint))
+    state, meta = checkpoint
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state["model"], output)
-    metrics = dict(meta["metrics"])
+    metrics = {k: v for k, v in meta["metrics"].items() if not k.startswith("_")}  # "_": timestamps for benchmarks
     metrics["resumed_at_epoch"] = resume_epoch + 1  # 0: trained from scratch
     return metrics
 

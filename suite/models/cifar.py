@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torchvision.models.mobilenetv2 import InvertedResidual
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from suite.models.registry import register
+
+# torchvision's blocks are imported inside the builders, on purpose: ``torchvision.models``
+# takes 1.7 s to import (it pulls in torch._dynamo), which every CLI call and every fresh Ray
+# worker would pay for models most runs never build.
 
 
 def _scale(c: int, width: float, multiple: int = 4) -> int:
@@ -64,17 +66,23 @@ def _resnet(block, stage_blocks: tuple[int, ...], stage_planes: tuple[int, ...],
 
 @register("resnet18")
 def resnet18(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
+    from torchvision.models.resnet import BasicBlock
+
     return _resnet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), in_channels, num_classes, width, 64)
 
 
 @register("resnet32")
 def resnet32(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
     """He et al.'s CIFAR ResNet: 3 stages of 5 basic blocks at 16/32/64 channels (6n+2 = 32 layers)."""
+    from torchvision.models.resnet import BasicBlock
+
     return _resnet(BasicBlock, (5, 5, 5), (16, 32, 64), in_channels, num_classes, width, 16)
 
 
 @register("resnet50")
 def resnet50(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
+    from torchvision.models.resnet import Bottleneck
+
     return _resnet(Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), in_channels, num_classes, width, 64)
 
 
@@ -105,6 +113,8 @@ MOBILENETV2_LAYOUT = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2)
 
 @register("mobilenetv2")
 def mobilenetv2(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
     cin = _scale(32, width, 8)
     layers: list[nn.Module] = _stem(in_channels, cin)
     for t, c, n, s in MOBILENETV2_LAYOUT:

@@ -20,14 +20,6 @@ class Context:
     # The stage whose per-epoch reports also go to Ray Tune (set inside a sweep trial).
     tune_stage: str | None = None
 
-    def train_callbacks(self, stage: str) -> list:
-        """Ray Train callbacks for ``stage``'s TorchTrainer: forward its reports to Tune in a trial."""
-        if stage != self.tune_stage:
-            return []
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        return [TuneReportCallback()]
-
     @property
     def info(self) -> DatasetInfo:
         return INFO[self.cfg.data.dataset]

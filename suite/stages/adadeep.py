@@ -156,6 +156,7 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(metric="reward", mode="max", num_samples=method.trials,
                                                    max_concurrent_trials=1,  # one at a time: fair latency
+                                                   reuse_actors=True,  # a warm process per trial: ~3 s less each
                                                    search_alg=tune.search.BasicVariantGenerator(random_state=0)),
                        run_config=tune.RunConfig(name="search", storage_path=str(work), verbose=0))
     grid = tuner.fit()

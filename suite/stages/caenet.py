@@ -49,6 +49,6 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
             teacher_logits_path=str(entropy.file("logits.npy")) if kd else None, kd=ccfg.kd.model_dump(),
             init_from={"encoder": str(autoencoder.file("model.pt"))} if init else {},
             freeze=["encoder"] if freeze else [], **ctx.job_defaults(work, run_id))
-        return fit(job, ctx.cfg.runtime, work / "model.pt", callbacks=ctx.train_callbacks(stage_name(variant)))
+        return fit(job, ctx.cfg.runtime, work / "model.pt", report_to_tune=ctx.tune_stage == stage_name(variant))
 
     return ctx.runner.run(stage_name(variant), VERSION, params, inputs, body, artifacts=lambda w: [w / "model.pt"])

@@ -47,3 +47,31 @@ def latest(storage: str) -> tuple[str | None, int]:
         if epoch > best_epoch:
             best, best_epoch = folder, epoch
     return best, best_epoch
+
+
+def persist(write, attempt: str, epoch: int, keep: int = 2) -> str:
+    """Write a checkpoint (``write(folder)`` fills a local folder) into ``attempt`` under
+    storage as ``checkpoint_epoch-NNNN``, then drop all but the newest ``keep`` there.
+
+    Written so that a reader never takes a half-written one: a local folder appears by
+    rename; on an object store ``meta.json`` goes up last (``latest`` wants both files)."""
+    import shutil
+    import tempfile
+
+    name = f"checkpoint_epoch-{epoch:04d}"
+    target = store.join(attempt, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp))
+        if store.is_uri(attempt):
+            for part in (STATE, META):
+                store.write_bytes(store.join(target, part), (Path(tmp) / part).read_bytes())
+        else:
+            staged = Path(attempt) / f".{name}.tmp"
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(tmp, staged)
+            shutil.rmtree(target, ignore_errors=True)
+            staged.rename(target)
+    old = sorted({f.rsplit(META, 1)[0].rstrip("/\\") for f in store.files_under(attempt) if f.endswith(META)})
+    for folder in old[:-keep] if keep > 0 else []:
+        store.delete(folder)
+    return target

@@ -34,14 +34,15 @@ def make_optimizer(params, cfg: TrainConfig, steps: int):
 
 
 @torch.no_grad()
-def evaluate(objective: Objective, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 512) -> dict:
+def evaluate(objective: Objective, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 512,
+             channels_last: bool = False) -> dict:
     """``val_loss`` (and ``val_acc`` where the objective has labels) over uint8 images."""
     if len(x) == 0:
         return {}
     model.eval()
     total, correct, n = 0.0, 0, 0
     for i in range(0, len(x), batch):
-        xb, yb = x[i : i + batch].to(device).float() / 255.0, y[i : i + batch].to(device)
+        xb, yb = _inputs(x[i : i + batch], device, channels_last), y[i : i + batch].to(device)
         out = model(xb)
         total += float(objective.loss(out, yb)) * len(xb)
         if objective.has_accuracy:
@@ -51,6 +52,12 @@ def evaluate(objective: Objective, model: nn.Module, x: torch.Tensor, y: torch.T
     if objective.has_accuracy:
         metrics["val_acc"] = correct / n
     return metrics
+
+
+def _inputs(xb: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
+    """uint8 images -> floats in [0, 1] on ``device`` (channels-last when the model is)."""
+    xb = xb.to(device, non_blocking=True).float() / 255.0
+    return xb.contiguous(memory_format=torch.channels_last) if channels_last and xb.dim() == 4 else xb
 
 
 class Hook:
@@ -75,6 +82,7 @@ class EpochLoop:
     frozen: list = field(default_factory=list)  # submodules kept in eval mode (frozen BN statistics)
     hooks: list = field(default_factory=list)
     world: int = 1  # data-parallel workers: images/s counts all of them
+    channels_last: bool = False  # the model is in channels-last memory format: so are its inputs
     # running numbers of the epoch in progress, for hooks
     seen: int = 0
     total_loss: float = 0.0
@@ -94,10 +102,12 @@ class EpochLoop:
         self.started, self.total_loss, self.seen = time.perf_counter(), 0.0, 0
         steps = len(loader)
         for step, (xb, yb) in enumerate(loader, 1):
-            xb = xb.to(self.device, non_blocking=True).float() / 255.0
+            xb = _inputs(xb, self.device, False)
             yb = yb.to(self.device, non_blocking=True)
             if self.cfg.augment:
                 xb = augment_batch(xb, flip=self.flip)
+            if self.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             loss = self.objective.loss(self.model(xb), yb, self.cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

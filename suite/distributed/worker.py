@@ -1,0 +1,246 @@
+"""The worker side of a training: one function, ``run_job``, for both ways a training runs.
+
+- **Ray Train** (``train_loop_per_worker``): data-parallel workers that Ray Train starts for
+  this training, with its checkpoint registry and restarts. Used for more than one worker.
+- **A Ray task on a warm worker process** (``train_task``): one worker, no controller, no
+  worker group. Ray keeps idle worker processes (with torch already imported) for the next
+  task, so a training starts in milliseconds instead of Ray Train's ~15 s of controller,
+  worker-group and health-check start-up on 2 cores. The task writes the same epoch
+  checkpoints to the same storage, and ``suite.distributed.training`` gives it the same
+  retries: resume from the last checkpoint after a crash.
+
+Both read their inputs from Ray's object store and yield each epoch's metrics once its
+checkpoint is persisted; nothing here opens a file of the driver's.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from suite.config import DataConfig, TrainConfig
+from suite.distributed import storage as store
+from suite.training import checkpoints
+from suite.training.batches import TensorBatches
+from suite.training.job import TrainingError, TrainJob
+from suite.training.loop import EpochLoop, MagnitudePruning, ProgressLines, WeightSharing, evaluate, make_optimizer
+from suite.training.objectives import make_objective
+
+KEEP_CHECKPOINTS = 2  # per attempt: the newest, and one more in case the newest is cut off mid-write
+
+
+def _load_init(model: torch.nn.Module, init: dict) -> None:
+    for prefix, state in init.items():
+        if prefix == "":  # the whole model; buffers it adds to its base (SubFlow's ranking) start fresh
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            params = dict(model.named_parameters())
+            if unexpected or any(k in params for k in missing):
+                raise TrainingError(f"initial weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            continue
+        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        if not sub:
+            raise TrainingError(f"the initial weights hold no '{prefix}.*' weights to initialise from")
+        getattr(model, prefix).load_state_dict(sub)
+
+
+def run_job(config: dict, session) -> Iterator[dict]:
+    """Train one ``TrainJob``, resumable from its newest checkpoint; yields each epoch's
+    metrics after its checkpoint is persisted (and, first, the metrics of a checkpoint it
+    resumed from that may never have reached the driver)."""
+    import ray
+
+    from suite.compression import prunable_weights
+    from suite.compression.sharing import cluster_weights
+    from suite.data import INFO, split_train_val
+    from suite.models import create_model
+
+    started = time.time()
+    job, inputs = TrainJob(**config["job"]), config["inputs"]
+    cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    torch.manual_seed(data.seed)
+    rank, world, device = session.rank, session.world, session.device
+    objective = make_objective(job.objective, job.kd)
+
+    images, labels = (torch.from_numpy(np.array(a)) for a in ray.get(inputs["split"]))
+    y = objective.targets(images, labels, {k: ray.get(v) for k, v in inputs["extra"].items()})
+    val = torch.from_numpy(split_train_val(len(images), data.val_fraction, data.seed))
+    x_tr, y_tr, x_val, y_val = images[~val], y[~val], images[val], y[val]
+
+    model = create_model(job.model, **job.model_kwargs)
+    _load_init(model, {prefix: ray.get(ref) for prefix, ref in inputs["init"].items()})
+    for name in job.freeze:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(False)
+    loader = TensorBatches(x_tr, y_tr, cfg.batch_size // world, drop_last=len(x_tr) > cfg.batch_size,
+                           rank=rank, world=world, seed=data.seed)
+    channels_last = bool(config.get("channels_last")) and any(p.dim() == 4 for p in model.parameters())
+    if channels_last:  # 17-33% faster conv training on CPU (benchmarks/overhead.py)
+        model = model.to(memory_format=torch.channels_last)
+    opt, sched = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, cfg.epochs * len(loader))
+    state, meta, unreported = session.resume(job)
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch = meta["epoch"] + 1
+    if unreported and rank == 0:
+        session.replay(meta["metrics"])
+        yield meta["metrics"]
+    model = session.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+
+    hooks = []
+    if float(job.prune.get("ratio", 0.0)) > 0:
+        hooks.append(MagnitudePruning(prunable_weights(core, job.prune.get("prefixes")), float(job.prune["ratio"]), cfg.epochs))
+    if job.share:  # snap to k shared values per layer; a resumed run finds them already shared
+        assignments = cluster_weights(core, int(job.share["clusters"]))
+        hooks.append(WeightSharing(prunable_weights(core), assignments))
+    if job.progress and rank == 0:
+        hooks.append(ProgressLines(job.name, cfg.epochs, job.progress_every_s))
+    loop = EpochLoop(model, objective, cfg, opt, sched, device, flip=INFO[data.dataset].channels == 3, frozen=list(job.freeze),
+                     hooks=hooks, world=world, channels_last=channels_last)
+
+    # Where a training's time goes outside its epochs (benchmarks/overhead.py reads these;
+    # keys starting with "_" are timestamps, not logged to MLflow).
+    timing = {"_started_at": started, "setup_seconds": time.time() - started, "report_seconds": 0.0}
+    for epoch in range(start_epoch, cfg.epochs):
+        loader.set_epoch(epoch)
+        metrics = loop.run_epoch(loader, epoch)
+        metrics["started_at_epoch"] = start_epoch  # >0 when this worker (group) resumed from a checkpoint
+        t_eval = time.perf_counter()
+        metrics.update(evaluate(objective, core, x_val, y_val, device, channels_last=channels_last))
+        metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
+        if rank == 0:
+            shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in ("train_loss", "images_per_second", "val_loss", "val_acc",
+                                                                "weight_sparsity") if k in metrics)
+            # Not print(): Ray Train patches it to also log, which shows every line twice.
+            sys.stdout.write(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)\n")
+            sys.stdout.flush()
+        t_report = time.perf_counter()
+        session.report(metrics, lambda folder: checkpoints.write(folder, core.state_dict(), opt.state_dict(),
+                                                                  sched.state_dict(), epoch, metrics))
+        timing["report_seconds"] += time.perf_counter() - t_report  # this one is in the next epoch's numbers
+        yield metrics
+
+
+# ---------------------------------------------------------------------------- Ray Train
+
+
+class RayTrainSession:
+    """A Ray Train worker: DDP, the distributed sampler, and Ray Train's checkpoint registry."""
+
+    def __init__(self, epoch_relay=None):
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.prepare_model = ray.train.torch.prepare_model
+        self.relay = epoch_relay
+
+    def resume(self, job: TrainJob) -> tuple[dict | None, dict | None, bool]:
+        """The newest checkpoint (tensors, meta) and whether its report went unseen.
+
+        The one the controller registered (after a worker restart), or a newer one in storage:
+        from an earlier, interrupted attempt (driver crash, Ctrl-C), or one this attempt
+        persisted just before its worker died, whose report the controller never saw. Ray V2
+        deprecates resume_from_checkpoint, so the loop looks for itself."""
+        import ray.train
+
+        state = meta = None
+        registered = ray.train.get_checkpoint()
+        if registered:
+            with registered.as_directory() as d:
+                state, meta = checkpoints.read(d)
+        folder, epoch = checkpoints.latest(job.storage_path)
+        if folder is not None and epoch > (meta["epoch"] if meta else -1):
+            this_attempt = f"/{ray.train.get_context().get_experiment_name()}/" in folder.replace("\\", "/")
+            return *checkpoints.read(folder), this_attempt
+        return state, meta, False
+
+    def replay(self, metrics: dict) -> None:
+        """A checkpoint this attempt persisted but the controller never saw reported (its
+        worker died right after): its epoch goes to MLflow from here."""
+        if self.relay is not None:
+            self.relay.send(metrics)
+
+    def report(self, metrics: dict, write_checkpoint) -> None:
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if self.rank == 0:
+                write_checkpoint(Path(tmp))
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train 2.60 logs every report at INFO ("Reporting training result ...") on a logger
+    named by its file path, which ``LoggingConfig`` does not reach; the epoch lines say it better."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # a later Ray moved it: the lines come back, nothing breaks
+        pass
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker function (Ray Train's callback relays each reported epoch)."""
+    _quiet_report_lines()
+    for _ in run_job(config, RayTrainSession(config.get("relay"))):
+        pass
+
+
+# ---------------------------------------------------------------------------- one worker, a Ray task
+
+
+class TaskSession:
+    """A single worker in a plain Ray task: no DDP, checkpoints written straight to storage."""
+
+    rank, world = 0, 1
+
+    def __init__(self, attempt: str):
+        import ray
+
+        self.attempt = attempt  # the folder under the job's storage, as Ray Train names its runs
+        gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+        self.device = torch.device("cuda" if gpu else "cpu")
+        self.storage = None
+
+    def prepare_model(self, model):
+        return model.to(self.device)
+
+    def resume(self, job: TrainJob) -> tuple[dict | None, dict | None, bool]:
+        """The newest checkpoint of any attempt; its metrics go to the driver again (it keeps
+        the epochs it has logged, so a repeat is dropped there, a miss is made up)."""
+        self.storage = job.storage_path
+        folder, _ = checkpoints.latest(job.storage_path)
+        if folder is None:
+            return None, None, False
+        return *checkpoints.read(folder), True
+
+    def replay(self, metrics: dict) -> None:
+        pass  # yielded to the driver, which logs it if it has not yet
+
+    def report(self, metrics: dict, write_checkpoint) -> None:
+        checkpoints.persist(write_checkpoint, store.join(self.storage, self.attempt), int(metrics["epoch"]) - 1,
+                            keep=KEEP_CHECKPOINTS)
+
+
+def train_task(config: dict) -> Iterator[dict]:
+    """The Ray task (a streaming generator): each epoch's metrics, as soon as it is checkpointed."""
+    yield from run_job(config, TaskSession(config["attempt"]))
+
