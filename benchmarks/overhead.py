@@ -15,8 +15,8 @@ Side by side in one run, on the same images, model, optimizer and threads:
   later one (the process is reused);
 - **suite, Ray Train** (``runtime.trainer: ray-train``, what every training used before).
 
-The difference to the plain loop is split into the parts the worker and the driver time
-themselves (``setup_seconds``, ``eval_seconds``, ``report_seconds`` and two timestamps in
+The difference to the plain loop (run again once Ray is up, so that both share the machine
+with Ray's daemons) is split into the parts the worker and the driver time themselves (``setup_seconds``, ``eval_seconds``, ``report_seconds`` and two timestamps in
 each epoch's metrics): they add up to the whole difference. ``ray.init`` is paid once per
 pipeline and shown on its own line.
 """
@@ -54,9 +54,10 @@ PARTS = [
 ]
 
 
-def plain(job: TrainJob, threads: int, lean: bool) -> dict:
+def plain(job: TrainJob, threads: int, lean: bool, bf16: bool = False) -> dict:
     """The loop alone, timed like the worker times itself. ``lean``: tensor batches and
-    channels-last, as the worker runs it; else a DataLoader and NCHW, as it ran before."""
+    channels-last (and ``bf16`` autocast when the config asks), as the worker runs it; else a
+    DataLoader, NCHW and float32, as it ran before."""
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
     cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
@@ -72,7 +73,7 @@ def plain(job: TrainJob, threads: int, lean: bool) -> dict:
     else:
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, drop_last=drop)
     opt, sched = make_optimizer(model.parameters(), cfg, cfg.epochs * len(loader))
-    loop = EpochLoop(model, objective, cfg, opt, sched, flip=ds.info.channels == 3, channels_last=lean)
+    loop = EpochLoop(model, objective, cfg, opt, sched, flip=ds.info.channels == 3, channels_last=lean, bf16=lean and bf16)
     setup = time.perf_counter() - t0
     epochs, evals = [], []
     for epoch in range(cfg.epochs):
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", default=["auto", "ray-train"], choices=["auto", "ray-train"],
                         help="runtime.trainer values to time")
     args = parser.parse_args(argv)
-    from suite.distributed.session import ray_session
+    from suite.distributed.session import ensure_ray, ray_session
 
     cfg = load_config(args.config, args.set)
     train = cfg.baseline.train.model_copy(update={"epochs": args.epochs or cfg.baseline.train.epochs})
@@ -130,13 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     job = TrainJob(name="overhead", model=cfg.baseline.model, model_kwargs=geometry(INFO[data.dataset]),
                    data=data.model_dump(), train=train.model_dump(), progress=False)
     before = plain(job, args.threads, lean=False)
-    base = plain(job, args.threads, lean=True)
+    base = plain(job, args.threads, lean=True, bf16=cfg.runtime.precision == "bf16")
     n = len(load_split(data, "train"))
     rate = lambda run: statistics.median(run["epochs"][1:] or run["epochs"])  # noqa: E731
     print(f"{cfg.baseline.model} on {n} {data.dataset} images, batch {train.batch_size}, {train.epochs} epochs, "
           f"{args.threads} threads")
-    print(f"plain loop, DataLoader + NCHW (as before):     {before['wall']:6.1f} s, {sum(before['epochs']):5.1f} s in epochs")
-    print(f"plain loop, tensor batches + channels-last:     {base['wall']:6.1f} s, {sum(base['epochs']):5.1f} s in epochs "
+    print(f"plain loop, {'DataLoader + NCHW (as before):':35} {before['wall']:6.1f} s, {sum(before['epochs']):5.1f} s in epochs")
+    lean = "tensor batches + channels-last" + (" + bf16" if cfg.runtime.precision == "bf16" else "")
+    print(f"plain loop, {lean + ':':35} {base['wall']:6.1f} s, {sum(base['epochs']):5.1f} s in epochs "
           f"(epoch time {rate(base) / rate(before):.2f}x)")
 
     runtime = cfg.runtime.model_copy(update={"num_cpus": args.threads, "cpus_per_worker": args.threads,
@@ -145,7 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         with ray_session(runtime):
+            ensure_ray()
             ray_start = time.perf_counter() - t
+            # The reference, again with Ray's daemons up beside it as they are beside the trainings.
+            base = plain(job, args.threads, lean=True, bf16=cfg.runtime.precision == "bf16")
             for engine in args.engines:
                 for attempt in ("first", "next"):
                     label = f"{'warm task' if engine == 'auto' else 'Ray Train'}, {attempt}"
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
                                               Path(tmp) / f"{engine}-{attempt}", f"sqlite:///{tmp}/mlflow.db")
     labels = list(runs)
     width = max(12, *(len(label) for label in labels))
-    print(f"\nseconds per training, suite minus plain loop (Ray start, once per pipeline: {ray_start:.1f} s)\n")
+    print(f"\nseconds per training, suite minus the plain loop (run again with Ray up: {base['wall']:.1f} s, "
+          f"{sum(base['epochs']):.1f} s in epochs); Ray start, once per pipeline: {ray_start:.1f} s\n")
     print(f"{'part':22}" + "".join(f"{label:>{width + 2}}" for label in labels))
     table = {label: parts(run, base) for label, run in runs.items()}
     for i, (name, _) in enumerate(PARTS):

@@ -220,6 +220,11 @@ class RuntimeConfig(_Strict):
     # Conv models train in channels-last memory format: LeNet / CAE on MNIST +17-27% images/s on
     # 2 threads, +8-33% on 1 (benchmarks/overhead.py); results equal up to float rounding.
     channels_last: bool = True
+    # bf16: the forward pass of every training under bfloat16 autocast (weights, optimizer and
+    # loss stay float32). On a CPU with AVX512-BF16 / AMX: AlexNet 144 -> 255 img/s, CIFAR CAE
+    # ~1.3x (benchmarks/overhead.py --set runtime.precision=bf16); on older CPUs it is slower.
+    # Evaluation and latency stay float32.
+    precision: Literal["fp32", "bf16"] = "fp32"
     num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
     # Training checkpoints, on storage every node reaches: a shared mount or s3:// / gs://

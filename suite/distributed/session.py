@@ -1,12 +1,29 @@
-"""One Ray session per pipeline run (``ray.init`` costs about 15 s on 2 cores)."""
+"""One Ray session per pipeline run, started when the first stage needs it.
+
+``ray.init`` of a local cluster costs about 5 s on 2 cores and its shutdown about 1.5 s; a run
+whose stages are all cached (a re-run, ``caenet report``-style lookups, a sweep trial that
+reuses everything) needs no Ray at all. So ``ray_session`` only opens a session, and the
+first call of ``ensure_ray()`` (a training, a Tune search) starts it. Joining a running
+cluster (``$RAY_ADDRESS``: ``ray job submit``, a cluster) happens at once instead, so that the
+storage check stops a misconfigured cluster run before any stage.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from suite.config import RuntimeConfig
+
+_lock = threading.RLock()
+_pending: tuple[RuntimeConfig, Path | None] | None = None  # the open session (runtime, cache root)
+_started_here = False  # this process started (or joined) Ray for the open session: it shuts it down
 
 
 def session_key() -> tuple[str, str]:
@@ -18,39 +35,107 @@ def session_key() -> tuple[str, str]:
     return ctx.get_node_id(), ctx.get_job_id()
 
 
+def ensure_ray() -> None:
+    """Start the open session's Ray now, if it is not up yet (thread-safe)."""
+    import ray
+
+    global _started_here
+    with _lock:
+        if ray.is_initialized():
+            return
+        if _pending is None:
+            # After the session closed (Ctrl-C, an error) a stage thread still running must
+            # not start a fresh local Ray (issue 14).
+            raise RuntimeError("Ray is needed but no Ray session is open (suite.distributed.session.ray_session)")
+        runtime, cache_root = _pending
+        _lifecycle().submit(_init, runtime).result()
+        _started_here = True
+        if cache_root is not None:
+            from suite.distributed import storage
+
+            storage.check_shared(runtime, cache_root)
+
+
+_thread: ThreadPoolExecutor | None = None
+
+
+def _lifecycle() -> ThreadPoolExecutor:
+    """The one thread that starts and stops Ray. Stage threads start it on demand, and Ray
+    2.60's ``ray.shutdown`` from another thread than ``ray.init``'s takes 15 s instead of 1."""
+    global _thread
+    if _thread is None:
+        _thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-lifecycle")
+    return _thread
+
+
+class _NotMainThread(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:  # the session sets that SIGTERM handler itself
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def _init(runtime: RuntimeConfig) -> None:
+    import ray
+
+    logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
+    address = os.environ.get("RAY_ADDRESS")
+    # The dashboard stays on: Ray Train's placement-group cleaner (and Tune's trial clean-up)
+    # query the State API it serves; without it they log a warning every few seconds.
+    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": True}
+    ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+
+
+def resources(total: bool = False) -> dict:
+    """Free (or ``total``) Ray resources; before a local session's Ray has started, what it will
+    have (``runtime.num_cpus`` or every core, every CUDA device); outside a session, nothing."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources() if total else ray.available_resources()
+    with _lock:
+        if _pending is None or os.environ.get("RAY_ADDRESS"):
+            return {}
+        import torch
+
+        return {"CPU": float(_pending[0].num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
 @contextlib.contextmanager
 def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
-    """Connect to ``$RAY_ADDRESS`` (a cluster, or ``ray job submit``) or start a local Ray.
+    """Open a Ray session: ``$RAY_ADDRESS`` (a cluster, or ``ray job submit``), joined now, or a
+    local Ray, started by the first ``ensure_ray()``.
 
-    A session started here is shut down on exit; one that was already up is left alone. On a
+    A Ray started here is shut down on exit; one that was already up is left alone. On a
     cluster of more than one node, every node must see the checkpoint storage
-    (``runtime.storage``, or the cache ``cache_root`` when it is unset): checked before
-    anything runs (``storage.check_shared``).
+    (``runtime.storage``, or the cache ``cache_root`` when it is unset): checked as Ray starts
+    (``storage.check_shared``).
     """
     import ray
 
     from suite.distributed import relay, storage
     from suite.distributed.training import forget_inputs
 
+    global _pending, _started_here
     # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
     # later head (PITFALLS.md). Users with token auth set RAY_AUTH_MODE themselves.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    if ray.is_initialized():
+    if ray.is_initialized():  # inside a Tune trial, or a caller's own session
         if cache_root is not None:
             storage.check_shared(runtime, cache_root)
         yield
         return
-    address = os.environ.get("RAY_ADDRESS")
-    # The dashboard stays on: Ray Train's placement-group cleaner (and Tune's trial clean-up)
-    # query the State API it serves; without it they log a warning every few seconds.
-    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": True}
-    ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    with _lock:
+        _pending, _started_here = (runtime, cache_root), False
+    if threading.current_thread() is threading.main_thread():  # as ray.init would (it runs in another thread)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
     try:
-        if cache_root is not None:
-            storage.check_shared(runtime, cache_root)
+        if os.environ.get("RAY_ADDRESS"):
+            ensure_ray()
         yield
     finally:
-        relay.close()
-        forget_inputs()
-        ray.shutdown()
+        with _lock:
+            started, _pending, _started_here = _started_here, None, False
+        if started:
+            relay.close()
+            forget_inputs()
+            _lifecycle().submit(ray.shutdown).result()

@@ -34,13 +34,14 @@ import torch
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.distributed import relay
+from suite.distributed.session import ensure_ray, resources
 from suite.distributed import storage as store
 from suite.distributed.worker import train_loop_per_worker, train_task
 from suite.errors import UserError
 from suite.training import checkpoints
 from suite.training.job import TrainingError, TrainJob
 
-__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "worker_config"]
+__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "use_gpu", "worker_config"]
 
 
 # ---------------------------------------------------------------------------- driver: inputs
@@ -89,16 +90,20 @@ def _inputs(job: TrainJob) -> dict:
 # ---------------------------------------------------------------------------- driver side
 
 
+def use_gpu(runtime: RuntimeConfig) -> bool:
+    """``runtime.use_gpu`` resolved: auto means GPUs when the cluster has enough for every
+    worker (an autoscaling cluster with none up yet needs ``yes`` to ask for them)."""
+    gpus = resources(total=True).get("GPU", 0)
+    return runtime.use_gpu == "yes" or (runtime.use_gpu == "auto" and gpus >= runtime.workers * runtime.gpus_per_worker)
+
+
 def scaling_config(runtime: RuntimeConfig):
-    import ray
+    """Ray Train's ScalingConfig for ``runtime`` (CPU workers, or GPU workers per ``use_gpu``)."""
     from ray.train import ScalingConfig
 
-    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    # auto: on GPUs when the cluster has enough for every worker (an autoscaling cluster
-    # with none up yet needs use_gpu: yes to ask for them), else on CPUs.
-    use_gpu = runtime.use_gpu == "yes" or (runtime.use_gpu == "auto" and gpus >= runtime.workers * runtime.gpus_per_worker)
-    resources = {"CPU": runtime.cpus_per_worker, **({"GPU": runtime.gpus_per_worker} if use_gpu else {})}
-    return ScalingConfig(num_workers=runtime.workers, use_gpu=use_gpu, resources_per_worker=resources)
+    gpu = use_gpu(runtime)
+    per_worker = {"CPU": runtime.cpus_per_worker, **({"GPU": runtime.gpus_per_worker} if gpu else {})}
+    return ScalingConfig(num_workers=runtime.workers, use_gpu=gpu, resources_per_worker=per_worker)
 
 
 def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> dict:
@@ -107,7 +112,7 @@ def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> di
     for_workers = replace(job, targets_path=None, teacher_logits_path=None, init_from={}, mlflow_uri=None,
                           data={**job.data, "root": None})
     return {"job": asdict(for_workers), "inputs": _inputs(job), "threads": runtime.threads(),
-            "channels_last": runtime.channels_last, "relay": epoch_relay}
+            "channels_last": runtime.channels_last, "precision": runtime.precision, "relay": epoch_relay}
 
 
 def _attempts(storage: str) -> int:
@@ -139,6 +144,7 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: boo
         return _finish(checkpoints.read(latest), output, resume_epoch)
     if _FINISH_ONLY.is_set():
         raise NeedsTraining(f"training '{job.name}' stopped at epoch {resume_epoch + 1} of {epochs}")
+    ensure_ray()
     if uses_ray_train(runtime):
         last = _fit_ray_train(job, runtime, storage, report_to_tune)
     else:
@@ -197,10 +203,9 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
     import ray
     from ray.exceptions import RayError, RayTaskError
 
-    scaling = scaling_config(runtime)
     task = ray.remote(train_task).options(
         name=f"train:{job.name}", num_cpus=runtime.cpus_per_worker,
-        num_gpus=runtime.gpus_per_worker if scaling.use_gpu else 0,
+        num_gpus=runtime.gpus_per_worker if use_gpu(runtime) else 0,
         num_returns="streaming", max_retries=0,  # retried below, from the newest checkpoint
         scheduling_strategy="DEFAULT")  # inside a Tune trial: not the trial's placement group
     config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}

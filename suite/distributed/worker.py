@@ -106,7 +106,8 @@ def run_job(config: dict, session) -> Iterator[dict]:
     if job.progress and rank == 0:
         hooks.append(ProgressLines(job.name, cfg.epochs, job.progress_every_s))
     loop = EpochLoop(model, objective, cfg, opt, sched, device, flip=INFO[data.dataset].channels == 3, frozen=list(job.freeze),
-                     hooks=hooks, world=world, channels_last=channels_last)
+                     hooks=hooks, world=world, channels_last=channels_last,
+                     bf16=config.get("precision") == "bf16")
 
     # Where a training's time goes outside its epochs (benchmarks/overhead.py reads these;
     # keys starting with "_" are timestamps, not logged to MLflow).

@@ -9,7 +9,7 @@ from pathlib import Path
 from suite.config import ExperimentConfig, to_yaml
 from suite.data import load_split
 from suite.distributed import storage
-from suite.distributed.session import ray_session
+from suite.distributed.session import ray_session, resources
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageRunner
 from suite.pipeline.tracking import Tracker
@@ -62,20 +62,17 @@ def train_stages(ctx: Context) -> dict:
 
 
 def concurrent_slots(runtime) -> int:
-    """How many trainings fit in what the cluster has free now (1 when Ray is not up).
+    """How many trainings fit in what the cluster has free now (1 outside a Ray session).
 
     Free, not total: inside a sweep trial the trial itself holds some of the CPUs. An
     autoscaling cluster grows later, so this under-counts there; that only costs overlap.
     """
-    import ray
+    from suite.distributed.training import use_gpu
 
-    if not ray.is_initialized():
+    total = resources()
+    if not total:
         return 1
-    total = ray.available_resources()
-    from suite.distributed.training import scaling_config
-
-    scaling = scaling_config(runtime)
-    if scaling.use_gpu:
+    if use_gpu(runtime):
         return max(1, int(total.get("GPU", 0) // (runtime.workers * runtime.gpus_per_worker)))
     return max(1, int(total.get("CPU", 1) // (runtime.workers * runtime.cpus_per_worker)))
 

@@ -138,6 +138,7 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
     from ray import tune
 
     from suite.data import fit_and_val
+    from suite.distributed.session import ensure_ray
 
     budget = method.budget_ms or ctx.cfg.compare.slo_ms
     model = source.load().cpu()
@@ -159,6 +160,7 @@ def search(ctx, method: MethodConfig, source, work: Path) -> dict:
                                                    reuse_actors=True,  # a warm process per trial: ~3 s less each
                                                    search_alg=tune.search.BasicVariantGenerator(random_state=0)),
                        run_config=tune.RunConfig(name="search", storage_path=str(work), verbose=0))
+    ensure_ray()
     grid = tuner.fit()
     rows = []
     for result in grid:

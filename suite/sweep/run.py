@@ -77,7 +77,7 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
 
     from suite.data import load_split
     from suite.distributed import storage
-    from suite.distributed.session import ray_session
+    from suite.distributed.session import ensure_ray, ray_session
     from suite.pipeline.context import Context
     from suite.pipeline.stage import StageRunner
     from suite.pipeline.tracking import Tracker
@@ -106,6 +106,7 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
             base_stage = baseline.run(ctx)  # shared by every trial whose space leaves it alone
             entropy.run(ctx, base_stage)
             features.run(ctx, base_stage)
+            ensure_ray()  # Tune needs it even when every stage so far was cached
             trainable = tune.with_resources(
                 tune.with_parameters(run_trial, base_tree=trial_base.model_dump(mode="json"), sweep_run_id=parent),
                 _on_driver_node(sweep.trial_cpus))

@@ -83,6 +83,7 @@ class EpochLoop:
     hooks: list = field(default_factory=list)
     world: int = 1  # data-parallel workers: images/s counts all of them
     channels_last: bool = False  # the model is in channels-last memory format: so are its inputs
+    bf16: bool = False  # forward (and so backward) under bfloat16 autocast; weights, optimizer and loss stay float32
     # running numbers of the epoch in progress, for hooks
     seen: int = 0
     total_loss: float = 0.0
@@ -108,7 +109,9 @@ class EpochLoop:
                 xb = augment_batch(xb, flip=self.flip)
             if self.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            loss = self.objective.loss(self.model(xb), yb, self.cfg.label_smoothing)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.model(xb)
+            loss = self.objective.loss(out.float(), yb, self.cfg.label_smoothing)  # the loss in float32
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
