@@ -11,11 +11,14 @@ storage check stops a misconfigured cluster run before any stage.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,18 +127,54 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
             storage.check_shared(runtime, cache_root)
         yield
         return
-    with _lock:
-        _pending, _started_here = (runtime, cache_root), False
-    if threading.current_thread() is threading.main_thread():  # as ray.init would (it runs in another thread)
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-    try:
-        if os.environ.get("RAY_ADDRESS"):
-            ensure_ray()
-        yield
-    finally:
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("RAY_ADDRESS"):
+            stack.enter_context(local_ray_lock())
         with _lock:
-            started, _pending, _started_here = _started_here, None, False
-        if started:
-            relay.close()
-            forget_inputs()
-            _lifecycle().submit(ray.shutdown).result()
+            _pending, _started_here = (runtime, cache_root), False
+        if threading.current_thread() is threading.main_thread():  # as ray.init would (it runs in another thread)
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        try:
+            if os.environ.get("RAY_ADDRESS"):
+                ensure_ray()
+            yield
+        finally:
+            with _lock:
+                started, _pending, _started_here = _started_here, None, False
+            if started:
+                relay.close()
+                forget_inputs()
+                _lifecycle().submit(ray.shutdown).result()
+
+
+LOCAL_RAY_LOCK = Path(tempfile.gettempdir()) / "caenet-local-ray.lock"
+
+
+@contextlib.contextmanager
+def local_ray_lock(path: Path = LOCAL_RAY_LOCK):
+    """One local Ray per machine: a second ``caenet`` run that would start its own waits here,
+    with one line naming the run it waits for, until that run's session ends.
+
+    Taken when the session opens, before any stage: a run that took a stage's lock and then
+    waited for Ray could otherwise deadlock with the run that holds Ray and waits for that
+    stage. The kernel drops the lock when its holder dies: a killed run blocks nobody."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another caenet run"
+            print(f"caenet: waiting for {holder} to finish: it runs this machine's local Ray (one per machine; "
+                  f"Ctrl-C stops this run, or point both at one cluster with RAY_ADDRESS)", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"caenet run pid {os.getpid()} (started {time.strftime('%H:%M:%S')}: {' '.join(sys.argv[1:3])})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -68,7 +68,9 @@ class StageRunner:
         """Run ``body(work_dir, mlflow_run_id) -> metrics`` unless a finished copy exists."""
         key = stage_key(name, version, params, inputs)
         final = self.cache_root / f"{name}-{key}"
-        with _stage_lock(final):  # concurrent sweep trials wait for, then reuse, a shared stage
+        # Concurrent sweep trials, or two `caenet run` of overlapping configs, wait for and
+        # then reuse a stage that another process is running.
+        with _stage_lock(final, lambda path: self.log(f"[{name}] waiting: another run is running this stage ({path})")):
             return self._run_locked(name, key, final, params, body, artifacts)
 
     def _run_locked(self, name, key, final, params, body, artifacts) -> StageResult:
@@ -125,13 +127,19 @@ class StageRunner:
 
 
 @contextlib.contextmanager
-def _stage_lock(final: Path):
+def _stage_lock(final: Path, waiting: Callable[[Path], None] | None = None):
     """An exclusive ``flock`` on ``<stage>.lock``: one process runs a stage, the others then
-    find it finished. The kernel drops the lock when its holder dies, so a killed run never
-    leaves a stale lock behind."""
+    find it finished (``waiting`` is told once when the lock is taken). The kernel drops the
+    lock when its holder dies, so the file a killed run leaves behind is simply reused."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.with_name(final.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = final.with_name(final.name + ".lock")
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -28,6 +28,24 @@ def resolve_tracking_uri(runtime: RuntimeConfig) -> tuple[str, str | None]:
     return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """An exclusive ``flock`` beside a local SQLite store (nothing for a tracking server)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Thin wrapper over ``MlflowClient`` so that no global MLflow state leaks between runs."""
 
@@ -35,10 +53,13 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri, artifact_root = resolve_tracking_uri(runtime)
-        self.client = MlflowClient(self.uri)
-        # Created once here, before any worker logs (parallel first touches race on SQLite).
-        exp = self.client.get_experiment_by_name(runtime.experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(runtime.experiment, artifact_location=artifact_root)
+        # Created once here, before any worker logs (parallel first touches race on SQLite),
+        # and under a file lock: two runs that start together would both create the SQLite
+        # schema (MLflow's migrations then fail) or both create the experiment.
+        with _store_lock(self.uri):
+            self.client = MlflowClient(self.uri)
+            exp = self.client.get_experiment_by_name(runtime.experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(runtime.experiment, artifact_location=artifact_root)
         self.parent_id: str | None = None
 
     def start_parent(self, name: str, params: dict, tags: dict | None = None) -> str:
