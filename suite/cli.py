@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from suite.config import ConfigError, load_config
@@ -284,8 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigint(signum, frame):
+    """Ctrl-C: mark the run interrupted (stage threads then end their MLflow runs KILLED, not
+    FAILED, when Ray's shutdown breaks their calls), then interrupt as Python would."""
+    from suite.pipeline.stage import INTERRUPTED
+
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         return args.func(args)
     except UserError as exc:  # one handler for every command: a new command gets it for free
@@ -300,9 +313,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_now(code: int, grace_s: float = 2.0) -> None:
-    """Leave promptly after Ctrl-C. The run's MLflow run is closed and Ray is shut down by now,
-    but a stage thread can be stuck in a Ray call that never returns once Ray is gone, and
-    the interpreter would wait for it forever at exit: give the threads a moment, then go."""
+    """Leave promptly after Ctrl-C. The run's MLflow runs are closed (KILLED) by now and Ray's
+    shutdown is queued, but a stage thread can be stuck in a Ray call that never returns once
+    Ray is gone, and the interpreter would wait for it forever at exit: give the threads a
+    moment, then go (Ray's reaper ends a local Ray with this process)."""
     import threading
     import time
 

@@ -166,3 +166,12 @@ def test_ctrl_c_as_a_stage_starts_ends_the_run_and_starts_no_new_ray(tmp_path, d
     assert proc.returncode == 130, rest[-2000:]
     assert "interrupted; finished stages are kept" in rest
     assert "Started a local Ray" not in rest, rest[-2000:]  # none after the interrupt
+    # The MLflow record ends with the run: no run is left RUNNING; the pipeline's run and the
+    # stages it interrupted are KILLED, finished ones FINISHED.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("caenet").experiment_id])
+    status = {r.info.run_name: r.info.status for r in runs}
+    assert "RUNNING" not in status.values(), status
+    assert status["mnist_lenet"] == "KILLED" and status["baseline"] == "KILLED", status

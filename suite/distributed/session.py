@@ -134,17 +134,28 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
             _pending, _started_here = (runtime, cache_root), False
         if threading.current_thread() is threading.main_thread():  # as ray.init would (it runs in another thread)
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        interrupted = False
         try:
             if os.environ.get("RAY_ADDRESS"):
                 ensure_ray()
             yield
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
-            with _lock:
-                started, _pending, _started_here = _started_here, None, False
-            if started:
-                relay.close()
-                forget_inputs()
-                _lifecycle().submit(ray.shutdown).result()
+            if interrupted:
+                # Ctrl-C: leave at once, without the lock a Ray still starting holds for ~5 s.
+                # The shutdown is queued, not awaited: Ray's reaper ends a local Ray with this
+                # process, and the stage threads may no longer start one (_pending is gone).
+                _pending, _started_here = None, False
+                _lifecycle().submit(ray.shutdown)
+            else:
+                with _lock:
+                    started, _pending, _started_here = _started_here, None, False
+                if started:
+                    relay.close()
+                    forget_inputs()
+                    _lifecycle().submit(ray.shutdown).result()
 
 
 LOCAL_RAY_LOCK = Path(tempfile.gettempdir()) / "caenet-local-ray.lock"

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ class StageRunner:
         except BaseException as exc:
             if tracker and run_id:
                 if getattr(exc, "nothing_done", False):  # a lookup that found nothing to finish
-                    tracker.client.delete_run(run_id)
+                    tracker.delete(run_id)
                 else:
                     tracker.end(run_id, "KILLED" if _interrupted() else "FAILED")
             raise
@@ -146,8 +147,12 @@ def _stage_lock(final: Path, waiting: Callable[[Path], None] | None = None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Set by the CLI on Ctrl-C. The KeyboardInterrupt reaches the main thread only; a stage in a
+# pool thread fails afterwards, when Ray's shutdown breaks its calls, and is KILLED all the same.
+INTERRUPTED = threading.Event()
+
+
 def _interrupted() -> bool:
     import sys
 
-    exc = sys.exc_info()[1]
-    return isinstance(exc, KeyboardInterrupt)
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt) or INTERRUPTED.is_set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 
 from suite.config import RuntimeConfig
@@ -61,6 +62,11 @@ class Tracker:
             exp = self.client.get_experiment_by_name(runtime.experiment)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(runtime.experiment, artifact_location=artifact_root)
         self.parent_id: str | None = None
+        # Child runs started and not yet ended: Ctrl-C ends them KILLED with their parent,
+        # even while their stage's thread is still stuck in a Ray call.
+        self.open_children: set[str] = set()
+        self.ended: set[str] = set()
+        self._lock = threading.Lock()
 
     def start_parent(self, name: str, params: dict, tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags or {})
@@ -71,6 +77,8 @@ class Tracker:
     def start_child(self, name: str, params: dict, tags: dict | None = None) -> str:
         all_tags = {"mlflow.parentRunId": self.parent_id, "stage": name, **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        with self._lock:
+            self.open_children.add(run.info.run_id)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -107,7 +115,19 @@ class Tracker:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)
 
+    def delete(self, run_id: str) -> None:
+        """Drop a run that recorded nothing (a lookup that found nothing to finish)."""
+        with self._lock:
+            self.ended.add(run_id)
+            self.open_children.discard(run_id)
+        self.client.delete_run(run_id)
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
+        with self._lock:
+            if run_id in self.ended:  # already ended (KILLED with its parent): keep that status
+                return
+            self.ended.add(run_id)
+            self.open_children.discard(run_id)
         self.client.set_terminated(run_id, status)
 
     @contextlib.contextmanager
@@ -121,6 +141,11 @@ class Tracker:
             status = "KILLED"
             raise
         finally:
+            if status != "FINISHED":
+                with self._lock:
+                    children = sorted(self.open_children)
+                for child in children:
+                    self.end(child, status)
             self.end(run_id, status)
 
 
