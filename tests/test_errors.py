@@ -175,3 +175,14 @@ def test_ctrl_c_as_a_stage_starts_ends_the_run_and_starts_no_new_ray(tmp_path, d
     status = {r.info.run_name: r.info.status for r in runs}
     assert "RUNNING" not in status.values(), status
     assert status["mnist_lenet"] == "KILLED" and status["baseline"] == "KILLED", status
+
+    # What the killed run left (its *.lock files, the interrupted stages' *.partial folders)
+    # blocks nothing: the same command again finishes, reusing them.
+    left = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "artifacts" / "mnist").glob("*.partial")}
+    assert "baseline" in left and list((tmp_path / "artifacts" / "mnist").glob("baseline-*.lock"))
+    again = subprocess.run([sys.executable, "-m", "suite.cli", "run", MNIST, "--smoke", "--set", "runtime.cpus_per_worker=1",
+                            "--set", "runtime.progress=false", "--set", "caenet.ablations=[]",
+                            "--set", "autoencoder.compare_unclustered=false"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list((tmp_path / "artifacts" / "mnist").glob("baseline-*.partial"))  # resumed and finished

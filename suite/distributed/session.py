@@ -27,6 +27,7 @@ from suite.config import RuntimeConfig
 _lock = threading.RLock()
 _pending: tuple[RuntimeConfig, Path | None] | None = None  # the open session (runtime, cache root)
 _started_here = False  # this process started (or joined) Ray for the open session: it shuts it down
+_interrupted = False  # the last session ended by Ctrl-C: no stage thread may use Ray any more
 
 
 def session_key() -> tuple[str, str]:
@@ -44,6 +45,8 @@ def ensure_ray() -> None:
 
     global _started_here
     with _lock:
+        if _interrupted:  # a stage thread still running after Ctrl-C: no new work
+            raise RuntimeError("the run was interrupted")
         if ray.is_initialized():
             return
         if _pending is None:
@@ -53,6 +56,8 @@ def ensure_ray() -> None:
         runtime, cache_root = _pending
         _lifecycle().submit(_init, runtime).result()
         _started_here = True
+        if _interrupted:  # Ctrl-C came while Ray was starting
+            raise RuntimeError("the run was interrupted")
         if cache_root is not None:
             from suite.distributed import storage
 
@@ -117,7 +122,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
     from suite.distributed import relay, storage
     from suite.distributed.training import forget_inputs
 
-    global _pending, _started_here
+    global _pending, _started_here, _interrupted
     # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
     # later head (PITFALLS.md). Users with token auth set RAY_AUTH_MODE themselves.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -127,6 +132,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
             storage.check_shared(runtime, cache_root)
         yield
         return
+    _interrupted = False
     with contextlib.ExitStack() as stack:
         if not os.environ.get("RAY_ADDRESS"):
             stack.enter_context(local_ray_lock())
@@ -147,7 +153,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
                 # Ctrl-C: leave at once, without the lock a Ray still starting holds for ~5 s.
                 # The shutdown is queued, not awaited: Ray's reaper ends a local Ray with this
                 # process, and the stage threads may no longer start one (_pending is gone).
-                _pending, _started_here = None, False
+                _pending, _started_here, _interrupted = None, False, True
                 _lifecycle().submit(ray.shutdown)
             else:
                 with _lock:
