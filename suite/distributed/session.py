@@ -11,7 +11,6 @@ storage check stops a misconfigured cluster run before any stage.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from suite.config import RuntimeConfig
+from suite.locks import file_lock
 
 _lock = threading.RLock()
 _pending: tuple[RuntimeConfig, Path | None] | None = None  # the open session (runtime, cache root)
@@ -81,10 +81,13 @@ class _NotMainThread(logging.Filter):
         return "SIGTERM handler is not set" not in record.getMessage()
 
 
+_NOT_MAIN_THREAD = _NotMainThread()  # one instance: adding it again is a no-op
+
+
 def _init(runtime: RuntimeConfig) -> None:
     import ray
 
-    logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
+    logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD)
     address = os.environ.get("RAY_ADDRESS")
     # The dashboard stays on: Ray Train's placement-group cleaner (and Tune's trial clean-up)
     # query the State API it serves; without it they log a warning every few seconds.
@@ -175,23 +178,23 @@ def local_ray_lock(path: Path = LOCAL_RAY_LOCK):
     Taken when the session opens, before any stage: a run that took a stage's lock and then
     waited for Ray could otherwise deadlock with the run that holds Ray and waits for that
     stage. The kernel drops the lock when its holder dies: a killed run blocks nobody."""
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another caenet run"
-            print(f"caenet: waiting for {holder} to finish: it runs this machine's local Ray (one per machine; "
-                  f"Ctrl-C stops this run, or point both at one cluster with RAY_ADDRESS)", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+
+    def waiting(handle) -> None:
         handle.seek(0)
-        handle.truncate()
-        handle.write(f"caenet run pid {os.getpid()} (started {time.strftime('%H:%M:%S')}: {' '.join(sys.argv[1:3])})")
-        handle.flush()
+        holder = handle.read().strip() or "another caenet run"
+        print(f"caenet: waiting for {holder} to finish: it runs this machine's local Ray (one per machine; "
+              f"Ctrl-C stops this run, or point both at one cluster with RAY_ADDRESS)", flush=True)
+
+    with file_lock(path, waiting) as handle:
+        _name_holder(handle, f"caenet run pid {os.getpid()} (started {time.strftime('%H:%M:%S')}: {' '.join(sys.argv[1:3])})")
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _name_holder(handle, "")
+
+
+def _name_holder(handle, text: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text)
+    handle.flush()

@@ -24,6 +24,7 @@ none of the driver's files trains the same as one beside it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from dataclasses import asdict, replace
@@ -195,6 +196,14 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
         return checkpoints.read(folder)
 
 
+@functools.cache
+def _train_task():
+    """``train_task`` as a Ray remote function, made once (each ``ray.remote`` exports anew)."""
+    import ray
+
+    return ray.remote(train_task)
+
+
 def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
     """Run ``job`` as one Ray task on a warm worker process; retry up to ``max_failures``
     times, each retry resuming from the newest checkpoint. Each epoch's metrics stream back
@@ -203,13 +212,15 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
     import ray
     from ray.exceptions import RayError, RayTaskError
 
-    task = ray.remote(train_task).options(
+    task = _train_task().options(
         name=f"train:{job.name}", num_cpus=runtime.cpus_per_worker,
         num_gpus=runtime.gpus_per_worker if use_gpu(runtime) else 0,
         num_returns="streaming", max_retries=0,  # retried below, from the newest checkpoint
         scheduling_strategy="DEFAULT")  # inside a Tune trial: not the trial's placement group
     config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}
     log = relay.EpochLogger(job.mlflow_uri, job.mlflow_run_id) if job.mlflow_uri and job.mlflow_run_id else None
+    if report_to_tune:
+        import ray.tune
     logged, failures = 0, 0
     while True:
         stream = task.remote(config)
@@ -222,8 +233,6 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
                 if log is not None:
                     log(metrics)
                 if report_to_tune:
-                    import ray.tune
-
                     ray.tune.report(metrics)
                 logged = epoch
             break

@@ -216,10 +216,9 @@ class TaskSession:
     def __init__(self, attempt: str):
         import ray
 
-        self.attempt = attempt  # the folder under the job's storage, as Ray Train names its runs
+        self.attempt = attempt  # this run's folder under the job's storage, as Ray Train names its runs
         gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
-        self.storage = None
 
     def prepare_model(self, model):
         return model.to(self.device)
@@ -227,7 +226,6 @@ class TaskSession:
     def resume(self, job: TrainJob) -> tuple[dict | None, dict | None, bool]:
         """The newest checkpoint of any attempt; its metrics go to the driver again (it keeps
         the epochs it has logged, so a repeat is dropped there, a miss is made up)."""
-        self.storage = job.storage_path
         folder, _ = checkpoints.latest(job.storage_path)
         if folder is None:
             return None, None, False
@@ -237,11 +235,10 @@ class TaskSession:
         pass  # yielded to the driver, which logs it if it has not yet
 
     def report(self, metrics: dict, write_checkpoint) -> None:
-        checkpoints.persist(write_checkpoint, store.join(self.storage, self.attempt), int(metrics["epoch"]) - 1,
-                            keep=KEEP_CHECKPOINTS)
+        checkpoints.persist(write_checkpoint, self.attempt, int(metrics["epoch"]) - 1, keep=KEEP_CHECKPOINTS)
 
 
 def train_task(config: dict) -> Iterator[dict]:
     """The Ray task (a streaming generator): each epoch's metrics, as soon as it is checkpointed."""
-    yield from run_job(config, TaskSession(config["attempt"]))
+    yield from run_job(config, TaskSession(store.join(config["job"]["storage_path"], config["attempt"])))
 

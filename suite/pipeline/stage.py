@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from suite.errors import UserError
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from suite.distributed import storage as checkpoint_storage
+from suite.locks import file_lock
 from suite.pipeline.tracking import Tracker
 
 SUCCESS = "_SUCCESS"
@@ -127,24 +126,11 @@ class StageRunner:
         return result
 
 
-@contextlib.contextmanager
-def _stage_lock(final: Path, waiting: Callable[[Path], None] | None = None):
-    """An exclusive ``flock`` on ``<stage>.lock``: one process runs a stage, the others then
-    find it finished (``waiting`` is told once when the lock is taken). The kernel drops the
-    lock when its holder dies, so the file a killed run leaves behind is simply reused."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+def _stage_lock(final: Path, waiting: Callable[[Path], None]):
+    """An exclusive lock on ``<stage>.lock``: one process runs a stage, the others wait
+    (``waiting`` is told once) and then find it finished."""
     path = final.with_name(final.name + ".lock")
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is not None:
-                waiting(path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(path, lambda _: waiting(path))
 
 
 # Set by the CLI on Ctrl-C. The KeyboardInterrupt reaches the main thread only; a stage in a

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from suite.config import RuntimeConfig
+from suite.locks import file_lock
 
 
 def resolve_tracking_uri(runtime: RuntimeConfig) -> tuple[str, str | None]:
@@ -29,22 +30,12 @@ def resolve_tracking_uri(runtime: RuntimeConfig) -> tuple[str, str | None]:
     return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
 
 
-@contextlib.contextmanager
 def _store_lock(uri: str):
-    """An exclusive ``flock`` beside a local SQLite store (nothing for a tracking server)."""
+    """An exclusive lock beside a local SQLite store (nothing for a tracking server)."""
     if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
+        return contextlib.nullcontext()
     db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(db.with_name(db.name + ".lock"))
 
 
 class Tracker:
