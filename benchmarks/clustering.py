@@ -56,7 +56,7 @@ def _sklearn_elbow(x: np.ndarray, cfg: ClusteringConfig, seed: int) -> list[floa
 
 
 def _faiss_elbow(x: np.ndarray, cfg: ClusteringConfig, seed: int) -> list[float]:
-    from suite.stages.clustering import kmeans
+    from suite.clustering import kmeans
 
     return [kmeans(x, k, cfg.kmeans_iters, cfg.kmeans_restarts, seed)[1] for k in range(cfg.k_min, cfg.k_max + 1)]
 
@@ -76,7 +76,7 @@ def faiss_vs_sklearn(feats: np.ndarray, labels: np.ndarray, cfg: ClusteringConfi
     x, _ = _generated(1, 5000, 512, seed=1)
     from sklearn.cluster import KMeans
 
-    from suite.stages.clustering import kmeans
+    from suite.clustering import kmeans
 
     for k in (10, 100):
         t0 = time.perf_counter()

@@ -14,27 +14,20 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from suite.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config that cannot be used; the message is one line and names the key."""
+from suite.errors import ConfigError  # noqa: F401  (re-exported: raised for every config mistake)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-DatasetName = Literal["mnist", "fashion-mnist", "cifar10", "cifar100"]
-
-
 class DataConfig(_Strict):
-    dataset: DatasetName = "cifar10"
+    dataset: str = "cifar10"  # any dataset of suite/data/sources/ (one file each; `caenet data check` lists them)
     # Folder holding the standard layouts (MNIST/raw, cifar-10-batches-py, ...).
     # null: $CAENET_DATA, then the offline copies this machine ships, then download.
     root: str | None = None
@@ -43,6 +36,16 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(default=None, ge=10)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)  # held out from training
     seed: int = 0
+
+    @field_validator("dataset")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        # Deferred on purpose: suite.data imports this module (DataConfig) and torch.
+        from suite.data.registry import names
+
+        if name not in names():
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(names())}")
+        return name
 
 
 class TrainConfig(_Strict):
@@ -134,61 +137,70 @@ class EvaluateConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
-MethodKind = Literal["train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow", "slo_prune", "adadeep"]
+class MethodParams(_Strict):
+    """One competitor row of Table I / II (``caenet compare``).
 
-
-class MethodConfig(_Strict):
-    """One competitor row of Table I / II (``caenet compare``); see ``suite.stages.competitors``."""
+    Each ``kind`` is a subclass in its own module of ``suite/methods/`` with the fields that
+    kind takes, its checks and its ``run``; ``compare.methods`` picks the subclass by ``kind``.
+    The class variables tell the comparison stage what a kind needs.
+    """
 
     name: str = Field(min_length=1)  # the row's label, e.g. "AlexNet-KD"
-    kind: MethodKind
-    model: str | None = None  # architecture: train, kd (the student), branchy
-    model_kwargs: dict = {}  # extra keywords for the architecture (e.g. width)
+    kind: str  # no default: it names the subclass, and is part of every cache key
     of: str = "baseline"  # the model this method compresses: baseline, caenet or an earlier method's name
-    ratio: float | None = Field(default=None, gt=0, lt=1)  # weight_prune: sparsity; channel_prune: share of channels removed
-    clusters: int = Field(default=32, ge=2, le=256)  # weight_cluster: shared values per layer
-    # subflow: utilization ratios trained together (default 0.25, 0.5, 0.75, 1);
-    # slo_prune: shares of the channels removed, tried in order (default 0.25, 0.5, 0.75)
-    ratios: list[float] = [0.25, 0.5, 0.75, 1.0]
-    budget_ms: float | None = Field(default=None, gt=0)  # subflow, slo_prune, adadeep: latency budget; null: compare.slo_ms
-    speedup: float | None = Field(default=None, gt=0)  # slo_prune: the budget as a speed-up over the baseline, timed here
-    # adadeep: Tune trials (random per-layer plans), fine-tuning batches per trial, constraints and reward weights
-    trials: int = Field(default=12, ge=1)
-    search_steps: int = Field(default=50, ge=0)
-    max_accuracy_drop: float = Field(default=0.05, ge=0, le=1)
-    size_budget_kb: float | None = Field(default=None, gt=0)
-    latency_weight: float = Field(default=0.5, ge=0)
-    size_weight: float = Field(default=0.2, ge=0)
     train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_ratios(cls, data):
-        if isinstance(data, dict) and data.get("kind") == "slo_prune" and "ratios" not in data:
-            data = {**data, "ratios": [0.25, 0.5, 0.75]}
-        return data
+    fresh: ClassVar[bool] = False  # trained from scratch on the data ('of' unused)
+    trains: ClassVar[bool] = True  # runs a training (int8 does not: no train settings in its key)
+    teacher: ClassVar[bool] = False  # reads the baseline's logits (the entropy stage) as soft targets
+    times_itself: ClassVar[bool] = False  # times candidates to choose one: latency settings and budget are in its key
+    artifacts: ClassVar[tuple[str, ...]] = ()  # files of its stage folder logged to MLflow besides spec.json
 
-    @model_validator(mode="after")
-    def _needs(self) -> "MethodConfig":
-        if self.kind in ("train", "kd", "branchy") and not self.model:
-            raise ValueError(f"method {self.name!r} ({self.kind}) needs 'model'")
-        if self.kind in ("weight_prune", "channel_prune") and self.ratio is None:
-            raise ValueError(f"method {self.name!r} ({self.kind}) needs 'ratio'")
-        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios):
-            raise ValueError(f"method {self.name!r}: ratios must be in (0, 1], got {self.ratios}")
-        if self.kind == "slo_prune" and any(r >= 1 for r in self.ratios):
-            raise ValueError(f"method {self.name!r}: slo_prune ratios remove that share of channels, so must be < 1")
+    def train_config(self, compare: "CompareConfig") -> TrainConfig:
+        return self.train or (compare.train if self.fresh else compare.finetune)
+
+    def budget(self, compare: "CompareConfig") -> float | None:
+        """The latency budget (ms, batch-1 p50 on this machine) for kinds that time themselves."""
+        return getattr(self, "budget_ms", None) or compare.slo_ms
+
+    def check(self, compare: "CompareConfig") -> None:
+        """Checks that need the rest of ``compare``; raise ValueError with a one-line message."""
+
+    def smoke(self) -> "MethodParams":
+        """This method shrunk for ``smoke: true`` (its training is already cut to one epoch)."""
         return self
+
+    def key(self, cfg: "ExperimentConfig") -> dict:
+        """What the stage's cache key holds besides the data settings. Defaults are left out,
+        so a new option (with its default) does not invalidate finished stages."""
+        key: dict = {"method": self.model_dump(exclude={"name", "train"}, exclude_defaults=True)}
+        if self.trains:
+            key["train"] = self.train_config(cfg.compare).model_dump()
+        if self.times_itself:
+            key["latency"] = cfg.evaluate.latency.model_dump()
+            key["budget_ms"] = self.budget(cfg.compare)
+        return key
 
 
 class CompareConfig(_Strict):
     # The rows besides the baseline and CAE-Net, in order; 'of' may name an earlier row.
-    methods: list[MethodConfig] = []
+    # Each entry is parsed as the MethodParams subclass its 'kind' names (``suite.methods``).
+    methods: list[SerializeAsAny[MethodParams]] = []
     train: TrainConfig = TrainConfig(epochs=10, augment=True)  # architectures trained from scratch
     finetune: TrainConfig = TrainConfig(epochs=3, optimizer="adam", lr=5e-4, weight_decay=0.0, schedule="cosine")
     slo_ms: float | None = Field(default=None, gt=0)  # batch-1 p50 on this machine; drawn in Fig. 1
     calibration_images: int = Field(default=256, ge=8)  # int8: training images that fix activation ranges
     branchy_tolerance: float = Field(default=0.01, ge=0, lt=1)  # accuracy BranchyNet's exits may give up on val
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _by_kind(cls, entries):
+        # Deferred on purpose: the method modules import the training stack, which imports this module.
+        from suite.methods import parse_method
+
+        if not isinstance(entries, list):
+            return entries
+        return [parse_method(e, i) if not isinstance(e, MethodParams) else e for i, e in enumerate(entries)]
 
     @model_validator(mode="after")
     def _order(self) -> "CompareConfig":
@@ -196,11 +208,8 @@ class CompareConfig(_Strict):
         for m in self.methods:
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
-            budget = m.budget_ms or self.slo_ms or (m.speedup if m.kind == "slo_prune" else None)
-            if m.kind in ("subflow", "slo_prune") and budget is None:
-                raise ValueError(f"method {m.name!r} ({m.kind}) needs a latency budget: budget_ms, compare.slo_ms"
-                                 + (" or speedup" if m.kind == "slo_prune" else ""))
-            if m.kind not in ("train", "kd", "branchy") and m.of not in seen:
+            m.check(self)
+            if not m.fresh and m.of not in seen:
                 raise ValueError(f"method {m.name!r}: 'of: {m.of}' names no earlier method (have {sorted(seen)})")
             seen.add(m.name)
         return self
@@ -259,6 +268,7 @@ class ExperimentConfig(_Strict):
         cfg = self.model_copy(deep=True)
         cfg.data.train_limit = min(cfg.data.train_limit or 400, 400)
         cfg.data.test_limit = min(cfg.data.test_limit or 200, 200)
+        cfg.compare.methods = [m.smoke() for m in cfg.compare.methods]
         for train in (cfg.baseline.train, cfg.autoencoder.train, cfg.caenet.train, cfg.compare.train, cfg.compare.finetune,
                       *(m.train for m in cfg.compare.methods if m.train)):
             train.epochs = 1
@@ -300,19 +310,42 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in err and err["type"] not in ("missing", "value_error"):  # a validator's message says it
             msg = f"{msg} (got {err['input']!r})"
-        parts.append(f"{key}: {msg}")
+        # a method's own errors start with its entry, e.g. "['X'].ratio: Field required"
+        parts.append(f"{key}{'' if msg.startswith('[') else ': '}{msg}")
     return "; ".join(parts)
 
 
-def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str = "config") -> ExperimentConfig:
+PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+
+
+def profile(name: str) -> dict:
+    """A profile's overlay: ``configs/profiles/<name>.yaml`` (cpu, gpu, cluster), or a YAML path."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES / f"{name}.yaml"
+    known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
+    return read_yaml(path, "profile", f"known profiles: {known}; or give a YAML file")
+
+
+def _overlay(tree: dict, overlay: dict) -> dict:
+    """``tree`` with ``overlay``'s keys set, section by section (lists and values replace)."""
+    out = dict(tree)
+    for key, value in overlay.items():
+        out[key] = _overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str = "config",
+              profiles: list[str] | None = None) -> ExperimentConfig:
+    """Validate a config tree: ``profiles`` overlaid in order, then the ``--set`` overrides."""
     tree = copy.deepcopy(tree or {})
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(tree).__name__}")
+    for name in profiles or []:
+        tree = _overlay(tree, profile(name))
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
@@ -327,11 +360,11 @@ def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str
 def _check_model_names(cfg: "ExperimentConfig", source: str) -> None:
     """Every architecture a config names exists in the model registry: a typo fails here, in one
     line, not after Ray started and the training failed its retries."""
-    from suite.models import list_models  # the registry (imports torch; every command needs it anyway)
+    from suite.models import list_models  # deferred: the registry imports torch (every command needs it anyway)
 
     known = set(list_models())
     named = [("baseline.model", cfg.baseline.model), ("autoencoder.model", cfg.autoencoder.model)]
-    named += [(f"compare.methods[{m.name!r}].model", m.model) for m in cfg.compare.methods if m.model]
+    named += [(f"compare.methods[{m.name!r}].model", m.model) for m in cfg.compare.methods if getattr(m, "model", None)]
     for key, name in named:
         if name not in known:
             raise ConfigError(f"{source}: {key}: unknown model {name!r}; registered: {', '.join(sorted(known))}")
@@ -355,12 +388,13 @@ def read_yaml(path: str | Path, kind: str, missing_hint: str, mapping: bool = Tr
     return tree
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML config; raises ConfigError with a one-line message."""
+def load_config(path: str | Path, overrides: list[str] | None = None, profiles: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML config (``profiles`` and ``overrides`` applied); raises
+    ConfigError with a one-line message."""
     tree = read_yaml(path, "config file", "see configs/ for examples", mapping=False)
     if tree is None:  # an empty file would silently run every default (the CIFAR-10 experiment)
         raise ConfigError(f"{path}: the config file is empty; state at least data.dataset (see configs/ for examples)")
-    return from_dict(tree, overrides, source=str(path))
+    return from_dict(tree, overrides, source=str(path), profiles=profiles)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

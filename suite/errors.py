@@ -10,6 +10,7 @@ errors too.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 
@@ -17,12 +18,12 @@ class UserError(Exception):
     """A mistake in what the user gave; ``str(exc)`` is one line naming what to fix."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config (or option) that cannot be used; the message is one line and names the key."""
+
+
 def writable_file(path: str | Path, flag: str) -> Path:
     """``path`` once its folder exists and takes a file, checked before any work starts."""
-    import tempfile
-
-    from suite.config import ConfigError
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Model measurements shared by the evaluation stage and the benchmarks."""
+"""Model measurements, and the one set of names they go by.
+
+Every table, MLflow run, summary and board result names a measurement with the constants
+below (``latency_p50_ms`` on this machine and on a board alike), so a column means one thing
+wherever it appears.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,35 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+TEST_ACC, VAL_ACC = "test_acc", "val_acc"
+PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES = "parameters", "nonzero_parameters", "size_bytes"
+P50, P90, P99, MEAN = "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms"  # batch-1, ms
+ENERGY_MJ = "energy_mj"  # per inference, on a board with a power source; None (N/A) otherwise
+SPEEDUP = "speedup"  # the baseline's p50 over this model's, on the same machine
+
+# Board results written before the names were one set (edge_results.json of older runs).
+_OLD_NAMES = {"p50_ms": P50, "p90_ms": P90, "p99_ms": P99, "mean_ms": MEAN}
+
+
+def current_names(row: dict) -> dict:
+    """``row`` with the older latency names of board results renamed (reading old files)."""
+    return {_OLD_NAMES.get(k, k): v for k, v in row.items()}
+
+
+def latency_stats(ms: np.ndarray) -> dict:
+    """p50 / p90 / p99 / mean of batch-1 call times in ms: every latency the suite reports."""
+    ms = np.asarray(ms, dtype=float)
+    return {P50: float(np.percentile(ms, 50)), P90: float(np.percentile(ms, 90)),
+            P99: float(np.percentile(ms, 99)), MEAN: float(ms.mean())}
 
 
 def count_parameters(model: nn.Module) -> dict:
     total = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    return {"parameters": total, "nonzero_parameters": nonzero}
+    return {PARAMETERS: total, NONZERO_PARAMETERS: nonzero}
 
 
 def serialized_bytes(model: nn.Module) -> int:
@@ -31,8 +59,6 @@ def saved_bytes(obj) -> int:
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy with every Conv/ConvTranspose + BatchNorm pair folded, as exporters do for inference."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     if isinstance(model, torch.jit.ScriptModule):  # already compiled (int8): nothing to fold
         return model
     model = copy.deepcopy(model).eval()
@@ -66,11 +92,6 @@ def _time_calls(model: nn.Module, xs: torch.Tensor, warmup: int, runs: int, star
     return times * 1e3
 
 
-def _stats(ms: np.ndarray) -> dict:
-    return {"latency_p50_ms": float(np.percentile(ms, 50)), "latency_p90_ms": float(np.percentile(ms, 90)),
-            "latency_p99_ms": float(np.percentile(ms, 99)), "latency_mean_ms": float(ms.mean())}
-
-
 def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads: int = 1, warmup: int = 20,
                    runs: int = 200, rounds: int = 5, varied: set[str] | frozenset = frozenset()) -> dict[str, dict]:
     """Batch-1 CPU latency in ms of several models, p50/p90/p99/mean over ``runs`` timed calls each.
@@ -94,7 +115,7 @@ def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads:
                 times[label].append(_time_calls(model, xs, warmup if r == 0 else max(1, warmup // rounds), per_round, r * per_round))
     finally:
         torch.set_num_threads(previous)
-    return {label: _stats(np.concatenate(t)) for label, t in times.items()}
+    return {label: latency_stats(np.concatenate(t)) for label, t in times.items()}
 
 
 def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency) -> dict[str, dict]:
@@ -107,7 +128,7 @@ def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency) ->
 
 def describe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> dict:
     """Test accuracy, parameters (all and non-zero) and serialized size: a model's row in every table."""
-    return {"test_acc": accuracy(model, images, labels, batch), **count_parameters(model), "size_bytes": serialized_bytes(model)}
+    return {TEST_ACC: accuracy(model, images, labels, batch), **count_parameters(model), SIZE_BYTES: serialized_bytes(model)}
 
 
 @torch.no_grad()

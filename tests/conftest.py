@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,17 @@ def ray_head():
         subprocess.run(["pkill", "-9", "-f", temp], capture_output=True)  # every process of this head names its temp dir
         subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{gcs}"], capture_output=True)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, data_root):
+    """A finished MNIST run at smoke scale, trained once per test session: the models the boards
+    run (test_edge), and the baseline and CAE-Net that `caenet compare` finds cached
+    (test_compare_e2e). Tests that add to its cache add stages only; none changes one."""
+    cwd = tmp_path_factory.mktemp("run")
+    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
+    args = [str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true", "--set", "caenet.ablations=[]",
+            "--set", "autoencoder.compare_unclustered=false"]
+    out = subprocess.run([sys.executable, "-m", "suite.cli", "run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"cwd": cwd, "args": args, "env": env}

@@ -169,7 +169,7 @@ def test_int8_quantization_keeps_accuracy(mnist):
     q = quantize_int8(model, x[:128])
     acc_f = float((model(x).argmax(1) == y).float().mean())
     acc_q = float((q(x).argmax(1) == y).float().mean())
-    assert acc_q == pytest.approx(acc_f, abs=0.03)
+    assert acc_f > 0.6 and acc_q == pytest.approx(acc_f, abs=0.03)  # a trained model (10% is chance), kept by int8
     assert accuracy(q, (x * 255).round().to(torch.uint8), y) == pytest.approx(acc_q, abs=0.01)  # no parameters to ask
     assert scripted_bytes(q) < 0.5 * serialized_bytes(model)
 
@@ -193,7 +193,6 @@ def test_branchynet_exits_early_on_confident_inputs(mnist):
         model.thresholds.copy_(torch.tensor([t]))
         out = model(x)
     confident = first < t
-    assert confident.float().mean() == pytest.approx(0.5, abs=0.05)
     assert torch.equal(model.exit_index == 0, confident)  # exactly the confident images left early
     assert torch.allclose(out[confident], exits[0][confident], atol=1e-5)
     assert torch.allclose(out[~confident], exits[1][~confident], atol=1e-5)
@@ -259,7 +258,7 @@ def test_factorizations_are_exact_at_full_rank_and_for_separable_kernels():
 
 
 def test_adadeep_plan_compresses_and_rebuilds_by_name(cifar):
-    from suite.stages.adadeep import as_plan, choices_for, compress, layer_names
+    from suite.methods.adadeep import as_plan, choices_for, compress, layer_names
 
     x, _ = cifar
     model = create_model("alexnet").eval()
@@ -278,15 +277,14 @@ def test_adadeep_plan_compresses_and_rebuilds_by_name(cifar):
 
 
 def test_adadeep_reward_ranks_constraint_breakers_below_every_kept_plan():
-    from suite.config import MethodConfig
-    from suite.stages.adadeep import reward
+    from suite.methods.adadeep import AdaDeep, reward
 
-    method = MethodConfig(name="AdaDeep", kind="adadeep", max_accuracy_drop=0.05, size_budget_kb=100)
-    ref = {"val_acc": 0.9, "p50_ms": 1.0, "size_bytes": 400 * 1024}
-    kept_worst = reward({"val_acc": 0.85, "p50_ms": 1.0, "size_bytes": 100 * 1024}, ref, method, budget_ms=1.0)
-    kept_best = reward({"val_acc": 0.9, "p50_ms": 0.2, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
-    too_slow = reward({"val_acc": 0.95, "p50_ms": 1.1, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
-    too_big = reward({"val_acc": 0.95, "p50_ms": 0.1, "size_bytes": 101 * 1024}, ref, method, budget_ms=1.0)
-    too_wrong = reward({"val_acc": 0.84, "p50_ms": 0.1, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    method = AdaDeep(name="AdaDeep", kind="adadeep", max_accuracy_drop=0.05, size_budget_kb=100)
+    ref = {"val_acc": 0.9, "latency_p50_ms": 1.0, "size_bytes": 400 * 1024}
+    kept_worst = reward({"val_acc": 0.85, "latency_p50_ms": 1.0, "size_bytes": 100 * 1024}, ref, method, budget_ms=1.0)
+    kept_best = reward({"val_acc": 0.9, "latency_p50_ms": 0.2, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    too_slow = reward({"val_acc": 0.95, "latency_p50_ms": 1.1, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    too_big = reward({"val_acc": 0.95, "latency_p50_ms": 0.1, "size_bytes": 101 * 1024}, ref, method, budget_ms=1.0)
+    too_wrong = reward({"val_acc": 0.84, "latency_p50_ms": 0.1, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
     assert kept_best > kept_worst > -1 > max(too_slow, too_big, too_wrong)
-    assert too_slow > reward({"val_acc": 0.95, "p50_ms": 2.0, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)
+    assert too_slow > reward({"val_acc": 0.95, "latency_p50_ms": 2.0, "size_bytes": 10 * 1024}, ref, method, budget_ms=1.0)

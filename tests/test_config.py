@@ -26,7 +26,7 @@ def test_wrong_type_is_named():
 
 @pytest.mark.parametrize("tree, key", [
     ({"baseline": {"train": {"epochs": 0}}}, "baseline.train.epochs"),
-    ({"clustering": {"k_min": 5, "k_max": 2}}, "clustering"),
+    ({"clustering": {"k_min": 5, "k_max": 2}}, "clustering: k_max (2) must be >= k_min (5)"),
     ({"data": {"dataset": "imagenet"}}, "data.dataset"),
     ({"data": {"val_fraction": 0.9}}, "data.val_fraction"),
 ])
@@ -62,6 +62,10 @@ def test_smoke_shrinks_the_same_experiment():
     cfg = load_config(REPO / "configs" / "cifar10_alexnet.yaml", ["smoke=true"]).effective()
     assert cfg.data.train_limit == 400 and cfg.baseline.train.epochs == 1 and cfg.caenet.train.epochs == 1
     assert cfg.baseline.model == "alexnet"  # same experiment, smaller
+    full = load_config(REPO / "configs" / "cifar10_alexnet.yaml").effective()
+    ada = {m.name: m for m in cfg.compare.methods}["AdaDeep"]
+    assert (ada.trials, ada.search_steps) == (4, 20) and {m.name: m for m in full.compare.methods}["AdaDeep"].trials == 10
+    assert [m.name for m in cfg.compare.methods] == [m.name for m in full.compare.methods]
 
 
 def test_compare_methods_are_checked_on_load():
@@ -70,9 +74,32 @@ def test_compare_methods_are_checked_on_load():
     config = REPO / "configs" / "mnist_lenet.yaml"
     with pytest.raises(ConfigError, match="'of: Nope' names no earlier method"):
         load_config(config, ["compare.methods=[{name: X, kind: weight_cluster, of: Nope}]"])
-    with pytest.raises(ConfigError, match="needs 'ratio'"):
+    with pytest.raises(ConfigError, match=r"compare.methods\['X'\].ratio: Field required"):
         load_config(config, ["compare.methods=[{name: X, kind: weight_prune}]"])
     with pytest.raises(ConfigError, match="needs a latency budget"):
         load_config(config, ["compare.slo_ms=null"])  # SubFlow in that config has no budget of its own
     slo = load_config(config, ["compare.slo_ms=null", "compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2}]"])
     assert slo.compare.methods[0].speedup == 2
+    # each kind takes its own keys: a SubFlow key on a weight-pruning row is a mistake, named as one
+    with pytest.raises(ConfigError, match=r"compare.methods\['X'\].ratios: unknown key"):
+        load_config(config, ["compare.methods=[{name: X, kind: weight_prune, ratio: 0.5, ratios: [0.5]}]"])
+    with pytest.raises(ConfigError, match=r"\['X'\]: unknown kind 'wieght_prune'; known: adadeep, branchy, channel_prune"):
+        load_config(config, ["compare.methods=[{name: X, kind: wieght_prune, ratio: 0.5}]"])
+    with pytest.raises(ConfigError, match="slo_prune ratios remove that share of channels"):
+        load_config(config, ["compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2, ratios: [0.5, 1.0]}]"])
+
+
+def test_profiles_overlay_a_config_before_set():
+    from suite.config import ConfigError, load_config
+
+    config = REPO / "configs" / "cifar10_alexnet.yaml"
+    plain = load_config(config)
+    gpu = load_config(config, ["baseline.train.epochs=5"], profiles=["gpu"])
+    assert gpu.runtime.use_gpu == "yes" and gpu.autoencoder.train.epochs == 40 and gpu.runtime.cpus_per_worker == 4
+    assert gpu.baseline.train.epochs == 5  # --set wins over the profile
+    assert gpu.baseline.train.optimizer == plain.baseline.train.optimizer  # sections merge, keys the profile leaves keep the config's
+    assert gpu.compare.methods == plain.compare.methods
+    cluster = load_config(config, profiles=["cluster"])
+    assert cluster.runtime.workers == 4 and cluster.clustering.backend == "ray"
+    with pytest.raises(ConfigError, match=r"no such profile \(known profiles: cluster, cpu, gpu; or give a YAML file\)"):
+        load_config(config, profiles=["gpux"])

@@ -3,7 +3,6 @@ Fabric, run, fetch, record in MLflow; a closed port and an unknown host key fail
 
 import getpass
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -37,18 +36,6 @@ def sshd():
            "home": home, "boards": home / "boards.yaml"}
     subprocess.run([script, "stop", str(home)], timeout=30)
     shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, data_root):
-    """A finished MNIST run at smoke scale (the models the boards will run)."""
-    cwd = tmp_path_factory.mktemp("run")
-    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
-    args = [str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true", "--set", "caenet.ablations=[]",
-            "--set", "autoencoder.compare_unclustered=false"]
-    out = subprocess.run([sys.executable, "-m", "suite.cli", "run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {"cwd": cwd, "args": args, "env": env}
 
 
 def _cli(run, *args, timeout=600):
@@ -92,7 +79,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     got = {r["model"]: r for r in summary["rows"]}
     assert set(got) == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
     for r in got.values():
-        assert r["board"] == "loopback" and r["p50_ms"] > 0 and len(r["round_p50_ms"]) == 2 and r["inferences"] == 40
+        assert r["board"] == "loopback" and r["latency_p50_ms"] > 0 and len(r["round_p50_ms"]) == 2 and r["inferences"] == 40
         assert r["energy_mj"] is None and r["energy_note"].startswith("N/A")  # no power source: never a guess
     assert not Path(loop["workdir"]).exists()  # the board's work folder was cleaned up
     assert summary["systems"]["loopback"]["python"] == sys.version.split()[0]
@@ -103,7 +90,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     exp = client.get_experiment_by_name("caenet")
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
     assert {r.info.run_name for r in children} == {f"loopback/{m}" for m in got}
-    assert all("p50_ms" in r.data.metrics and r.data.params["board"] == "loopback" for r in children)
+    assert all("latency_p50_ms" in r.data.metrics and r.data.params["board"] == "loopback" for r in children)
     trained = {r.data.tags["model"]: client.get_run(r.data.tags["training_run_id"]) for r in children}
     assert trained["caenet"].info.run_name == "caenet" and trained["caenet.encoder"].info.run_name == "caenet"
     assert trained["baseline"].info.run_name == "baseline"  # each measurement links to the training that made it

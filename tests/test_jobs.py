@@ -1,6 +1,5 @@
 """``ray job submit`` against a real local Ray head: the pipeline job runs and logs to MLflow."""
 
-import os
 import sys
 import time
 from pathlib import Path

@@ -23,7 +23,16 @@ def test_lenet_learns_in_every_precision_and_layout(data_root, channels_last, bf
     batches = TensorBatches(data.images[:768], data.labels[:768], cfg.batch_size, drop_last=True)
     opt, sched = make_optimizer(model.parameters(), cfg, cfg.epochs * len(batches))
     loop = EpochLoop(model, objective, cfg, opt, sched, channels_last=channels_last, bf16=bf16)
+    seen = {}  # what the first conv really got and gave: the loop's settings, not the test's own conversion
+    def record(module, inputs, output) -> None:
+        seen.setdefault("conv", (inputs[0].is_contiguous(memory_format=torch.channels_last), output.dtype))
+
+    # a conv with several input channels: a 1-channel image is contiguous in both layouts
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    hook = conv.register_forward_hook(record)
     losses = [loop.run_epoch(batches, epoch)["train_loss"] for epoch in range(cfg.epochs)]
+    hook.remove()
+    assert seen["conv"] == (channels_last, torch.bfloat16 if bf16 else torch.float32)
     held_out = evaluate(objective, model, data.images[768:], data.labels[768:], torch.device("cpu"), channels_last=channels_last)
     assert losses[-1] < 0.5 * losses[0]
     assert held_out["val_acc"] > 0.6  # 10% is chance; 0.76-0.77 in every mode here

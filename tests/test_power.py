@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from suite.edge.power import (PowerParseError, hwmon_watts, integrate, parse_rdusb_csv, parse_tegrastats,
-                              parse_tegrastats_line, rapl_energy_joules, tegrastats_line_time, tegrastats_rails, window_energy)
+from suite.edge.power import integrate, window_energy
+from suite.edge.power_sources import PowerParseError
+from suite.edge.power_sources.hwmon import hwmon_watts
+from suite.edge.power_sources.rapl import rapl_energy_joules
+from suite.edge.power_sources.rdusb import parse_rdusb_csv
+from suite.edge.power_sources.tegrastats import parse_tegrastats, parse_tegrastats_line, tegrastats_line_time, tegrastats_rails
 
 # Jetson Nano, JetPack 4.6 (tegrastats --interval 500)
 JP4 = ("RAM 2148/3956MB (lfb 2x4MB) SWAP 0/1978MB (cached 0MB) IRAM 0/252kB(lfb 252kB) CPU [29%@1479,20%@1479,"
@@ -105,4 +109,17 @@ def test_board_results_to_energy_per_inference():
     board = BoardConfig(name="plain", host="h", user="u")  # no power source: N/A, never a number
     row = summarize(_raw([], "none"), board)[0]
     assert row["energy_mj"] is None and row["energy_note"] == "N/A: no power source configured"
-    assert row["p50_ms"] == 1.0 and row["inferences"] == 100
+    assert row["latency_p50_ms"] == 1.0 and row["inferences"] == 100
+
+
+def test_board_results_of_older_runs_still_read():
+    """edge_results.json written before the names were one set (p50_ms, ...) still makes a table."""
+    from suite.metrics import P50, current_names
+    from suite.report.tables import build
+
+    old = {"board": "pi4", "model": "baseline", "p50_ms": 2.0, "p90_ms": 2.5, "energy_mj": None, "energy_note": "N/A"}
+    assert current_names(old)[P50] == 2.0 and "p50_ms" not in current_names(old)
+    new = {**current_names(old), "model": "caenet", P50: 0.5}
+    report = build({"baseline": {"test_acc": 0.9}, "caenet": {"test_acc": 0.9}}, [{"rows": [old, new]}], slo_ms=1.0)
+    cells = {row["method"]: row["boards"]["pi4"] for row in report["rows"]}
+    assert cells["caenet"]["speedup"] == 4.0 and cells["baseline"]["meets_slo"] is False and cells["caenet"]["meets_slo"] is True

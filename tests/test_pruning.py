@@ -1,7 +1,5 @@
 """Magnitude pruning: the schedule, the masks, and sparsity held through training."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 

@@ -6,7 +6,7 @@ import torch
 
 from suite.config import ClusteringConfig, DataConfig
 from suite.data import augment_batch, load_split
-from suite.stages.clustering import cluster_class, elbow, kmeans
+from suite.clustering import cluster_class, elbow, kmeans
 from suite.stages.common import softmax_entropy
 from suite.stages.features import reduce
 from suite.stages.targets import assign
@@ -72,7 +72,15 @@ def test_targets_are_easiest_train_image_of_own_cluster(digits):
 
 
 def test_augmentation_keeps_shape_and_content():
+    """Each image comes out as a 32x32 crop of itself padded by 4 (mirrored when flips are on)."""
+    torch.manual_seed(0)
     x = torch.rand(8, 3, 32, 32)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    crops = lambda i: [padded[i, :, a:a + 32, b:b + 32] for a in range(9) for b in range(9)]  # noqa: E731
     y = augment_batch(x, flip=True)
-    assert y.shape == x.shape
-    assert not torch.equal(y, x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    for i in range(8):
+        assert any(torch.equal(y[i], c) or torch.equal(y[i], c.flip(-1)) for c in crops(i)), i
+    z = augment_batch(x, flip=False)  # digits: never mirrored
+    for i in range(8):
+        assert any(torch.equal(z[i], c) for c in crops(i)), i

@@ -18,7 +18,9 @@ SMOKE = REPO / "configs" / "sweeps" / "mnist_smoke.yaml"
 
 
 def test_shipped_sweeps_load():
-    for path in (REPO / "configs" / "sweeps").glob("*.yaml"):
+    paths = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+    assert len(paths) >= 2
+    for path in paths:
         sweep, base = load_sweep(path)
         assert sweep.space and base.caenet.ablations == []
 
@@ -53,18 +55,23 @@ def test_slo_pick_and_pareto_front():
 
 
 @pytest.mark.slow
-def test_sweep_end_to_end_on_mnist(tmp_path, data_root):
+def test_sweep_end_to_end_on_mnist(tmp_path, data_root, smoke_run):
     from mlflow.tracking import MlflowClient
 
     env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
+    cache = smoke_run["cwd"] / "artifacts"  # the session's smoke run: the trials share its baseline, entropy and features
+    fixed = ["caenet.ablations=[]", "autoencoder.compare_unclustered=false", "runtime.cpus_per_worker=1",
+             "runtime.threads_per_worker=2", f"runtime.cache_dir={cache}"]  # the file's `set`, plus the cache
     out = subprocess.run([sys.executable, "-m", "suite.cli", "sweep", str(SMOKE), "--smoke",
+                          "--set", "set=[" + ", ".join(f'"{s}"' for s in fixed) + "]",
                           "--set", "space={clustering.k: [1, 2], autoencoder.prune.weight_ratio: [0.8]}",
                           # ASHA stops every trial at its last epoch (max_t): the driver must still get both
                           "--set", "scheduler={type: asha, grace_period: 1}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "chosen: run_trial_" in out.stdout
-    summary = json.loads(next((tmp_path / "artifacts" / "mnist" / "sweeps").glob("*/sweep_summary.json")).read_text())
+    assert "[baseline] cached" in out.stdout  # found in the shared cache, not trained again
+    summary = json.loads(next((cache / "mnist" / "sweeps").glob("*-mnist-smoke/sweep_summary.json")).read_text())
     assert len(summary["trials"]) == 2 and summary["chosen"] is not None and not summary["failed"]
     assert {t["params"]["clustering.k"] for t in summary["trials"]} == {1, 2}
     assert all(t["nonzero_parameters"] < 0.6 * 95682 for t in summary["trials"])  # the CAE's 80% pruned encoder

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from suite.metrics import saved_bytes
 
 PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -71,10 +74,6 @@ def sparse_bytes(model: nn.Module) -> int:
     non-zeros plus the non-zero values (fp32). Dense tensors cost 1/32 more than dense; a
     layer at 90% sparsity costs about 13.6% of dense. Real bytes, written with ``torch.save``.
     """
-    import numpy as np
-
-    from suite.metrics import saved_bytes
-
     packed = {}
     for name, t in model.state_dict().items():
         if not t.is_floating_point():

@@ -17,6 +17,8 @@ import warnings
 
 import torch
 import torch.nn as nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 
 def engine() -> str:
@@ -31,9 +33,6 @@ def engine() -> str:
 @torch.no_grad()
 def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 64) -> torch.jit.ScriptModule:
     """An int8 TorchScript copy of ``model`` calibrated on ``calibration`` (float images in [0, 1])."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
     backend = engine()
     torch.backends.quantized.engine = backend
     float_model = copy.deepcopy(model).cpu().eval()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
+import torch_pruning as tp
 
 
 def _under(name: str, prefixes: list[str] | None) -> bool:
@@ -26,8 +26,6 @@ def prune_channels(model: nn.Module, ratio: float | dict[str, float], example: t
     """Remove ``ratio`` of the channels of every prunable layer (under ``prefixes`` when
     given), in place; or, with ``ratio`` a {layer name: ratio} map, of just those layers.
     The output layers named in ``keep_outputs`` keep their width."""
-    import torch_pruning as tp
-
     per_layer = ratio if isinstance(ratio, dict) else None
     for r in (per_layer or {"": ratio}).values():
         if not 0 < r < 1:
@@ -51,8 +49,6 @@ def prune_channels(model: nn.Module, ratio: float | dict[str, float], example: t
 
 def keep_channels(model: nn.Module, example: torch.Tensor, keep: dict[str, list[int]]) -> nn.Module:
     """Keep only the listed output channels of the named layers (and everything coupled to them), in place."""
-    import torch_pruning as tp
-
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     modules = dict(model.named_modules())
     for name, kept in keep.items():

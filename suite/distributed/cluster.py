@@ -8,10 +8,13 @@ Both are private Ray APIs, hence the pinned Ray version in pyproject.toml.
 
 from __future__ import annotations
 
-from suite.errors import UserError
-
 import logging
 from pathlib import Path
+
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from suite.config import ConfigError, read_yaml
+from suite.errors import UserError
 
 
 class ClusterConfigError(UserError, ValueError):
@@ -20,10 +23,6 @@ class ClusterConfigError(UserError, ValueError):
 
 def validate_cluster_config(path: str | Path) -> dict:
     """Return the config with Ray's defaults filled in, or raise ClusterConfigError."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    from suite.config import ConfigError, read_yaml
-
     path = Path(path)
     try:
         raw = read_yaml(path, "cluster config", "see cluster.yaml in the repository root")

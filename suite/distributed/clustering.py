@@ -9,17 +9,17 @@ Falls back to a plain loop when Ray is not running.
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
+import ray
+from tqdm import tqdm
 
+from suite.clustering import cluster_class
 from suite.config import ClusteringConfig
 
 
 def _cluster_chunk(features: np.ndarray, labels: np.ndarray, classes: list[int], cfg: dict, seed: int,
                    threads: int | None = None):
-    import faiss
-
-    from suite.stages.clustering import cluster_class
-
     if threads:
         faiss.omp_set_num_threads(threads)
     ccfg = ClusteringConfig(**cfg)
@@ -38,9 +38,6 @@ def cluster_all_classes(features: np.ndarray, labels: np.ndarray, cfg: Clusterin
     backend: ``ray`` (tasks on the cluster), ``local`` (a loop in this process, FAISS on all
     cores), or ``auto`` (Ray when a Ray session is up and offers more than one CPU).
     """
-    import ray
-    from tqdm import tqdm
-
     classes = [int(c) for c in np.unique(labels)]
     use_ray = backend == "ray" or (backend == "auto" and ray.is_initialized() and ray.available_resources().get("CPU", 0) > 1)
     clusters = np.zeros(len(labels), dtype=np.int64)
@@ -57,8 +54,6 @@ def cluster_all_classes(features: np.ndarray, labels: np.ndarray, cfg: Clusterin
     chunks = [list(map(int, part)) for part in np.array_split(np.asarray(classes), n_chunks) if len(part)]
     # GPU FAISS: where this FAISS build has GPU support and the cluster has GPUs, each task
     # takes a share of one (Ray hides GPUs from tasks that do not ask for them).
-    import faiss
-
     gpu_build = hasattr(faiss, "StandardGpuResources")  # the head may have no GPU itself
     gpu_share = 0.25 if gpu_build and ray.cluster_resources().get("GPU", 0) > 0 else 0
     # DEFAULT: not captured by the placement group of a Tune trial that calls this (a trial

@@ -14,6 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
+from queue import Empty
+
+import ray
+from ray.util.queue import Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from suite.distributed.session import on_close, session_key
 
 _SKIP = ("epoch", "started_at_epoch")
 
@@ -24,6 +31,7 @@ _clients: dict[str, object] = {}
 def log_epoch(uri: str, run_id: str, metrics: dict) -> int:
     """Log one epoch's numbers to ``run_id`` at step = the epoch (1-based); returns the step.
     MLflow down: one line, and the training goes on (the stage still records its end)."""
+    # deferred: mlflow takes ~1 s to import, and only the driver's relay thread logs
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -55,10 +63,6 @@ class _Drain:
     """One queue and one draining thread per driver process and Ray session."""
 
     def __init__(self, key):
-        import ray
-        from ray.util.queue import Queue
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         self.key = key
         # On the driver's node: a worker node that dies must not take the queue with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -70,10 +74,6 @@ class _Drain:
         self.thread.start()
 
     def _loop(self):
-        from queue import Empty
-
-        import ray
-
         while not self.stopped and ray.is_initialized():
             try:
                 (uri, run), metrics = self.queue.get(timeout=0.5)
@@ -103,8 +103,6 @@ _drain: _Drain | None = None
 
 def callback(uri: str, run_id: str):
     """A Ray Train callback that sends each epoch's metrics to ``run_id`` in the store at ``uri``."""
-    from suite.distributed.session import session_key
-
     global _drain
     with _lock:
         key = session_key()
@@ -113,7 +111,7 @@ def callback(uri: str, run_id: str):
             _drain = None
         if _drain is None:
             _drain = _Drain(key)
-        # Imported here: ``ray.train`` takes 1.2 s to import, and only Ray Train needs it.
+        # Deferred on purpose: ``ray.train`` takes 1.2 s to import, and only Ray Train needs it.
         from suite.distributed.relay_callback import EpochRelay
 
         return EpochRelay(_drain.queue.actor, (uri, run_id))
@@ -132,3 +130,6 @@ def close() -> None:
         if _drain is not None:
             _drain.close()
             _drain = None
+
+
+on_close(close)

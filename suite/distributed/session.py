@@ -21,28 +21,36 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ray
+import torch
+
 from suite.config import RuntimeConfig
+from suite.distributed import storage
 from suite.locks import file_lock
 
 _lock = threading.RLock()
 _pending: tuple[RuntimeConfig, Path | None] | None = None  # the open session (runtime, cache root)
 _started_here = False  # this process started (or joined) Ray for the open session: it shuts it down
 _interrupted = False  # the last session ended by Ctrl-C: no stage thread may use Ray any more
+_on_close: list = []  # called before Ray shuts down (the epoch relay, the cached data refs)
+
+
+def on_close(hook) -> None:
+    """Call ``hook()`` when a session this process started ends, before Ray shuts down; the
+    modules that hold session state (``relay``, ``training``) register themselves."""
+    if hook not in _on_close:
+        _on_close.append(hook)
 
 
 def session_key() -> tuple[str, str]:
     """Names the Ray session this process is connected to (object refs and actors of an
     earlier session are useless in a later one)."""
-    import ray
-
     ctx = ray.get_runtime_context()
     return ctx.get_node_id(), ctx.get_job_id()
 
 
 def ensure_ray() -> None:
     """Start the open session's Ray now, if it is not up yet (thread-safe)."""
-    import ray
-
     global _started_here
     with _lock:
         if _interrupted:  # a stage thread still running after Ctrl-C: no new work
@@ -59,8 +67,6 @@ def ensure_ray() -> None:
         if _interrupted:  # Ctrl-C came while Ray was starting
             raise RuntimeError("the run was interrupted")
         if cache_root is not None:
-            from suite.distributed import storage
-
             storage.check_shared(runtime, cache_root)
 
 
@@ -85,8 +91,6 @@ _NOT_MAIN_THREAD = _NotMainThread()  # one instance: adding it again is a no-op
 
 
 def _init(runtime: RuntimeConfig) -> None:
-    import ray
-
     logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD)
     address = os.environ.get("RAY_ADDRESS")
     # The dashboard stays on: Ray Train's placement-group cleaner (and Tune's trial clean-up)
@@ -98,14 +102,11 @@ def _init(runtime: RuntimeConfig) -> None:
 def resources(total: bool = False) -> dict:
     """Free (or ``total``) Ray resources; before a local session's Ray has started, what it will
     have (``runtime.num_cpus`` or every core, every CUDA device); outside a session, nothing."""
-    import ray
-
     if ray.is_initialized():
         return ray.cluster_resources() if total else ray.available_resources()
     with _lock:
         if _pending is None or os.environ.get("RAY_ADDRESS"):
             return {}
-        import torch
 
         return {"CPU": float(_pending[0].num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
@@ -120,11 +121,6 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
     (``runtime.storage``, or the cache ``cache_root`` when it is unset): checked as Ray starts
     (``storage.check_shared``).
     """
-    import ray
-
-    from suite.distributed import relay, storage
-    from suite.distributed.training import forget_inputs
-
     global _pending, _started_here, _interrupted
     # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
     # later head (PITFALLS.md). Users with token auth set RAY_AUTH_MODE themselves.
@@ -162,8 +158,8 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
                 with _lock:
                     started, _pending, _started_here = _started_here, None, False
                 if started:
-                    relay.close()
-                    forget_inputs()
+                    for hook in _on_close:
+                        hook()
                     _lifecycle().submit(ray.shutdown).result()
 
 

@@ -17,9 +17,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import posixpath
 import uuid
 from pathlib import Path
+
+import pyarrow.fs as pafs
+import ray
+import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from suite.config import ConfigError, RuntimeConfig
 
@@ -42,8 +48,6 @@ def is_uri(location: str) -> bool:
 
 def open_fs(location: str):
     """(pyarrow filesystem, path inside it) for a local path or a URI."""
-    import pyarrow.fs as pafs
-
     if is_uri(location) and not location.startswith("file://"):
         try:
             return pafs.FileSystem.from_uri(location)
@@ -90,16 +94,12 @@ def write_bytes(location: str, data: bytes) -> None:
 
 
 def exists(location: str) -> bool:
-    import pyarrow.fs as pafs
-
     fs, path = open_fs(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def delete(location: str) -> None:
     """Remove a folder and everything in it; a folder that is not there is fine."""
-    import pyarrow.fs as pafs
-
     fs, path = open_fs(location)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
         fs.delete_dir(path)
@@ -107,8 +107,6 @@ def delete(location: str) -> None:
 
 def files_under(location: str) -> list[str]:
     """Every file below ``location`` as a location of the same kind (path or URI)."""
-    import pyarrow.fs as pafs
-
     fs, path = open_fs(location)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     out = []
@@ -126,10 +124,6 @@ def load_json(location: str) -> dict:
 
 def load_tensors(location: str):
     """A ``torch.save`` file read without running code (``weights_only``); the file is named on refusal."""
-    import pickle
-
-    import torch
-
     try:
         return torch.load(io.BytesIO(read_bytes(location)), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
@@ -146,9 +140,6 @@ def check_shared(runtime: RuntimeConfig, cache_root: Path, timeout_s: float = 12
     it; a node that does not see it stops the run with one line naming ``runtime.storage``.
     A cluster of one node (a laptop, a single GPU box) skips the check.
     """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     if not ray.is_initialized():
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]

@@ -31,12 +31,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
+import ray
 import torch
+from ray.exceptions import RayError, RayTaskError
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
+from suite.data import load_split
 from suite.distributed import relay
-from suite.distributed.session import ensure_ray, resources
 from suite.distributed import storage as store
+from suite.distributed.session import ensure_ray, on_close, resources, session_key
 from suite.distributed.worker import train_loop_per_worker, train_task
 from suite.errors import UserError
 from suite.training import checkpoints
@@ -55,11 +59,6 @@ _split_lock = threading.Lock()
 def _split_ref(data: dict):
     """The training split as (uint8 images, labels) numpy arrays in the object store, put once
     per Ray session and shared by every training that reads the same data."""
-    import ray
-
-    from suite.data import load_split
-    from suite.distributed.session import session_key
-
     key = (session_key(), json.dumps({k: v for k, v in data.items() if k not in ("root", "download")}, sort_keys=True))
     with _split_lock:
         if key not in _split_refs:
@@ -74,10 +73,11 @@ def forget_inputs() -> None:
         _split_refs.clear()
 
 
+on_close(forget_inputs)
+
+
 def _inputs(job: TrainJob) -> dict:
     """Everything a worker reads, as object refs: nothing names a file on the driver's disk."""
-    import ray
-
     inputs = {"split": _split_ref(job.data), "extra": {}, "init": {}}
     if job.targets_path:
         inputs["extra"]["targets"] = ray.put(np.load(job.targets_path))
@@ -100,7 +100,7 @@ def use_gpu(runtime: RuntimeConfig) -> bool:
 
 def scaling_config(runtime: RuntimeConfig):
     """Ray Train's ScalingConfig for ``runtime`` (CPU workers, or GPU workers per ``use_gpu``)."""
-    from ray.train import ScalingConfig
+    from ray.train import ScalingConfig  # deferred (here and below): ray.train takes 1.2 s to import
 
     gpu = use_gpu(runtime)
     per_worker = {"CPU": runtime.cpus_per_worker, **({"GPU": runtime.gpus_per_worker} if gpu else {})}
@@ -117,8 +117,6 @@ def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> di
 
 
 def _attempts(storage: str) -> int:
-    import pyarrow.fs as pafs
-
     fs, path = store.open_fs(storage)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
     return sum(1 for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("attempt-"))
@@ -163,13 +161,13 @@ def _one_line(exc: BaseException) -> str:
 
 def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
     """Run ``job`` on Ray Train; its last checkpoint (tensors, meta)."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError
-    from ray.train.torch import TorchTrainer
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError  # deferred: ray.train takes 1.2 s to import
+    from ray.train.torch import TorchTrainer  # deferred: ray.train takes 1.2 s to import
 
     logging_to = [relay.callback(job.mlflow_uri, job.mlflow_run_id)] if job.mlflow_uri and job.mlflow_run_id else []
     callbacks = list(logging_to)
     if report_to_tune:
-        from ray.tune.integration.ray_train import TuneReportCallback
+        from ray.tune.integration.ray_train import TuneReportCallback  # deferred: sweep trials only
 
         callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
@@ -199,8 +197,6 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
 @functools.cache
 def _train_task():
     """``train_task`` as a Ray remote function, made once (each ``ray.remote`` exports anew)."""
-    import ray
-
     return ray.remote(train_task)
 
 
@@ -209,9 +205,6 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
     times, each retry resuming from the newest checkpoint. Each epoch's metrics stream back
     as the task yields them and are logged here, each epoch once (a retry repeats the epoch
     it resumed from; one the driver already logged is dropped)."""
-    import ray
-    from ray.exceptions import RayError, RayTaskError
-
     task = _train_task().options(
         name=f"train:{job.name}", num_cpus=runtime.cpus_per_worker,
         num_gpus=runtime.gpus_per_worker if use_gpu(runtime) else 0,
@@ -220,7 +213,7 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
     config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}
     log = relay.EpochLogger(job.mlflow_uri, job.mlflow_run_id) if job.mlflow_uri and job.mlflow_run_id else None
     if report_to_tune:
-        import ray.tune
+        from ray import tune  # deferred: ~0.8 s to import, and only sweep trials report to Tune
     logged, failures = 0, 0
     while True:
         stream = task.remote(config)
@@ -233,7 +226,7 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
                 if log is not None:
                     log(metrics)
                 if report_to_tune:
-                    ray.tune.report(metrics)
+                    tune.report(metrics)
                 logged = epoch
             break
         except RayTaskError as exc:

@@ -15,6 +15,7 @@ checkpoint is persisted; nothing here opens a file of the driver's.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -22,10 +23,15 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import ray
 import torch
 
+from suite.compression import prunable_weights
+from suite.compression.sharing import cluster_weights
 from suite.config import DataConfig, TrainConfig
+from suite.data import INFO, split_train_val
 from suite.distributed import storage as store
+from suite.models import create_model
 from suite.training import checkpoints
 from suite.training.batches import TensorBatches
 from suite.training.job import TrainingError, TrainJob
@@ -53,13 +59,6 @@ def run_job(config: dict, session) -> Iterator[dict]:
     """Train one ``TrainJob``, resumable from its newest checkpoint; yields each epoch's
     metrics after its checkpoint is persisted (and, first, the metrics of a checkpoint it
     resumed from that may never have reached the driver)."""
-    import ray
-
-    from suite.compression import prunable_weights
-    from suite.compression.sharing import cluster_weights
-    from suite.data import INFO, split_train_val
-    from suite.models import create_model
-
     started = time.time()
     job, inputs = TrainJob(**config["job"]), config["inputs"]
     cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
@@ -139,8 +138,10 @@ class RayTrainSession:
     """A Ray Train worker: DDP, the distributed sampler, and Ray Train's checkpoint registry."""
 
     def __init__(self, epoch_relay=None):
-        import ray.train
-        import ray.train.torch
+        # deferred here and below: ray.train takes 1.2 s to import, and a one-worker training
+        # (a warm Ray task, TaskSession) never needs it
+        import ray.train  # deferred: ray.train takes 1.2 s to import
+        import ray.train.torch  # deferred: ray.train takes 1.2 s to import
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
@@ -155,7 +156,7 @@ class RayTrainSession:
         from an earlier, interrupted attempt (driver crash, Ctrl-C), or one this attempt
         persisted just before its worker died, whose report the controller never saw. Ray V2
         deprecates resume_from_checkpoint, so the loop looks for itself."""
-        import ray.train
+        import ray.train  # deferred: ray.train takes 1.2 s to import
 
         state = meta = None
         registered = ray.train.get_checkpoint()
@@ -175,7 +176,7 @@ class RayTrainSession:
             self.relay.send(metrics)
 
     def report(self, metrics: dict, write_checkpoint) -> None:
-        import ray.train
+        import ray.train  # deferred: ray.train takes 1.2 s to import
 
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
@@ -188,10 +189,8 @@ class RayTrainSession:
 def _quiet_report_lines() -> None:
     """Ray Train 2.60 logs every report at INFO ("Reporting training result ...") on a logger
     named by its file path, which ``LoggingConfig`` does not reach; the epoch lines say it better."""
-    import logging
-
     try:
-        from ray.train.v2._internal.execution import context as train_context
+        from ray.train.v2._internal.execution import context as train_context  # deferred: ray.train takes 1.2 s to import
 
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     except ImportError:  # a later Ray moved it: the lines come back, nothing breaks
@@ -214,8 +213,6 @@ class TaskSession:
     rank, world = 0, 1
 
     def __init__(self, attempt: str):
-        import ray
-
         self.attempt = attempt  # this run's folder under the job's storage, as Ray Train names its runs
         gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")

@@ -10,8 +10,6 @@ that board alone with a one-line reason; the other boards' results are kept.
 
 from __future__ import annotations
 
-from suite.errors import UserError
-
 import json
 import shlex
 import socket
@@ -21,9 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import paramiko
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
 
 from suite.edge import power as power_mod
+from suite.edge import power_sources
 from suite.edge.boards import BenchConfig, BoardConfig
+from suite.errors import UserError
+from suite.metrics import latency_stats
 
 RUNNER = Path(__file__).with_name("runner.py")
 RUNTIME_FORMAT = {"torch": "torchscript", "onnxruntime": "onnx"}
@@ -44,9 +48,6 @@ class BoardResult:
 
 
 def _connection(board: BoardConfig):
-    import paramiko
-    from fabric import Connection
-
     kwargs = {"banner_timeout": board.connect_timeout_s, "auth_timeout": board.connect_timeout_s}
     if board.key_file:
         kwargs.update(key_filename=[str(Path(board.key_file).expanduser())], look_for_keys=False, allow_agent=False)
@@ -61,8 +62,6 @@ def _connection(board: BoardConfig):
 
 
 def _open(conn, board: BoardConfig) -> None:
-    import paramiko
-
     where = f"{board.user}@{board.host}:{board.port}"
     try:
         conn.open()
@@ -85,8 +84,6 @@ def _open(conn, board: BoardConfig) -> None:
 
 
 def _run(conn, command: str, timeout: float, what: str):
-    from invoke.exceptions import CommandTimedOut
-
     try:
         result = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
     except CommandTimedOut:
@@ -98,8 +95,6 @@ def _run(conn, command: str, timeout: float, what: str):
 
 
 def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entries: list[dict], out_dir: Path) -> BoardResult:
-    import paramiko
-
     t0 = time.perf_counter()
     result = BoardResult(board=board.name, ok=False)
     conn = None
@@ -115,15 +110,15 @@ def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entrie
             raise BoardError(f"{board.runtime} is not importable with '{board.python}' on the board ({exc})") from None
         result.system = {"python": versions[0], "runtime_version": versions[1] if len(versions) > 1 else None}
         work = board.workdir
-        _run(conn, f"rm -rf {shlex.quote(work)} && mkdir -p {shlex.quote(work)}", 60, "prepare work folder")
-        uploads = [(RUNNER, "runner.py")]
+        _run(conn, f"rm -rf {shlex.quote(work)} && mkdir -p {shlex.quote(work + '/power_sources')}", 60, "prepare work folder")
+        uploads = [(RUNNER, "runner.py"), *power_sources.board_files()]  # the runner imports the power sources
         spec_models = []
         for e in entries:
             uploads += [(export_dir / e["file"], e["file"]), (export_dir / e["inputs"], e["inputs"])]
             spec_models.append({"name": e["name"], "file": e["file"], "inputs": e["inputs"]})
         spec = {"runtime": board.runtime, "threads": board.threads, "models": spec_models, "warmup": bench.warmup,
                 "rounds": bench.rounds, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds,
-                "power": board.power.model_dump() if board.power.kind != "rd-usb" else {"kind": "none"}}
+                "power": board.power.to_dict() if board.power.on_board else {"kind": "none"}}
         (out_dir / "spec.json").write_text(json.dumps(spec, indent=1))
         uploads.append((out_dir / "spec.json", "spec.json"))
         try:
@@ -157,50 +152,14 @@ def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entrie
 
 # ---------------------------------------------------------------------------- results
 
-def _latency_stats(ms: np.ndarray) -> dict:
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
-
-
 def power_samples(raw: dict, board: BoardConfig) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """(epoch seconds, watts, error) from the runner's raw readings or the rd-usb CSV."""
-    kind = board.power.kind
-    readings = raw.get("power", {}).get("readings", [])
-    error = raw.get("power", {}).get("error")
-    t, w = [], []
-    if kind == "rd-usb":
-        path = Path(board.power.csv).expanduser()
-        if not path.is_file():
-            return np.array([]), np.array([]), f"rd-usb: {path} not found (export the meter's session as CSV there)"
-        times, watts, _ = power_mod.parse_rdusb_csv(path.read_text(errors="replace"))
-        return times, watts, error
-    if kind == "tegrastats":
-        for ts, line in readings:
-            try:
-                w.append(power_mod.parse_tegrastats_line(line))
-                t.append(ts)
-            except power_mod.PowerParseError:
-                continue
-    elif kind == "hwmon":
-        for ts, r in readings:
-            try:
-                w.append(power_mod.hwmon_watts(r.get("power_uw"), r.get("in_mv"), r.get("curr_ma")))
-                t.append(ts)
-            except power_mod.PowerParseError:
-                continue
-    elif kind == "rapl":  # cumulative counter -> mean power between consecutive reads
-        prev = None
-        for ts, r in readings:
-            try:
-                e = power_mod.parse_sysfs_int(r["energy_uj"] or "", "rapl energy_uj")
-                rng = power_mod.parse_sysfs_int(r["max_energy_range_uj"] or "", "rapl max_energy_range_uj")
-            except power_mod.PowerParseError:
-                continue
-            if prev is not None and ts > prev[0]:
-                t.append((ts + prev[0]) / 2)
-                w.append(power_mod.rapl_energy_joules(prev[1], e, rng) / (ts - prev[0]))
-            prev = (ts, e)
-    return np.asarray(t), np.asarray(w), error
+    """(epoch seconds, watts, error) from the runner's raw readings, as the board's power source reads them."""
+    power = raw.get("power", {})
+    try:
+        times, watts = board.power.samples(power.get("readings", []))
+    except power_sources.PowerUnavailable as exc:
+        return np.array([]), np.array([]), str(exc)
+    return np.asarray(times), np.asarray(watts), power.get("error")
 
 
 def summarize(raw: dict, board: BoardConfig) -> list[dict]:
@@ -212,7 +171,7 @@ def summarize(raw: dict, board: BoardConfig) -> list[dict]:
         rounds = [np.asarray(r) for r in rec["latencies_ms"]]
         row = {"board": board.name, "board_kind": board.kind, "model": name, "runtime": raw["runtime"],
                "runtime_version": raw.get("runtime_version"), "threads": raw["threads"],
-               **_latency_stats(np.concatenate(rounds)), "round_p50_ms": [float(np.percentile(r, 50)) for r in rounds],
+               **latency_stats(np.concatenate(rounds)), "round_p50_ms": [float(np.percentile(r, 50)) for r in rounds],
                "inferences": int(sum(len(r) for r in rounds)), "power_source": board.power.kind,
                "energy_mj": None, "dynamic_energy_mj": None, "idle_watts": None, "mean_watts": None, "energy_note": None}
         if board.power.kind == "none":

@@ -19,36 +19,64 @@
 
 Validated on load like every config: an unknown key, a wrong type or a duplicate name is a
 one-line error naming it. Keys and passwords are never read here, only the key file's path,
-and never logged.
+and never logged. ``power:`` takes ``kind`` (default none) and that kind's own keys: the
+fields of its module in ``suite/edge/power_sources/``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from suite.config import ConfigError, _one_line, read_yaml
+from suite.edge import power_sources
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PowerConfig(_Strict):
-    kind: Literal["none", "tegrastats", "rd-usb", "rapl", "hwmon"] = "none"
-    interval_ms: int = Field(default=500, ge=10)  # tegrastats / hwmon sampling period
-    csv: str | None = None  # rd-usb: the CSV export on the controller, read after the run (clocks must agree)
-    rapl: str = "/sys/class/powercap/intel-rapl:0"  # RAPL domain folder on the board
-    hwmon: str | None = None  # hwmon folder on the board; null: the first ina2xx/ina3221 found
-    idle_seconds: float = Field(default=5.0, ge=0)  # idle power measured before the timed rounds
+@lru_cache(maxsize=None)
+def _kind_model(kinds: tuple[str, ...]) -> type[BaseModel]:
+    return create_model("PowerConfig", __config__=ConfigDict(extra="allow"), kind=(Literal[kinds], "none"))
 
-    @model_validator(mode="after")
-    def _needs(self) -> "PowerConfig":
-        if self.kind == "rd-usb" and not self.csv:
-            raise ValueError("rd-usb needs csv: the path of rd-usb's CSV export on this machine")
-        return self
+
+@lru_cache(maxsize=None)
+def _fields_model(source: type[power_sources.PowerSource]) -> type[BaseModel]:
+    """The strict pydantic twin of a source's dataclass fields (types, defaults, ``metadata`` constraints)."""
+    hints = get_type_hints(source)
+    fields = {}
+    for f in dataclasses.fields(source):
+        default = {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
+        fields[f.name] = (hints[f.name], Field(**default, **f.metadata))
+    return create_model(f"{source.__name__}Power", __base__=_Strict, kind=(str, source.kind), **fields)
+
+
+def _power(value) -> power_sources.PowerSource:
+    """A board's ``power:`` mapping as its source's instance; errors name ``power.<key>`` like any field's."""
+    if isinstance(value, power_sources.PowerSource):
+        return value
+    kind = _kind_model(tuple(power_sources.kinds())).model_validate(value).kind
+    source = power_sources.get(kind)
+    checked = _fields_model(source).model_validate(value)
+    return source(**checked.model_dump(exclude={"kind"}))  # its check(): a ValueError names power
+
+
+PowerConfig = Annotated[power_sources.PowerSource, PlainValidator(_power), PlainSerializer(lambda p: p.to_dict())]
 
 
 class BoardConfig(_Strict):
@@ -61,7 +89,7 @@ class BoardConfig(_Strict):
     python: str = "python3"  # interpreter on the board
     runtime: Literal["torch", "onnxruntime"] = "torch"
     threads: int = Field(default=1, ge=1)
-    power: PowerConfig = PowerConfig()
+    power: PowerConfig = Field(default_factory=lambda: power_sources.get("none")())
     workdir: str = "/tmp/caenet-edge"  # created and removed on the board
     connect_timeout_s: float = Field(default=10, gt=0)  # TCP connect + SSH handshake
     command_timeout_s: float = Field(default=1800, gt=0)  # the whole benchmark command

@@ -9,15 +9,15 @@ PyTorch outputs is recorded, and an export that differs by more than ``atol`` is
 
 from __future__ import annotations
 
-from suite.errors import UserError
-
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from suite.errors import UserError
 from suite.metrics import fold_batchnorm
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -40,8 +40,6 @@ def export_one(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) ->
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        import warnings
-
         # Deprecated in torch 2.14 in favour of torch.export, but TorchScript is what a board's
         # torch (JetPack ships 1.x-2.x wheels) loads without this suite.
         with torch.no_grad(), warnings.catch_warnings():
@@ -59,14 +57,12 @@ def export_one(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) ->
 
 def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
     if fmt == "torchscript":
-        import warnings
-
         with warnings.catch_warnings():  # 2.14 deprecates TorchScript loading; boards still run it
             warnings.simplefilter("ignore", FutureWarning)
             net = torch.jit.load(str(path), map_location="cpu").eval()
         with torch.inference_mode():
             return net(torch.from_numpy(x)).numpy()
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: only the onnx format needs it
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]

@@ -1,34 +1,35 @@
 """Board-side benchmark runner: copied to each board and run there with the board's Python.
 
 Self-contained on purpose (standard library, numpy, and torch or onnxruntime only): boards do
-not have this suite installed. Reads ``spec.json``, writes ``result.json``:
+not have this suite installed; bench.py copies ``power_sources/`` beside it. Reads ``spec.json``,
+writes ``result.json``:
 
 1. fixes the thread count, records the CPU governor, frequency and temperature where exposed;
-2. starts the power sampler (tegrastats, hwmon, RAPL; or none) and records an idle window;
+2. starts the power sampler (the spec's ``power.kind``, if it samples on the board) and records
+   an idle window;
 3. loads every exported model, warms it up, then times batch-1 inferences on real test images
    in rounds that alternate between the models, each round lasting at least ``min_runs``
    inferences and ``min_seconds``; per-call latencies and each window's wall-clock span are kept;
 4. stops the sampler and writes the raw power readings; the controller turns them into
-   energy with the same parsers the tests pin (``suite.edge.power``).
+   energy with the same source's ``samples`` (``suite.edge.power_sources``).
 """
 
 import argparse
+import contextlib
 import glob
 import json
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
 
+if __package__:  # imported on the controller, as suite.edge.runner
+    from . import power_sources
+else:  # on the board: bench.py copies the package next to this file
+    import power_sources
 
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+read = power_sources.read
 
 
 def system_info():
@@ -46,81 +47,39 @@ def system_info():
 
 
 class Sampler:
-    """Raw power readings in a background thread: (epoch seconds, reading)."""
+    """Raw power readings in a background thread: (epoch seconds, reading) from the spec's source."""
 
     def __init__(self, power):
-        self.cfg, self.kind = power, power.get("kind", "none")
+        self.source = power_sources.get(power.get("kind", "none")).from_dict(power)
+        self.kind, self.active = self.source.kind, self.source.on_board
         self.readings, self.error = [], None
         self._stop = threading.Event()
-        self._thread, self._proc = None, None
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self):
-        if self.kind == "tegrastats":
-            cmd = ["tegrastats", "--interval", str(self.cfg.get("interval_ms", 500))]
-            try:
-                self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            except OSError as exc:
-                self.error = f"tegrastats: {exc}"
-                return
-            self._thread = threading.Thread(target=self._tegrastats, daemon=True)
-        elif self.kind in ("hwmon", "rapl"):
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-        else:
-            return
-        self._thread.start()
+        if self.active:
+            self._thread.start()
 
-    def _tegrastats(self):
-        for line in self._proc.stdout:
-            self.readings.append((time.time(), line.rstrip("\n")))
-            if self._stop.is_set():
-                break
-
-    def _hwmon_dir(self):
-        if self.cfg.get("hwmon"):
-            return self.cfg["hwmon"]
-        for d in sorted(glob.glob("/sys/class/hwmon/hwmon*")):
-            if (read(d + "/name") or "").startswith("ina"):
-                return d
-        return None
-
-    def _poll(self):
-        period = self.cfg.get("interval_ms", 500) / 1000.0
-        if self.kind == "hwmon":
-            d = self._hwmon_dir()
-            if d is None:
-                self.error = "hwmon: no ina2xx/ina3221 device under /sys/class/hwmon"
-                return
-        else:
-            d = self.cfg.get("rapl", "/sys/class/powercap/intel-rapl:0")
-            max_range = read(d + "/max_energy_range_uj")
-            if read(d + "/energy_uj") is None:
-                self.error = f"rapl: {d}/energy_uj is not readable (permissions or no RAPL)"
-                return
-        while not self._stop.is_set():
-            now = time.time()
-            if self.kind == "hwmon":
-                self.readings.append((now, {"power_uw": read(d + "/power1_input"), "in_mv": read(d + "/in1_input"),
-                                            "curr_ma": read(d + "/curr1_input")}))
-            else:
-                self.readings.append((now, {"energy_uj": read(d + "/energy_uj"), "max_energy_range_uj": max_range}))
-            self._stop.wait(period)
+    def _run(self):
+        try:
+            with contextlib.closing(self.source.sample(self._stop)) as readings:
+                for reading in readings:
+                    self.readings.append((time.time(), reading))
+                    if self._stop.is_set():
+                        break
+        except Exception as exc:  # the benchmark goes on; energy is N/A with this reason
+            self.error = f"{self.kind}: {exc}"
 
     def stop(self):
         self._stop.set()
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-        if self._thread is not None:
+        if self._thread.is_alive():
             self._thread.join(timeout=5)
 
 
 def load(model, runtime, threads):
     path = model["file"]
     if runtime == "onnxruntime":
-        import onnxruntime as ort
+        import onnxruntime as ort  # deferred: on the board, only the runtime it uses is installed
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -128,7 +87,7 @@ def load(model, runtime, threads):
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})[0]
-    import torch
+    import torch  # deferred: on the board, only the runtime it uses is installed
 
     torch.set_num_threads(threads)
     net = torch.jit.load(path, map_location="cpu").eval()
@@ -147,17 +106,17 @@ def main():
     args = parser.parse_args()
     with open(args.spec) as f:
         spec = json.load(f)
-    import numpy as np
+    import numpy as np  # deferred: on the board, only the runtime it uses is installed
 
     runtime, threads = spec["runtime"], spec["threads"]
     os.environ["OMP_NUM_THREADS"] = str(threads)
     result = {"system": system_info(), "runtime": runtime, "threads": threads, "windows": [], "models": {}}
     if runtime == "onnxruntime":
-        import onnxruntime
+        import onnxruntime  # deferred: on the board, only the runtime it uses is installed
 
         result["runtime_version"] = onnxruntime.__version__
     else:
-        import torch
+        import torch  # deferred: on the board, only the runtime it uses is installed
 
         result["runtime_version"] = torch.__version__
     models = {m["name"]: load(m, runtime, threads) for m in spec["models"]}
@@ -165,7 +124,7 @@ def main():
     feeds = {m["name"]: np.load(m["inputs"]).astype(np.float32) for m in spec["models"]}
     sampler = Sampler(spec.get("power", {}))
     sampler.start()
-    idle_s = float(spec.get("power", {}).get("idle_seconds", 0)) if sampler.kind != "none" else 0.0
+    idle_s = float(sampler.source.idle_seconds) if sampler.active else 0.0
     t0 = time.time()
     time.sleep(idle_s)
     result["idle_window"] = [t0, time.time()]

@@ -15,6 +15,8 @@ flow, so B-nets are measured here in PyTorch and are not exported to ONNX / Torc
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -163,8 +165,6 @@ def choose_thresholds(exit_logits: list[torch.Tensor], labels: torch.Tensor, cos
     """The thresholds with the lowest expected batch-1 latency whose validation accuracy stays
     within ``tolerance`` of the final exit's; candidates per exit: "never" and ``grid``
     quantiles of that exit's entropies."""
-    import itertools
-
     final_acc = float((exit_logits[-1].argmax(1) == labels).float().mean())
     candidates = []
     for logits in exit_logits[:-1]:

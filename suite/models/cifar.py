@@ -66,7 +66,7 @@ def _resnet(block, stage_blocks: tuple[int, ...], stage_planes: tuple[int, ...],
 
 @register("resnet18")
 def resnet18(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
-    from torchvision.models.resnet import BasicBlock
+    from torchvision.models.resnet import BasicBlock  # deferred: see the note above
 
     return _resnet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), in_channels, num_classes, width, 64)
 
@@ -74,14 +74,14 @@ def resnet18(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, 
 @register("resnet32")
 def resnet32(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
     """He et al.'s CIFAR ResNet: 3 stages of 5 basic blocks at 16/32/64 channels (6n+2 = 32 layers)."""
-    from torchvision.models.resnet import BasicBlock
+    from torchvision.models.resnet import BasicBlock  # deferred: see the note above
 
     return _resnet(BasicBlock, (5, 5, 5), (16, 32, 64), in_channels, num_classes, width, 16)
 
 
 @register("resnet50")
 def resnet50(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
-    from torchvision.models.resnet import Bottleneck
+    from torchvision.models.resnet import Bottleneck  # deferred: see the note above
 
     return _resnet(Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), in_channels, num_classes, width, 64)
 
@@ -113,7 +113,7 @@ MOBILENETV2_LAYOUT = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2)
 
 @register("mobilenetv2")
 def mobilenetv2(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0) -> GlobalPoolClassifier:
-    from torchvision.models.mobilenetv2 import InvertedResidual
+    from torchvision.models.mobilenetv2 import InvertedResidual  # deferred: see the note above
 
     cin = _scale(32, width, 8)
     layers: list[nn.Module] = _stem(in_channels, cin)

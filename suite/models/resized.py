@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from suite.compression.factorize import factorize
 from suite.models.registry import create_model, register
 
 _SHAPED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
@@ -61,6 +62,4 @@ def resized_spec(base: str, base_kwargs: dict, model: nn.Module) -> tuple[str, d
 def adadeep(base: str, base_kwargs: dict, shapes: dict[str, list[int]], plan: dict[str, dict], **geometry) -> nn.Module:
     """An AdaDeep-compressed model: ``base`` resized to ``shapes`` (its channel pruning), then
     the plan's low-rank / depthwise-separable replacements (``suite.compression.factorize``)."""
-    from suite.compression.factorize import factorize
-
     return factorize(resized(base, base_kwargs, shapes, **geometry), plan, init=False)

@@ -21,7 +21,9 @@ import random
 import torch
 import torch.nn as nn
 
+from suite.compression.structured import keep_channels
 from suite.models.registry import create_model, register
+from suite.models.resized import resized_spec
 
 
 def maskable_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
@@ -92,9 +94,6 @@ def extract(model: nn.Module, base: str, base_kwargs: dict, geometry: dict, rati
     """The subnetwork at ``ratio`` as a plain, smaller model (no hooks), its BatchNorm
     statistics re-estimated on ``calibration`` images (unless ``recalibrate`` is off);
     returns it and its (name, kwargs)."""
-    from suite.compression.structured import keep_channels
-    from suite.models.resized import resized_spec
-
     plain = create_model(base, **{**geometry, **base_kwargs})
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("subflow_")})
     plain = plain.cpu().eval()

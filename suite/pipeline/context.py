@@ -12,6 +12,12 @@ from suite.pipeline.stage import StageRunner
 from suite.pipeline.tracking import Tracker
 
 
+def cache_root(cfg: ExperimentConfig) -> Path:
+    """Where a config's stages live: ``<runtime.cache_dir>/<dataset>``, absolute (Ray workers and
+    jobs run in other folders)."""
+    return Path(cfg.runtime.cache_dir).resolve() / cfg.data.dataset
+
+
 @dataclass
 class Context:
     cfg: ExperimentConfig

@@ -10,11 +10,10 @@ and a re-run picks the interrupted training up from its last checkpoint.
 
 from __future__ import annotations
 
-from suite.errors import UserError
-
 import hashlib
 import json
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from suite.distributed import storage as checkpoint_storage
+from suite.errors import UserError
 from suite.locks import file_lock
 from suite.pipeline.tracking import Tracker
 
@@ -80,7 +80,7 @@ class StageRunner:
             run_id = None
             if tracker:
                 run_id = tracker.start_child(name, params, {"cache_hit": "true", "stage_key": key, "stage_dir": str(final)})
-                tracker.log_metrics(run_id, metrics)
+                tracker.log_metrics(run_id, metrics, _final_step(metrics))
                 tracker.end(run_id)
             self.log(f"[{name}] cached ({final})")
             result = StageResult(name, key, final, metrics, True, run_id)
@@ -112,7 +112,7 @@ class StageRunner:
         if self.storage:
             checkpoint_storage.delete(checkpoint_storage.job_storage(self.storage, self.cache_root, work))
         if tracker and run_id:
-            tracker.log_metrics(run_id, metrics)
+            tracker.log_metrics(run_id, metrics, _final_step(metrics))
             for path in (artifacts(work) if artifacts else []):
                 tracker.log_artifact(run_id, path)
             tracker.end(run_id)
@@ -124,6 +124,12 @@ class StageRunner:
         result = StageResult(name, key, final, metrics, False, run_id)
         self.results[name] = result
         return result
+
+
+def _final_step(metrics: dict) -> int:
+    """The step of a stage's final numbers: its last epoch, where its per-epoch curve ends (a
+    point at step 0 would start every curve with the final value), else 0."""
+    return int(metrics.get("epoch", 0) or 0)
 
 
 def _stage_lock(final: Path, waiting: Callable[[Path], None]):
@@ -139,6 +145,4 @@ INTERRUPTED = threading.Event()
 
 
 def _interrupted() -> bool:
-    import sys
-
     return isinstance(sys.exc_info()[1], KeyboardInterrupt) or INTERRUPTED.is_set()

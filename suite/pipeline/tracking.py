@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
+import time
 from pathlib import Path
 
 from suite.config import RuntimeConfig
@@ -42,6 +44,7 @@ class Tracker:
     """Thin wrapper over ``MlflowClient`` so that no global MLflow state leaks between runs."""
 
     def __init__(self, runtime: RuntimeConfig):
+        # deferred here and below: mlflow takes ~1 s to import, and Ray workers import this module
         from mlflow.tracking import MlflowClient
 
         self.uri, artifact_root = resolve_tracking_uri(runtime)
@@ -74,7 +77,7 @@ class Tracker:
         return run.info.run_id
 
     def log_params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # deferred: mlflow (see __init__)
 
         flat = _flatten(params)
         items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
@@ -82,9 +85,7 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_metrics(self, run_id: str, metrics: dict, step: int | None = None) -> None:
-        import time
-
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # deferred: mlflow (see __init__)
 
         now = int(time.time() * 1000)
         items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in _flatten(metrics).items() if _is_number(v)]
@@ -122,12 +123,13 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     @contextlib.contextmanager
-    def closing(self, run_id: str):
-        """End ``run_id`` when the block ends: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+    def closing(self, run_id: str, outcome=lambda: "FINISHED"):
+        """End ``run_id`` when the block ends: ``outcome()`` (FINISHED by default), KILLED on
+        Ctrl-C, FAILED on an error; runs of its stages still open end the same way."""
         status = "FAILED"
         try:
             yield
-            status = "FINISHED"
+            status = outcome()
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -158,6 +160,4 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def metric_name(key: str) -> str:
     """``key`` with the characters MLflow rejects in metric names (anything but letters, digits,
     ``_ - . / `` and spaces, e.g. the brackets of "VGG16-pruned (0.4)") replaced by ``_``."""
-    import re
-
     return re.sub(r"[^\w\-. /]", "_", key)

@@ -6,20 +6,32 @@ import numpy as np
 import torch
 
 
-def _figure(*args, **kwargs):
+def _pyplot():
+    # Deferred on purpose: pyplot takes ~0.5 s to import, and most commands draw nothing.
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # files only, never a window (workers and CI have no display)
+    import matplotlib.pyplot as plt  # deferred, as above
 
-    return plt.subplots(*args, **kwargs)
+    return plt
+
+
+def subplots(*args, **kwargs):
+    """``plt.subplots`` on the file-only backend; every picture of the suite starts here."""
+    return _pyplot().subplots(*args, **kwargs)
+
+
+def save(fig, path, dpi: int = 110) -> None:
+    """Write ``fig`` and free it (pyplot keeps every open figure otherwise)."""
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
 
 
 def conversion_grid(images: torch.Tensor, labels: np.ndarray, entropy: np.ndarray, targets: np.ndarray,
                     reconstruct, class_names, max_classes: int = 10):
     """Per class: the easiest image, the hardest one, the hardest one's target and the CAE's output for it."""
     classes = np.unique(labels)[:max_classes]
-    fig, axes = _figure(len(classes), 4, figsize=(4 * 1.6, len(classes) * 1.6), squeeze=False)
+    fig, axes = subplots(len(classes), 4, figsize=(4 * 1.6, len(classes) * 1.6), squeeze=False)
     titles = ("easiest", "hardest", "its target", "CAE output")
     for row, c in enumerate(classes):
         idx = np.flatnonzero(labels == c)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from suite.metrics import NONZERO_PARAMETERS, P50, PARAMETERS, SIZE_BYTES, TEST_ACC
+
 
 def build(evaluation: dict, stages: dict) -> dict:
     """Headline numbers of a pipeline run from its stages' metrics."""
@@ -14,10 +16,10 @@ def build(evaluation: dict, stages: dict) -> dict:
         return ev.get(f"{label}.{key}", float("nan"))
 
     summary = {
-        "baseline": {k: get(base, k) for k in ("test_acc", "latency_p50_ms", "parameters", "nonzero_parameters", "size_bytes")},
-        "caenet": {k: get(cae, k) for k in ("test_acc", "latency_p50_ms", "parameters", "nonzero_parameters", "size_bytes")},
+        "baseline": {k: get(base, k) for k in (TEST_ACC, P50, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)},
+        "caenet": {k: get(cae, k) for k in (TEST_ACC, P50, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)},
     }
-    summary["speedup_p50"] = summary["baseline"]["latency_p50_ms"] / summary["caenet"]["latency_p50_ms"]
+    summary["speedup_p50"] = summary["baseline"][P50] / summary["caenet"][P50]
     summary["parameter_ratio"] = summary["baseline"]["parameters"] / summary["caenet"]["parameters"]
     summary["reconstruction_mse"] = {
         "clustered": stages.get("autoencoder", {}).get("reconstruction_mse", float("nan")),
@@ -55,7 +57,7 @@ def table(summary: dict) -> str:
     rows = [
         ("", "baseline", "CAE-Net"),
         ("test accuracy", _fmt(b["test_acc"], True), _fmt(c["test_acc"], True)),
-        ("batch-1 latency p50 (ms)", _fmt(b["latency_p50_ms"]), _fmt(c["latency_p50_ms"])),
+        ("batch-1 latency p50 (ms)", _fmt(b[P50]), _fmt(c[P50])),
         ("parameters", _fmt(b["parameters"]), _fmt(c["parameters"])),
         ("size (KB)", _fmt(b["size_bytes"] and round(b["size_bytes"] / 1024, 1)), _fmt(c["size_bytes"] and round(c["size_bytes"] / 1024, 1))),
     ]

@@ -13,29 +13,26 @@ import csv
 import json
 from pathlib import Path
 
+from suite.config import ConfigError
+from suite.data import load_split
+from suite.metrics import P50, current_names, describe
+from suite.report.plots import save, subplots
+from suite.stages.graph import trained_models
+
 TITLES = {"cifar10": "Table I (CIFAR-10)", "mnist": "Table II (MNIST)"}
 
 
 def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
     """Accuracy, parameters and size of the run's models, measured now on the test set."""
-    from suite.data import load_split
-    from suite.metrics import describe
-    from suite.pipeline.lookup import trained_models
-    from suite.stages.common import load_model
-
-    cfg = cfg.effective()
     models = trained_models(cfg)
     test = load_split(cfg.data, "test")
     unknown = [label for label in labels or [] if label not in models]
     if unknown:
-        from suite.config import ConfigError
-
         raise ConfigError(f"--models: {unknown[0]!r} is not a model of this run; its models: {', '.join(models)}")
     rows = {}
     for label in labels or list(models):
-        name, kwargs, stage = models[label]
-        model = load_model(name, kwargs, stage.file("model.pt"))
-        rows[label] = {"model": name, **describe(model, test.images, test.labels, cfg.evaluate.batch_size)}
+        trained = models[label]
+        rows[label] = {"model": trained.model, **describe(trained.load(), test.images, test.labels, cfg.evaluate.batch_size)}
     return rows
 
 
@@ -46,7 +43,7 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
         for r in result["rows"]:
             if r["board"] not in boards:
                 boards.append(r["board"])
-    measured = {(r["board"], r["model"]): r for result in edge for r in result["rows"]}
+    measured = {(r["board"], r["model"]): current_names(r) for result in edge for r in result["rows"]}  # older files too
     table = []
     for label, m in models.items():
         row = {"method": label, **m, "boards": {}}
@@ -54,13 +51,13 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
             r, base = measured.get((b, label)), measured.get((b, "baseline"))
             if r is None:
                 continue
-            cell = {"p50_ms": r["p50_ms"], "energy_mj": r["energy_mj"], "energy_note": r["energy_note"]}
+            cell = {P50: r[P50], "energy_mj": r["energy_mj"], "energy_note": r["energy_note"]}
             if base:
-                cell["speedup"] = base["p50_ms"] / r["p50_ms"]
+                cell["speedup"] = base[P50] / r[P50]
                 if r["energy_mj"] is not None and base["energy_mj"]:
                     cell["energy_ratio"] = base["energy_mj"] / r["energy_mj"]
             if slo_ms is not None:
-                cell["meets_slo"] = r["p50_ms"] <= slo_ms
+                cell["meets_slo"] = r[P50] <= slo_ms
             row["boards"][b] = cell
         table.append(row)
     parts = {}
@@ -68,7 +65,7 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
         for label in models:
             enc, cls = measured.get((b, f"{label}.encoder")), measured.get((b, f"{label}.classifier"))
             if enc and cls:
-                parts[f"{b}/{label}"] = {"encoder_ms": enc["p50_ms"], "classifier_ms": cls["p50_ms"],
+                parts[f"{b}/{label}"] = {"encoder_ms": enc[P50], "classifier_ms": cls[P50],
                                          "encoder_mj": enc["energy_mj"], "classifier_mj": cls["energy_mj"]}
     return {"boards": boards, "rows": table, "components": parts, "slo_ms": slo_ms}
 
@@ -86,7 +83,7 @@ def markdown(report: dict, title: str) -> str:
             if c is None:
                 cells += ["-", "-"] + (["-"] if report["slo_ms"] is not None else [])
                 continue
-            cells.append(f"{c['p50_ms']:.3f} ({c.get('speedup', float('nan')):.2f}x)")
+            cells.append(f"{c[P50]:.3f} ({c.get('speedup', float('nan')):.2f}x)")
             cells.append(f"{c['energy_mj']:.3f} ({c['energy_ratio']:.2f}x)" if c.get("energy_ratio") else
                          (f"{c['energy_mj']:.3f}" if c["energy_mj"] is not None else "N/A"))
             if report["slo_ms"] is not None:
@@ -103,22 +100,20 @@ def markdown(report: dict, title: str) -> str:
 def write_csv(report: dict, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "board", "test_acc", "parameters", "nonzero_parameters", "size_bytes", "p50_ms", "speedup",
+        w.writerow(["method", "board", "test_acc", "parameters", "nonzero_parameters", "size_bytes", P50, "speedup",
                     "energy_mj", "energy_ratio", "meets_slo"])
         for row in report["rows"]:
             for b, c in row["boards"].items() or {"": {}}.items():
                 w.writerow([row["method"], b, row["test_acc"], row["parameters"], row["nonzero_parameters"], row["size_bytes"],
-                            c.get("p50_ms"), c.get("speedup"), c.get("energy_mj"), c.get("energy_ratio"), c.get("meets_slo")])
+                            c.get(P50), c.get("speedup"), c.get("energy_mj"), c.get("energy_ratio"), c.get("meets_slo")])
 
 
 def figure1(report: dict, path: Path) -> None:
     """Latency vs accuracy per board, the SLO as a vertical line (the paper's Fig. 1)."""
-    from suite.report.plots import _figure
-
-    fig, ax = _figure(figsize=(6.4, 4.4))
+    fig, ax = subplots(figsize=(6.4, 4.4))
     markers = "os^Dv<>"
     for i, b in enumerate(report["boards"]):
-        pts = [(row["boards"][b]["p50_ms"], 100 * row["test_acc"], row["method"]) for row in report["rows"] if b in row["boards"]]
+        pts = [(row["boards"][b][P50], 100 * row["test_acc"], row["method"]) for row in report["rows"] if b in row["boards"]]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)], label=b)
         for x, y, name in pts:
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -130,7 +125,7 @@ def figure1(report: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save(fig, path)
 
 
 def figure5(report: dict, path: Path) -> bool:
@@ -138,10 +133,8 @@ def figure5(report: dict, path: Path) -> bool:
     parts = report["components"]
     if not parts:
         return False
-    from suite.report.plots import _figure
-
     names = list(parts)
-    fig, axes = _figure(1, 2, figsize=(9, 0.6 * len(names) + 2.2), squeeze=False)
+    fig, axes = subplots(1, 2, figsize=(9, 0.6 * len(names) + 2.2), squeeze=False)
     for ax, (kind, unit) in zip(axes[0], (("ms", "latency"), ("mj", "energy"))):
         enc = [parts[n][f"encoder_{kind}"] for n in names]
         cls = [parts[n][f"classifier_{kind}"] for n in names]
@@ -156,7 +149,7 @@ def figure5(report: dict, path: Path) -> bool:
         ax.set_xlabel(f"share of CAE-Net {unit} (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save(fig, path)
     return True
 
 

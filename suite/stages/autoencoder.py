@@ -15,7 +15,7 @@ from suite.distributed.training import TrainJob, fit
 from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.report.plots import conversion_grid
+from suite.report.plots import conversion_grid, save
 from suite.stages.common import load_model
 
 VERSION = 1
@@ -46,7 +46,7 @@ def run(ctx: Context, targets: StageResult, variant: str = "clustered") -> Stage
         model = load_model(name, kwargs, work / "model.pt").cpu()
         fig = conversion_grid(ds.images, table["label"].to_numpy(), table["entropy"].to_numpy(),
                               np.load(targets.file(target_file)), model, ctx.info.classes)
-        fig.savefig(work / "conversions.png", dpi=100)
+        save(fig, work / "conversions.png", dpi=100)
         return metrics
 
     return ctx.runner.run(stage_name, VERSION, params, [targets], body, artifacts=lambda w: [w / "model.pt", w / "conversions.png"])

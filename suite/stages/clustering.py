@@ -1,10 +1,9 @@
 """Stage 4: split each class into sub-clusters of similar images.
 
-``kmeans`` (FAISS) picks k per class with the elbow method over [k_min, k_max] (the curve is
-recorded and plotted), unless ``clustering.k`` fixes it. ``cosine`` merges images whose
-cosine similarity passes a threshold (average-linkage agglomeration), ``dbscan`` and
-``hdbscan`` are density-based (their noise points join the nearest cluster). Classes are
-clustered in parallel as Ray tasks when a Ray session is up (``suite.distributed.clustering``).
+The algorithms (``clustering.method``: FAISS k-means with the elbow method, cosine, DBSCAN,
+HDBSCAN) are in ``suite.clustering``; classes are clustered in parallel as Ray tasks when a
+Ray session is up (``suite.distributed.clustering``). The elbow curves are recorded and
+plotted.
 """
 
 from __future__ import annotations
@@ -15,115 +14,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from suite.config import ClusteringConfig
+from suite.distributed.clustering import cluster_all_classes
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
+from suite.report.plots import save, subplots
 
 VERSION = 1
 
 
-def faiss_gpus() -> int:
-    """GPUs this process's FAISS can use: 0 with ``faiss-cpu`` (the pinned package), or where
-    Ray gave the task no GPU (CUDA_VISIBLE_DEVICES is then empty)."""
-    import faiss
-
-    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
-
-
-def kmeans(x: np.ndarray, k: int, iters: int = 25, restarts: int = 3, seed: int = 0) -> tuple[np.ndarray, float]:
-    """FAISS k-means: (labels, inertia = sum of squared distances to the nearest centroid)."""
-    import faiss
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    k = max(1, min(k, len(x)))
-    if k == 1:
-        return np.zeros(len(x), dtype=np.int64), float(((x - x.mean(0)) ** 2).sum())
-    # FAISS silently trains on at most 256 points per centroid unless told otherwise
-    # (PITFALLS.md: 10% worse inertia than scikit-learn at k=10 on 5000 points).
-    km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=restarts, seed=seed, verbose=False,
-                      max_points_per_centroid=max(256, len(x)), min_points_per_centroid=1, gpu=faiss_gpus() > 0)
-    km.train(x)
-    dist, labels = km.index.search(x, 1)
-    return labels[:, 0].astype(np.int64), float(dist.sum())
-
-
-def elbow(ks: list[int], inertias: list[float]) -> int:
-    """The k farthest below the chord from the first to the last point of the curve (kneedle)."""
-    if len(ks) < 3:
-        return ks[0]
-    x = (np.asarray(ks, float) - ks[0]) / (ks[-1] - ks[0])
-    y = np.asarray(inertias, float)
-    span = y[0] - y[-1]
-    if span <= 1e-12 * max(abs(y[0]), 1.0):
-        return ks[0]
-    y = (y - y[-1]) / span  # 1 at k_min, 0 at k_max, decreasing
-    gap = (1 - x) - y  # distance below the chord
-    return int(ks[int(np.argmax(gap))]) if gap.max() > 0 else ks[0]
-
-
-def _nearest_cluster(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Give density-based noise (-1) to the nearest cluster centroid; all noise -> one cluster."""
-    kept = np.unique(labels[labels >= 0])
-    if len(kept) == 0:
-        return np.zeros(len(x), dtype=np.int64)
-    centroids = np.stack([x[labels == c].mean(0) for c in kept])
-    out = labels.copy()
-    noise = labels < 0
-    if noise.any():
-        d = ((x[noise, None, :] - centroids[None]) ** 2).sum(-1)
-        out[noise] = kept[d.argmin(1)]
-    return np.searchsorted(kept, out).astype(np.int64)
-
-
-def cluster_class(x: np.ndarray, cfg: ClusteringConfig, seed: int) -> tuple[np.ndarray, dict]:
-    """Cluster one class's features: (labels 0..k-1, record of how k was chosen)."""
-    if cfg.method == "kmeans":
-        if cfg.k is not None:
-            labels, inertia = kmeans(x, cfg.k, cfg.kmeans_iters, cfg.kmeans_restarts, seed)
-            return labels, {"k": int(labels.max()) + 1, "ks": [cfg.k], "inertia": [inertia]}
-        ks = [k for k in range(cfg.k_min, cfg.k_max + 1) if k <= len(x)] or [1]
-        runs = [kmeans(x, k, cfg.kmeans_iters, cfg.kmeans_restarts, seed) for k in ks]
-        inertias = [r[1] for r in runs]
-        best = elbow(ks, inertias)
-        return runs[ks.index(best)][0], {"k": best, "ks": ks, "inertia": inertias}
-    if cfg.method == "cosine":
-        from sklearn.cluster import AgglomerativeClustering
-
-        if len(x) < 2:
-            return np.zeros(len(x), dtype=np.int64), {"k": 1}
-        labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
-                                         distance_threshold=1.0 - cfg.cosine_similarity).fit_predict(x)
-        return labels.astype(np.int64), {"k": int(labels.max()) + 1}
-    if cfg.method == "dbscan":
-        from sklearn.cluster import DBSCAN
-
-        z = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-        labels = _nearest_cluster(z, DBSCAN(eps=cfg.dbscan_eps, min_samples=cfg.dbscan_min_samples).fit_predict(z))
-        return labels, {"k": int(labels.max()) + 1}
-    from sklearn.cluster import HDBSCAN
-
-    if len(x) < cfg.hdbscan_min_cluster_size:
-        return np.zeros(len(x), dtype=np.int64), {"k": 1}
-    labels = _nearest_cluster(x, HDBSCAN(min_cluster_size=cfg.hdbscan_min_cluster_size).fit_predict(x))
-    return labels, {"k": int(labels.max()) + 1}
-
-
 def plot_elbows(curves: dict, class_names) -> "object":
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for c, rec in curves.items():
         if len(rec.get("ks", [])) < 2:
             continue
         y = np.asarray(rec["inertia"]) / max(rec["inertia"][0], 1e-12)
         line, = ax.plot(rec["ks"], y, marker="o", ms=3, lw=1, label=str(class_names[int(c)])[:12])
         ax.plot([rec["k"]], [y[rec["ks"].index(rec["k"])]], marker="*", ms=11, color=line.get_color())
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("k (clusters in the class)")
     ax.set_ylabel("inertia / inertia at k_min")
     ax.set_title("Elbow curves per class (star: chosen k)")
@@ -138,15 +45,13 @@ def run(ctx: Context, features: StageResult, entropy: StageResult) -> StageResul
     params = {"data": ctx.data_params(), **ccfg.model_dump(exclude={"backend"})}  # where it runs does not change results
 
     def body(work, run_id):
-        from suite.distributed.clustering import cluster_all_classes
-
         feats = np.load(features.file("features.npy"))
         labels = pq.read_table(entropy.file("entropy.parquet"), columns=["label"])["label"].to_numpy()
         clusters, curves = cluster_all_classes(feats, labels, ccfg, ctx.cfg.data.seed, ccfg.backend, ctx.cfg.runtime.progress)
         pq.write_table(pa.table({"index": np.arange(len(labels)), "label": labels, "cluster": clusters}), work / "clusters.parquet")
         (work / "elbow.json").write_text(json.dumps(curves, indent=1))
         fig = plot_elbows(curves, ctx.info.classes)
-        fig.savefig(work / "elbow.png", dpi=110)
+        save(fig, work / "elbow.png")
         ks = [rec["k"] for rec in curves.values()]
         return {"k_mean": float(np.mean(ks)), "k_min": int(min(ks)), "k_max": int(max(ks)), "clusters_total": int(sum(ks)),
                 **{f"k_class_{c}": rec["k"] for c, rec in curves.items()}}

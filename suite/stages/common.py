@@ -1,15 +1,20 @@
-"""Helpers shared by the stages: loading trained models, batched inference."""
+"""Helpers shared by the stages: trained models and their specs, batched inference."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
+from suite.compression.quantize import quiet_jit
 from suite.distributed import storage
 from suite.models import create_model
+from suite.pipeline.stage import StageResult
 
 
 def load_model(name: str, kwargs: dict, weights: Path) -> nn.Module:
@@ -20,6 +25,36 @@ def load_model(name: str, kwargs: dict, weights: Path) -> nn.Module:
     return model.to(device()).eval()
 
 
+@dataclass
+class Trained:
+    """A trained model of the comparison: how to load it and what it weighs."""
+
+    label: str
+    stage: StageResult
+    model: str | None  # registry name (None: an int8 TorchScript file, model.ts)
+    kwargs: dict
+    size_bytes: int | None = None  # None: the dense state dict's size
+    parameters: dict | None = None  # None: counted on the loaded model (int8 TorchScript hides them)
+
+    def load(self) -> nn.Module:
+        if self.model is None:
+            with quiet_jit():
+                return torch.jit.load(str(self.stage.file("model.ts")), map_location="cpu").eval()
+        return load_model(self.model, self.kwargs, self.stage.file("model.pt"))
+
+    @classmethod
+    def from_stage(cls, label: str, stage: StageResult) -> "Trained":
+        spec = json.loads(stage.file("spec.json").read_text())
+        return cls(label, stage, spec["model"], spec["kwargs"], spec.get("size_bytes"), spec.get("parameters"))
+
+
+def write_spec(work: Path, model: str | None, kwargs: dict, size_bytes: int | None = None, parameters: dict | None = None) -> None:
+    """``spec.json`` beside a stage's weights: how to load them (``Trained.from_stage``) and,
+    where it differs from a dense ``torch.save``, the size a board downloads."""
+    spec = {"model": model, "kwargs": kwargs, "size_bytes": size_bytes, "parameters": parameters}
+    (work / "spec.json").write_text(json.dumps(spec, indent=2))
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -27,8 +62,6 @@ def device() -> torch.device:
 @torch.no_grad()
 def batched(fn, images: torch.Tensor, batch: int = 256, progress: bool = False, desc: str = "") -> torch.Tensor:
     """``fn`` over uint8 images in batches (scaled to [0, 1]), concatenated on the CPU."""
-    from tqdm import tqdm
-
     dev = device()
     outs = []
     for i in tqdm(range(0, len(images), batch), desc=desc, disable=not progress, leave=False):

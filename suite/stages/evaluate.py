@@ -17,7 +17,7 @@ from suite.data import load_split
 from suite.metrics import describe, time_models
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.stages.common import load_model
+from suite.stages.common import Trained
 
 VERSION = 2
 
@@ -32,23 +32,22 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def run(ctx: Context, models: dict[str, tuple[str, dict, StageResult]]) -> StageResult:
-    """``models``: label -> (model name, kwargs, stage that holds its model.pt)."""
+def run(ctx: Context, models: dict[str, Trained]) -> StageResult:
     lcfg = ctx.cfg.evaluate.latency
     params = {"data": ctx.data_params(), "latency": lcfg.model_dump(), "host": platform.node(), "cpu": _cpu_model(),
-              "models": {k: [n, kw] for k, (n, kw, _) in models.items()}}
+              "models": {k: [m.model, m.kwargs] for k, m in models.items()}}
 
     def body(work, run_id):
         test = load_split(ctx.cfg.data, "test")
         results, loaded = {}, {}
-        for label, (name, kwargs, stage) in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.progress, leave=False):
-            loaded[label] = load_model(name, kwargs, stage.file("model.pt"))
-            results[label] = {"model": name, **describe(loaded[label], test.images, test.labels, ctx.cfg.evaluate.batch_size)}
+        for label, trained in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.progress, leave=False):
+            loaded[label] = trained.load()
+            results[label] = {"model": trained.model, **describe(loaded[label], test.images, test.labels, ctx.cfg.evaluate.batch_size)}
         latency = time_models(loaded, test.floats(slice(0, 1)), lcfg)
         for label, stats in latency.items():
             results[label].update(stats)
         (work / "evaluation.json").write_text(json.dumps(results, indent=2))
         return {f"{label}.{k}": v for label, row in results.items() for k, v in row.items() if k != "model"}
 
-    return ctx.runner.run("evaluate", VERSION, params, [s for _, _, s in models.values()], body,
+    return ctx.runner.run("evaluate", VERSION, params, [m.stage for m in models.values()], body,
                           artifacts=lambda w: [w / "evaluation.json"])

@@ -12,14 +12,13 @@ New extractors register with ``@extractor("name")``: a function (images uint8, c
 
 from __future__ import annotations
 
-from suite.errors import UserError
-
 from typing import Callable
 
 import numpy as np
 import torch
 
 from suite.data import load_split
+from suite.errors import UserError
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.stages import baseline as baseline_stage
@@ -55,7 +54,7 @@ def baseline_features(images: torch.Tensor, ctx: Context, baseline: StageResult)
 
 
 def load_vgg16_imagenet() -> torch.nn.Module:
-    import torchvision
+    import torchvision  # deferred: torchvision.models takes 1.7 s to import; only this extractor needs it
 
     try:
         weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
@@ -87,7 +86,7 @@ def reduce(features: np.ndarray, dim: int | None, seed: int) -> np.ndarray:
     features = features.astype(np.float32)
     if dim is None or features.shape[1] <= dim or len(features) <= dim:
         return features
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # deferred: scikit-learn takes ~1 s to import; only PCA needs it
 
     return PCA(n_components=dim, random_state=seed).fit_transform(features).astype(np.float32)
 

@@ -17,6 +17,7 @@ experiment config before Ray starts, so a typo fails in one line, not in trial 7
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 from typing import Any, Literal
@@ -143,8 +144,6 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
 
 def trial_config(base_tree: dict, params: dict, source: str = "trial") -> ExperimentConfig:
     """The experiment one trial runs: the base config with the trial's dotted values set."""
-    import copy
-
     tree = copy.deepcopy(base_tree)
     for key, value in params.items():
         _set_dotted(tree, key, value)

@@ -17,15 +17,27 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from suite.config import ExperimentConfig
+import ray
+from ray import tune
+from ray._raylet import RAY_NODE_ID_KEY
+from ray.tune.execution.placement_groups import PlacementGroupFactory
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from suite.commands.session import open_session
+from suite.config import ConfigError, ExperimentConfig
+from suite.data import INFO, load_split
+from suite.distributed.session import ensure_ray
+from suite.metrics import P50, accuracy, time_models
+from suite.models import geometry
+from suite.pipeline.tracking import resolve_tracking_uri
+from suite.stages import baseline, entropy, features
+from suite.stages.common import load_model
 from suite.sweep.config import SweepConfig
-from suite.sweep.slo import TrialRow, choose, markdown, mark, plot
-from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, trial_name, finish_trial, run_trial
+from suite.sweep.slo import TrialRow, choose, mark, markdown, plot
+from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, finish_trial, run_trial, trial_name
 
 
 def _param_space(space: dict) -> dict:
-    from ray import tune
-
     out = {}
     for key, spec in space.items():
         if isinstance(spec, list):
@@ -37,8 +49,6 @@ def _param_space(space: dict) -> dict:
 
 
 def _scheduler(sweep: SweepConfig, max_t: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     if sweep.scheduler.type == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(sweep.scheduler.grace_period, max_t),
@@ -47,8 +57,6 @@ def _scheduler(sweep: SweepConfig, max_t: int):
 
 def _absolute(base: ExperimentConfig) -> ExperimentConfig:
     """Trials run in other folders (and on other nodes): make the paths they share absolute."""
-    from suite.pipeline.tracking import resolve_tracking_uri
-
     base = base.model_copy(deep=True)
     base.runtime.cache_dir = str(Path(base.runtime.cache_dir).resolve())
     base.runtime.tracking_uri = resolve_tracking_uri(base.runtime)[0]
@@ -62,10 +70,6 @@ def _on_driver_node(cpus: float):
     cache and MLflow, which live with the driver; its trainings' Ray Train workers still go
     wherever the cluster has room. A driver node without CPUs (a head started with
     ``--num-cpus=0``) holds the trial by a little memory instead."""
-    import ray
-    from ray._raylet import RAY_NODE_ID_KEY
-    from ray.tune.execution.placement_groups import PlacementGroupFactory
-
     node = ray.get_runtime_context().get_node_id()
     node_cpus = next((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["NodeID"] == node), 0)
     bundle = {"CPU": min(cpus, node_cpus)} if min(cpus, node_cpus) > 0 else {"memory": 256 * 1024 * 1024}
@@ -73,36 +77,19 @@ def _on_driver_node(cpus: float):
 
 
 def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
-    from ray import tune
-
-    from suite.data import load_split
-    from suite.distributed import storage
-    from suite.distributed.session import ensure_ray, ray_session
-    from suite.pipeline.context import Context
-    from suite.pipeline.stage import StageRunner
-    from suite.pipeline.tracking import Tracker
-    from suite.stages import baseline, entropy, features
-
     base = _absolute(base)
-    cfg = base.effective()
     trial_base = base.model_copy(deep=True)
     trial_base.runtime.progress = False  # bars from many trials interleave; Tune's table shows progress
-    if cfg.data.val_fraction <= 0:
-        from suite.config import ConfigError
-
+    if base.data.val_fraction <= 0:
         raise ConfigError("data.val_fraction must be > 0 for a sweep: trials are ranked on validation accuracy")
-    for split in ("train", "test"):
-        load_split(cfg.data, split)
-    cache_root = Path(cfg.runtime.cache_dir) / cfg.data.dataset
-    tracker = Tracker(cfg.runtime)  # creates the experiment before any trial logs to it
-    parent = tracker.start_parent(sweep.name, {"space": sweep.space, "set": sweep.set, "scheduler": sweep.scheduler.model_dump(),
-                                               "slo": sweep.slo.model_dump(), "experiment": sweep.experiment},
-                                  {"kind": "sweep", "dataset": cfg.data.dataset})
-    log(f"MLflow sweep run {parent} in {tracker.uri}")
-    out_dir = cache_root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{sweep.name}"
-    with tracker.closing(parent):
-        with ray_session(cfg.runtime, cache_root):
-            ctx = Context(cfg, StageRunner(cache_root, tracker, log, storage=storage.configured(cfg.runtime)), tracker)
+    params = {"space": sweep.space, "set": sweep.set, "scheduler": sweep.scheduler.model_dump(),
+              "slo": sweep.slo.model_dump(), "experiment": sweep.experiment}
+    # The session's Tracker creates the experiment before any trial logs to it.
+    with open_session(base, sweep.name, params=params, tags={"kind": "sweep"}, check_data=True, log=log) as session:
+        cfg, tracker, parent = session.cfg, session.tracker, session.run_id
+        out_dir = session.folder("sweeps", name=f"{time.strftime('%Y%m%d-%H%M%S')}-{sweep.name}")
+        with session.ray():
+            ctx = session.context()
             base_stage = baseline.run(ctx)  # shared by every trial whose space leaves it alone
             entropy.run(ctx, base_stage)
             features.run(ctx, base_stage)
@@ -159,11 +146,6 @@ def _collect(grid, tracker, base_tree: dict, log) -> tuple[list[dict], list[str]
 
 
 def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> dict:
-    from suite.data import INFO, load_split
-    from suite.metrics import accuracy, time_models
-    from suite.models import geometry
-    from suite.stages.common import load_model
-
     out_dir.mkdir(parents=True, exist_ok=True)
     lcfg = cfg.evaluate.latency
     test = load_split(cfg.data, "test")
@@ -180,23 +162,23 @@ def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> 
     log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) at batch 1 on {lcfg.threads} thread(s), alternating rounds")
     latency = time_models(models, test.floats(slice(0, 1)), lcfg)
     latency.update({trial: latency[key] for trial, key in arch.items()})
-    baseline_ms = latency["baseline"]["latency_p50_ms"]
+    baseline_ms = latency["baseline"][P50]
     table = [TrialRow(trial=r["trial"], params=r["params"], val_acc=r["val_acc"], test_acc=r["test_acc"],
                       nonzero_parameters=r["nonzero_parameters"], size_bytes=r["size_bytes"],
-                      p50_ms=latency[r["trial"]]["latency_p50_ms"],
+                      p50_ms=latency[r["trial"]][P50],
                       extra={"mlflow_run_id": r["mlflow_run_id"], "k_mean": r.get("k_mean"),
                              "reconstruction_mse": r.get("reconstruction_mse")}) for r in rows]
     mark(table, sweep.slo, baseline_ms)
     chosen = choose(table)
     for r in table:
-        tracker.log_metrics(r.extra["mlflow_run_id"], {"latency_p50_ms": r.p50_ms, "speedup": r.speedup,
+        tracker.log_metrics(r.extra["mlflow_run_id"], {P50: r.p50_ms, "speedup": r.speedup,
                                                        "meets_slo": float(r.meets_slo), "pareto": float(r.pareto)})
     text = markdown(table, baseline_ms, sweep.slo.describe(), chosen)
     (out_dir / "pareto.md").write_text(text + "\n")
     with open(out_dir / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
         keys = sorted({k for r in table for k in r.params})
-        writer.writerow(["trial", *keys, "val_acc", "test_acc", "p50_ms", "speedup", "nonzero_parameters", "size_bytes",
+        writer.writerow(["trial", *keys, "val_acc", "test_acc", P50, "speedup", "nonzero_parameters", "size_bytes",
                          "meets_slo", "pareto"])
         for r in table:
             writer.writerow([r.trial, *[r.params.get(k) for k in keys], r.val_acc, r.test_acc, r.p50_ms, r.speedup,

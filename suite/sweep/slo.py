@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from suite.report.plots import save, subplots
+
 
 @dataclass
 class TrialRow:
@@ -71,12 +73,7 @@ def markdown(rows: list[TrialRow], baseline_ms: float, slo_text: str, chosen: Tr
 
 def plot(rows: list[TrialRow], baseline_ms: float, baseline_acc: float | None, slo, path) -> None:
     """Accuracy vs latency, Pareto front joined, SLO line drawn (the paper's Fig. 1 shape)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = subplots(figsize=(6.4, 4.4))
     ok = [r for r in rows if r.meets_slo]
     bad = [r for r in rows if not r.meets_slo]
     ax.scatter([r.p50_ms for r in ok], [100 * r.val_acc for r in ok], c="tab:green", label="trial (meets SLO)")
@@ -96,5 +93,4 @@ def plot(rows: list[TrialRow], baseline_ms: float, baseline_acc: float | None, s
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

@@ -16,31 +16,34 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ray.tune
+
+from suite.data import load_split
+from suite.distributed import storage
+from suite.distributed.training import NeedsTraining, finish_only
+from suite.metrics import describe
+from suite.pipeline.context import Context, cache_root
+from suite.pipeline.stage import StageRunner
+from suite.pipeline.tracking import Tracker
+from suite.stages.graph import train_stages
+from suite.sweep.config import trial_config
+
 TRIAL_FILE = "trial.json"
 RUN_ID_FILE = "mlflow_run_id"
 
 
 def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run_id: str, tune_stage: str | None) -> dict:
     """Run (or reuse) the trial's stages and write its ``trial.json``; returns the row."""
-    from suite.data import load_split
-    from suite.distributed import storage
-    from suite.metrics import describe
-    from suite.pipeline.context import Context
-    from suite.pipeline.run import train_stages
-    from suite.pipeline.stage import StageRunner
-    from suite.pipeline.tracking import Tracker
-    from suite.stages.common import load_model
-    from suite.sweep.config import trial_config
-
     cfg = trial_config(base_tree, params, source=trial_name).effective()
     tracker = Tracker(cfg.runtime)
     tracker.parent_id = run_id  # the trial's stages nest under the trial's run
-    runner = StageRunner(Path(cfg.runtime.cache_dir) / cfg.data.dataset, tracker, storage=storage.configured(cfg.runtime))
+    runner = StageRunner(cache_root(cfg), tracker, storage=storage.configured(cfg.runtime))
     ctx = Context(cfg, runner, tracker, tune_stage=tune_stage)
     try:
         models = train_stages(ctx)
-        name, kwargs, stage = models["caenet"]
-        model = load_model(name, kwargs, stage.file("model.pt"))
+        trained = models["caenet"]
+        name, kwargs, stage = trained.model, trained.kwargs, trained.stage
+        model = trained.load()
         test = load_split(cfg.data, "test")
         row = {"trial": trial_name, "params": params, "val_acc": stage.metrics["val_acc"],
                **describe(model, test.images, test.labels, cfg.evaluate.batch_size), "model": name, "model_kwargs": kwargs,
@@ -60,11 +63,6 @@ def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run
 
 def run_trial(params: dict, base_tree: dict, sweep_run_id: str) -> None:
     """The Tune trainable."""
-    import ray.tune
-
-    from suite.pipeline.tracking import Tracker
-    from suite.sweep.config import trial_config
-
     tune_ctx = ray.tune.get_context()
     trial_dir = Path(tune_ctx.get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -83,8 +81,6 @@ def run_trial(params: dict, base_tree: dict, sweep_run_id: str) -> None:
 def finish_trial(trial_dir: Path, base_tree: dict) -> dict | None:
     """Complete a trial Tune stopped after its last epoch (every epoch checkpointed); None when
     it really stopped early (epochs left) or never started its run."""
-    from suite.distributed.training import NeedsTraining, finish_only
-
     run_file, params_file = trial_dir / RUN_ID_FILE, trial_dir / "params.json"
     if not (run_file.exists() and params_file.exists()):
         return None

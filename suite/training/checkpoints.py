@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -55,9 +57,6 @@ def persist(write, attempt: str, epoch: int, keep: int = 2) -> str:
 
     Written so that a reader never takes a half-written one: a local folder appears by
     rename; on an object store ``meta.json`` goes up last (``latest`` wants both files)."""
-    import shutil
-    import tempfile
-
     name = f"checkpoint_epoch-{epoch:04d}"
     target = store.join(attempt, name)
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from suite.errors import UserError
-
 from dataclasses import dataclass, field
 
 from suite.config import KDConfig
+from suite.errors import UserError
 
 
 class TrainingError(UserError, RuntimeError):

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from suite.compression import apply_masks, magnitude_masks, sparsity, sparsity_at
+from suite.compression.sharing import share
 from suite.config import TrainConfig
+from suite.data import augment_batch
 from suite.training.objectives import Objective
 
 
@@ -93,8 +96,6 @@ class EpochLoop:
         return self.model.module if hasattr(self.model, "module") else self.model
 
     def run_epoch(self, loader, epoch: int) -> dict:
-        from suite.data import augment_batch
-
         for hook in self.hooks:
             hook.epoch_start(self, epoch)
         self.model.train()
@@ -135,19 +136,13 @@ class MagnitudePruning(Hook):
         self.weights, self.ratio, self.epochs, self.masks = weights, ratio, epochs, {}
 
     def epoch_start(self, loop, epoch):
-        from suite.compression import apply_masks, magnitude_masks, sparsity_at
-
         self.masks = magnitude_masks(self.weights, sparsity_at(epoch, self.epochs, self.ratio))
         apply_masks(self.weights, self.masks)
 
     def step_end(self, loop, step, steps):
-        from suite.compression import apply_masks
-
         apply_masks(self.weights, self.masks)
 
     def epoch_end(self, loop, epoch, metrics):
-        from suite.compression import sparsity
-
         metrics["weight_sparsity"] = sparsity(self.weights)
 
 
@@ -158,8 +153,6 @@ class WeightSharing(Hook):
         self.weights, self.assignments = weights, assignments
 
     def step_end(self, loop, step, steps):
-        from suite.compression.sharing import share
-
         share(self.weights, self.assignments)
 
 

@@ -1,51 +1,64 @@
-"""Export a finished run's models, and benchmark them on the boards, recording it all in MLflow."""
+"""``caenet edge bench CONFIG_OR_RUN --boards BOARDS.yaml``: a finished run's models exported,
+pushed to the edge boards over SSH (Fabric) and timed there at batch 1, with energy where the
+board has a power source; each board x model is an MLflow run."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-from suite.config import ExperimentConfig
-from suite.edge.boards import Inventory
-from suite.edge.export import FORMATS, export_model, write_manifest
+from suite.commands.common import add_set, config_of
+from suite.commands.export import export_run
+from suite.commands.session import Session, open_session
+from suite.edge.bench import RUNTIME_FORMAT, bench_boards
+from suite.edge.boards import Inventory, load_inventory
+from suite.metrics import MEAN, P50, P90, P99
+
+ORDER = 50
+HELP = 'edge boards: deploy and benchmark a run'"'"'s models over SSH (latency, energy)'
 
 
-def export_run(cfg: ExperimentConfig, labels: list[str] | None, fmt: str, out: Path, images: int = 64) -> tuple[Path, list[dict]]:
-    """Export the run's models (default: all of them) to ``out/<format>/``; returns (folder, entries)."""
-    from suite.data import load_split
-    from suite.pipeline.lookup import trained_models
-    from suite.stages.common import load_model
-
-    cfg = cfg.effective()
-    models = trained_models(cfg)
-    unknown = sorted(set(labels or []) - set(models))
-    if unknown:
-        from suite.config import ConfigError
-
-        raise ConfigError(f"--models: unknown {', '.join(unknown)}; this run has {', '.join(models)}")
-    test = load_split(cfg.data, "test")
-    x = test.floats(slice(0, images))
-    folder = out / fmt
-    entries = []
-    for label in labels or list(models):
-        name, kwargs, stage = models[label]
-        model = load_model(name, kwargs, stage.file("model.pt")).cpu()
-        for e in export_model(label, model, x, fmt, folder):
-            e.update({"model": name, "model_kwargs": kwargs, "stage_dir": str(stage.path)})
-            entries.append(e)
-    write_manifest(folder, entries, {"config": cfg.name, "dataset": cfg.data.dataset, "format": fmt,
-                                     "exported": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return folder, entries
+def add_parser(sub) -> None:
+    edge = sub.add_parser("edge", help=HELP)
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True, metavar="ACTION")
+    bench = edge_sub.add_parser("bench", help="benchmark a run's models on the boards of an inventory file",
+                                description="Exports the models each board's runtime needs, then for every board in "
+                                "parallel: connects with Fabric (host keys checked), checks Python and the runtime, "
+                                "pushes the models and a self-contained runner, times batch-1 inferences in rounds with "
+                                "power sampling, fetches the results and cleans up. A failing board is reported alone; "
+                                "each board x model is an MLflow run. "
+                                "Example: caenet edge bench configs/mnist_lenet.yaml --boards configs/boards.example.yaml")
+    bench.add_argument("run", metavar="CONFIG_OR_RUN", help="the run's YAML config, or the MLflow run id of `caenet run`")
+    bench.add_argument("--boards", required=True, help="boards inventory YAML (see configs/boards.example.yaml)")
+    bench.add_argument("--models", nargs="+", metavar="LABEL", help="models to measure (default: all of the run)")
+    bench.add_argument("--only", nargs="+", metavar="BOARD", help="only these boards of the inventory")
+    bench.add_argument("--out", help="results folder (default: <cache>/<dataset>/edge)")
+    add_set(bench, "--set runtime.cache_dir=/abs/cache (must match the run)")
+    bench.set_defaults(func=main)
 
 
-def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | None, out: Path,
-               source_run: str | None = None, log=print) -> dict:
-    """Export what the boards need, benchmark every board in parallel, log each board x model to MLflow."""
-    from suite.edge.bench import RUNTIME_FORMAT, bench_boards
-    from suite.pipeline.tracking import Tracker
+def main(args) -> int:
+    inventory = load_inventory(args.boards, args.only)
+    cfg = config_of(args, args.run)
+    source = None if Path(args.run).exists() else args.run
+    params = {"boards": [b.name for b in inventory.boards], "bench": inventory.bench.model_dump(), "models": args.models or "all"}
+    tags = {"kind": "edge-bench", **({"source_run": source} if source else {})}
+    with open_session(cfg, f"edge-{cfg.name}", params=params, tags=tags) as session:
+        summary = edge_bench(session, inventory, args.models, session.folder("edge", args.out), source_run=source)
+    print()
+    print(table(summary))
+    print(f"\nresults: {summary['run_dir']}\nMLflow run: {summary['mlflow_run_id']}")
+    if summary["failed"]:
+        print(f"failed boards: {', '.join(summary['failed'])}", file=sys.stderr)
+    return 0 if summary["rows"] else 1
 
-    cfg = cfg.effective()
+
+def edge_bench(session: Session, inventory: Inventory, labels: list[str] | None, out: Path, source_run: str | None = None) -> dict:
+    """Export what the boards need, benchmark every board in parallel, log each board x model to
+    MLflow under the session's run (ended FAILED when no board measured anything)."""
+    cfg, tracker, parent, log = session.cfg, session.tracker, session.run_id, session.log
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = out / f"{stamp}-{cfg.name}"
     exports = {}
@@ -53,10 +66,6 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
         exports[fmt] = export_run(cfg, labels, fmt, run_dir / "exports")
         log(f"exported {len(exports[fmt][1])} model files as {fmt} to {exports[fmt][0]}")
     results = bench_boards(inventory.boards, inventory.bench, exports, run_dir / "boards", log)
-    tracker = Tracker(cfg.runtime)
-    parent = tracker.start_parent(f"edge-{cfg.name}", {"boards": [b.name for b in inventory.boards],
-                                                       "bench": inventory.bench.model_dump(), "models": labels or "all"},
-                                  {"kind": "edge-bench", "dataset": cfg.data.dataset, **({"source_run": source_run} if source_run else {})})
     if source_run:
         tracker.set_tag(parent, "mlflow.parentRunId", source_run)  # nested under the training run it measures
     stage_dirs = {e["name"]: e["stage_dir"] for _, entries in exports.values() for e in entries}
@@ -72,7 +81,7 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                 "board": row["board"], "board_kind": row["board_kind"], "model": row["model"], "runtime": row["runtime"],
                 "runtime_version": row["runtime_version"], "threads": row["threads"], "power_source": row["power_source"]},
                 {"board": row["board"], "model": row["model"], "kind": "edge-measurement", "stage_dir": stage_dirs.get(row["model"], "")})
-            tracker.log_metrics(run_id, {k: row[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "inferences",
+            tracker.log_metrics(run_id, {k: row[k] for k in (P50, P90, P99, MEAN, "inferences",
                                                             "energy_mj", "dynamic_energy_mj", "idle_watts", "mean_watts")
                                          if row[k] is not None})
             if row["energy_note"]:
@@ -90,7 +99,7 @@ def edge_bench(cfg: ExperimentConfig, inventory: Inventory, labels: list[str] | 
                "systems": {r.board: r.system for r in results if r.ok}, "dataset": cfg.data.dataset, "config": cfg.name}
     (run_dir / "edge_results.json").write_text(json.dumps(summary, indent=2, default=str))
     tracker.log_artifact(parent, run_dir / "edge_results.json")
-    tracker.end(parent, "FINISHED" if rows or not failures else "FAILED")  # FAILED: no board measured anything
+    session.status = "FINISHED" if rows or not failures else "FAILED"  # FAILED: no board measured anything
     if failures:
         tracker.set_tag(parent, "failed_boards", ", ".join(f"{b}: {e}" for b, e in failures.items())[:4000])
     return summary
@@ -116,14 +125,11 @@ def table(summary: dict) -> str:
     bw = max([5] + [len(r["board"]) for r in summary["rows"]] + [len(b) for b in summary["failed"]])
     mw = max([5] + [len(r["model"]) for r in summary["rows"]])
     lines = [f"{'board':{bw}} {'model':{mw}} {'p50 ms':>9} {'speed-up':>9} {'p90 ms':>9} {'energy mJ':>10}  note"]
-    base = {r["board"]: r["p50_ms"] for r in summary["rows"] if r["model"] == "baseline"}
+    base = {r["board"]: r[P50] for r in summary["rows"] if r["model"] == "baseline"}
     for r in summary["rows"]:
-        speed = f"{base[r['board']] / r['p50_ms']:.2f}x" if r["board"] in base else ""
+        speed = f"{base[r['board']] / r[P50]:.2f}x" if r["board"] in base else ""
         energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "N/A"
-        lines.append(f"{r['board']:{bw}} {r['model']:{mw}} {r['p50_ms']:9.3f} {speed:>9} {r['p90_ms']:9.3f} {energy:>10}  {r['energy_note'] or ''}")
+        lines.append(f"{r['board']:{bw}} {r['model']:{mw}} {r[P50]:9.3f} {speed:>9} {r[P90]:9.3f} {energy:>10}  {r['energy_note'] or ''}")
     for board, error in summary["failed"].items():
         lines.append(f"{board:{bw}} FAILED: {error}")
     return "\n".join(lines)
-
-
-__all__ = ["FORMATS", "edge_bench", "export_run", "table"]

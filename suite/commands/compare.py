@@ -17,16 +17,44 @@ from pathlib import Path
 
 import torch
 
+from suite.commands.common import add_set, add_smoke, config_of
+from suite.commands.session import open_session
 from suite.config import ExperimentConfig
 from suite.data import load_split
-from suite.distributed import storage
-from suite.distributed.session import ray_session
+from suite.metrics import P50, accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.models.branchy import BranchyNet
 from suite.pipeline.context import Context
-from suite.pipeline.run import train_stages
-from suite.pipeline.stage import StageRunner
-from suite.pipeline.tracking import Tracker
+from suite.report import tables
 from suite.stages import competitors
-from suite.stages.competitors import Trained
+from suite.stages.common import Trained
+from suite.stages.graph import train_stages
+
+ORDER = 30
+HELP = 'train every competitor of Tables I/II and compare them with CAE-Net here'
+
+
+def add_parser(sub) -> None:
+    compare = sub.add_parser("compare", help=HELP,
+                             description="Runs (or reuses) the pipeline's baseline and CAE-Net, then every method under "
+                             "compare.methods in the config (`caenet methods` lists the kinds: KD students, weight "
+                             "pruning, weight clustering, channel pruning, int8 quantization, BranchyNet, SubFlow, AdaDeep, "
+                             "CAE-Net's prune-until-the-SLO loop and the larger CIFAR networks), each a cached stage "
+                             "trained through Ray Train. Then measures accuracy, parameters (non-zero), size and batch-1 "
+                             "latency of all of them on this machine and writes the table (Markdown, CSV, JSON) and "
+                             "Fig. 1 with the SLO line, logged to MLflow. Example: caenet compare configs/cifar10_alexnet.yaml")
+    compare.add_argument("config", help="YAML config with a compare: section, e.g. configs/cifar10_alexnet.yaml")
+    add_set(compare, "--set compare.slo_ms=5 or --set compare.finetune.epochs=1")
+    add_smoke(compare, "a few hundred images and one epoch for every model")
+    compare.add_argument("--out", help="output folder (default: <cache>/<dataset>/compare/<name>)")
+    compare.set_defaults(func=main)
+
+
+def main(args) -> int:
+    report = run_compare(config_of(args, args.config), out=args.out)
+    print()
+    print(report["markdown"])
+    print(f"\nresults: {report['output']}\nMLflow run: {report['mlflow_run_id']}")
+    return 0
 
 BOARD = "this-cpu"  # the column of the table: this machine, as ``caenet report`` has one per board
 
@@ -34,10 +62,7 @@ BOARD = "this-cpu"  # the column of the table: this machine, as ``caenet report`
 def train_all(ctx: Context) -> dict[str, Trained]:
     """Baseline, CAE-Net and every configured competitor, trained or found in the cache."""
     models = train_stages(ctx)
-    rows: dict[str, Trained] = {}
-    for label in ("baseline", "caenet"):
-        name, kwargs, stage = models[label]
-        rows[label] = Trained(label, stage, name, kwargs)
+    rows = {label: models[label] for label in ("baseline", "caenet")}
     entropy = ctx.runner.results["entropy"]
     for method in ctx.cfg.compare.methods:
         rows[method.name] = competitors.run(ctx, method, rows, entropy)
@@ -46,9 +71,6 @@ def train_all(ctx: Context) -> dict[str, Trained]:
 
 def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple[dict, list[dict]]:
     """(table rows, latency rows) of every model, measured on this machine."""
-    from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
-    from suite.models.branchy import BranchyNet
-
     test = load_split(cfg.data, "test")
     lat = cfg.evaluate.latency
     table, loaded, varied = {}, {}, set()
@@ -68,7 +90,7 @@ def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple
     log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), {lat.rounds} alternating rounds")
     example = test.floats(slice(0, min(len(test.images), 200)))
     timings = batch1_latency(loaded, example, lat.threads, lat.warmup, lat.runs, lat.rounds, varied=varied)
-    latency_rows = [{"board": BOARD, "model": label, "p50_ms": t["latency_p50_ms"], "energy_mj": None,
+    latency_rows = [{"board": BOARD, "model": label, P50: t[P50], "energy_mj": None,
                      "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"}
                     for label, t in timings.items()]
     for label, t in timings.items():
@@ -84,23 +106,14 @@ def _exits_of(model, images: torch.Tensor) -> torch.Tensor:
 
 def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None) -> dict:
     """Train what is missing, measure everything, write the tables and Fig. 1; return the report."""
-    from suite.report import tables
-
-    cfg = cfg.effective()
-    for split in ("train", "test"):
-        load_split(cfg.data, split)
     if not cfg.compare.methods:
         log("compare.methods is empty: the table holds the baseline and CAE-Net only (see configs/ for a full list)")
-    cache_root = Path(cfg.runtime.cache_dir).resolve() / cfg.data.dataset
-    tracker = Tracker(cfg.runtime)
-    parent = tracker.start_parent(f"compare-{cfg.name}", cfg.model_dump(mode="json"),
-                                  {"kind": "compare", "dataset": cfg.data.dataset, "smoke": str(cfg.smoke)})
-    log(f"MLflow run {parent} in {tracker.uri}")
-    ctx = Context(cfg, StageRunner(cache_root, tracker, log, storage=storage.configured(cfg.runtime)), tracker)
-    folder = Path(out) if out else cache_root / "compare" / cfg.name
-    folder.mkdir(parents=True, exist_ok=True)
-    with tracker.closing(parent):
-        with ray_session(cfg.runtime, cache_root):
+    with open_session(cfg, f"compare-{cfg.name}", tags={"kind": "compare"}, check_data=True, log=log) as session:
+        cfg, tracker, parent = session.cfg, session.tracker, session.run_id
+        ctx = session.context()
+        folder = session.folder("compare", out, cfg.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with session.ray():
             rows = train_all(ctx)
         table, latency_rows = measure(cfg, rows, log)  # after Ray has stopped: its daemons skew timings
         report = tables.build(table, [{"rows": latency_rows}], cfg.compare.slo_ms)

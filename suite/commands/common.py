@@ -1,0 +1,41 @@
+"""Arguments several commands share."""
+
+from __future__ import annotations
+
+import argparse
+
+from suite.config import ExperimentConfig
+from suite.pipeline.lookup import resolve_config
+
+
+def add_set(parser: argparse.ArgumentParser, example: str = "--set baseline.train.epochs=3") -> None:
+    """``--profile`` and ``--set``: the ways to change a config from the command line."""
+    parser.add_argument("--profile", action="append", metavar="NAME", default=[],
+                        help="overlay a profile before --set: cpu, gpu or cluster (configs/profiles/), or a YAML file; repeatable")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help=f"override a config key (dotted path), e.g. {example}; repeatable")
+
+
+def add_smoke(parser: argparse.ArgumentParser, text: str = "shrink to a few hundred images and one epoch (same as --set smoke=true)") -> None:
+    parser.add_argument("--smoke", action="store_true", help=text)
+
+
+def overrides(args) -> list[str]:
+    """``--set`` values, plus ``smoke=true`` for ``--smoke``."""
+    return list(args.set or []) + (["smoke=true"] if getattr(args, "smoke", False) else [])
+
+
+def config_of(args, source: str) -> ExperimentConfig:
+    """The config a command line names (a YAML file, or the MLflow run id of ``caenet run``),
+    with its ``--profile`` overlays, ``--set`` overrides and ``--smoke``."""
+    return resolve_config(source, overrides(args), getattr(args, "profile", None))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

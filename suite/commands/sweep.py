@@ -1,0 +1,40 @@
+"""``caenet sweep SWEEP``: a Ray Tune sweep over config keys, then the latency-SLO search."""
+
+from __future__ import annotations
+
+from suite.commands.common import add_smoke
+from suite.sweep.config import load_sweep
+from suite.sweep.run import run_sweep
+
+ORDER = 20
+HELP = 'Ray Tune sweep over config keys, then pick the best CAE-Net that meets a latency SLO'
+
+
+def add_parser(sub) -> None:
+    sweep = sub.add_parser("sweep", help=HELP,
+                           description="Runs one trial per point of the sweep file's search space (any dotted key of the "
+                           "experiment config: clustering.k, autoencoder.prune.weight_ratio, ...), ASHA on CAE-Net's "
+                           "validation accuracy, every trial an MLflow run under the sweep's run. Then times every "
+                           "finished CAE-Net against the baseline at batch 1 and reports the Pareto front (accuracy vs "
+                           "latency) and the most accurate trial that meets the SLO. Stages are cached, so a re-run "
+                           "resumes. Example: caenet sweep configs/sweeps/cifar10_clusters_pruning.yaml --smoke")
+    sweep.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="override a key of the sweep file, e.g. --set slo.speedup=4 or --set max_concurrent_trials=2")
+    add_smoke(sweep, "run every trial at smoke scale (a few hundred images, 1 epoch)")
+    sweep.set_defaults(func=main)
+
+
+def main(args) -> int:
+    sweep, base = load_sweep(args.sweep, list(args.set))
+    if args.smoke:
+        base = base.model_copy(update={"smoke": True})
+    summary = run_sweep(sweep, base)
+    print()
+    print(summary["table"])
+    if summary["stopped_early"]:
+        print(f"stopped early by ASHA: {', '.join(summary['stopped_early'])}")
+    for trial, error in summary["failed"].items():
+        print(f"failed: {trial}: {error}")
+    print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
+    return 0

@@ -1,0 +1,2 @@
+"""One module per dataset family; every module here is imported by ``suite.data.registry``,
+so dropping a file with a ``@register``-ed ``DatasetSource`` in this folder adds a dataset."""

@@ -1,0 +1,73 @@
+"""The competitor methods of Tables I / II, one module each: a plug-in folder.
+
+A method is a ``MethodParams`` subclass (``suite.config``) decorated with ``@register``: its
+fields are what a ``compare.methods`` entry of that ``kind`` takes (typed and validated on
+load), its class variables tell the comparison stage what it needs, and ``run(job)`` trains
+or compresses the model and returns its metrics. Every module in this package is imported on
+first use, so adding a method is one new file here plus its test (see CONTRIBUTING.md);
+``caenet methods`` lists what is registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import typing
+
+from pydantic import ValidationError
+
+from suite.config import MethodParams
+
+_METHODS: dict[str, type[MethodParams]] = {}
+_HELPERS = {"common"}  # modules of this package that hold no method
+_discovered = False  # every module of the folder imported (a direct import registers one alone)
+
+
+def register(cls: type[MethodParams]) -> type[MethodParams]:
+    """Class decorator: make ``cls`` the parameters and ``run`` of ``kind: <its Literal>``."""
+    kinds = typing.get_args(cls.model_fields["kind"].annotation)
+    if len(kinds) != 1 or not cls.model_fields["kind"].is_required():
+        raise TypeError(f"{cls.__name__}: declare `kind: Literal['<name>']` with no default")
+    kind = kinds[0]
+    if kind in _METHODS and _METHODS[kind] is not cls:
+        raise TypeError(f"method kind {kind!r} registered twice ({_METHODS[kind].__name__}, {cls.__name__})")
+    if not callable(getattr(cls, "run", None)):
+        raise TypeError(f"{cls.__name__}: a method needs run(self, job) -> metrics")
+    _METHODS[kind] = cls
+    return cls
+
+
+def methods() -> dict[str, type[MethodParams]]:
+    """kind -> parameter class, every method module imported."""
+    global _discovered
+    if not _discovered:
+        for module in pkgutil.iter_modules(__path__):
+            if module.name not in _HELPERS and not module.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{module.name}")
+        _discovered = True
+    return dict(_METHODS)
+
+
+def summary(cls: type[MethodParams]) -> str:
+    """The first line of a method's docstring (``caenet methods``)."""
+    return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def parse_method(entry, index: int) -> MethodParams:
+    """One ``compare.methods`` entry as its kind's class; ValueError in one line otherwise."""
+    known = methods()
+    if not isinstance(entry, dict):
+        raise ValueError(f"[{index}] must be a mapping with 'name' and 'kind', got {type(entry).__name__}")
+    label = repr(entry.get("name", index))
+    kind = entry.get("kind")
+    if kind not in known:
+        raise ValueError(f"[{label}]: unknown kind {kind!r}; known: {', '.join(sorted(known))} (`caenet methods` describes them)")
+    try:
+        return known[kind].model_validate(entry)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            parts.append(f"[{label}]{'.' + where if where else ''}: {msg}")
+        raise ValueError("; ".join(parts)) from None

@@ -1,0 +1,25 @@
+"""``kind: int8``: ``of`` quantized to int8 after training (no fine-tuning), activation ranges
+calibrated on the first ``compare.calibration_images`` training images."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from suite.config import MethodParams
+from suite.methods import register
+from suite.methods.common import MethodJob, calibration, save_int8
+
+
+@register
+class Int8(MethodParams):
+    """Post-training int8 quantization (TorchScript), calibrated on training images."""
+
+    kind: Literal["int8"]
+    trains: ClassVar[bool] = False
+
+    def key(self, cfg) -> dict:
+        return {**super().key(cfg), "calibration_images": cfg.compare.calibration_images}
+
+    def run(self, job: MethodJob) -> dict:
+        images = calibration(job, job.split()[0])
+        return {"compressed_size_bytes": save_int8(job.source.load(), images, job.work), "calibration_images": len(images)}

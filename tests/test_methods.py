@@ -1,0 +1,150 @@
+"""Competitor methods are plug-ins: one file in suite/methods/ each, found by the config, the
+comparison stage and `caenet methods` with no other edit; the cache keys of the rows that
+existed before methods had classes are pinned, so finished stages stay valid."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import suite.methods as registry
+from suite.config import ConfigError, from_dict
+from suite.models import create_model, geometry
+from suite.data import INFO
+from suite.pipeline.context import Context
+from suite.pipeline.stage import StageResult, StageRunner
+from suite.stages import competitors
+from suite.stages.common import Trained
+
+HERE = Path(__file__).parent
+BUILT_IN = {"train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow", "slo_prune", "adadeep"}
+
+# The compare.methods rows of configs/*.yaml when methods got classes (2026-12), and variants
+# of their options, on a fixed base. tests/data/method_cache_keys.json was written by the code
+# before the change (the flat MethodConfig), so this pins "same cache keys" across it.
+BASE = {"data": {"dataset": "mnist", "train_limit": 400, "test_limit": 200},
+        "baseline": {"model": "lenet"}, "compare": {"slo_ms": 0.12}}
+ENTRIES = [
+    {"name": "LeNet-KD", "kind": "kd", "model": "lenet_kd", "train": {"epochs": 8, "batch_size": 128, "optimizer": "adam", "lr": 3.0e-3, "weight_decay": 0.0}},
+    {"name": "Student", "kind": "kd", "model": "lenet_kd", "model_kwargs": {"width": 0.5}},
+    {"name": "LeNet-WP", "kind": "weight_prune", "ratio": 0.4},
+    {"name": "LeNet-WC", "kind": "weight_cluster", "of": "LeNet-WP", "clusters": 32},
+    {"name": "LeNet-WC16", "kind": "weight_cluster", "clusters": 16},
+    {"name": "LeNet-int8", "kind": "int8"},
+    {"name": "BranchyNet", "kind": "branchy", "model": "branchy_lenet"},
+    {"name": "SubFlow", "kind": "subflow", "ratios": [0.25, 0.5, 0.75, 1.0]},
+    {"name": "SubFlow-2", "kind": "subflow", "ratios": [0.5, 1.0], "budget_ms": 0.5},
+    {"name": "AdaDeep", "kind": "adadeep", "trials": 12, "search_steps": 100},
+    {"name": "AdaDeep-size", "kind": "adadeep", "size_budget_kb": 100, "max_accuracy_drop": 0.02},
+    {"name": "CAE-Net-int8", "kind": "int8", "of": "caenet"},
+    {"name": "CAE-Net-SLO", "kind": "slo_prune", "of": "caenet", "ratios": [0.25, 0.5, 0.75], "budget_ms": 0.12},
+    {"name": "CAE-Net-SLO-x2", "kind": "slo_prune", "of": "caenet", "speedup": 2},
+    {"name": "LeNet-CP", "kind": "channel_prune", "ratio": 0.4, "train": {"epochs": 2}},
+    {"name": "MobileNetV2", "kind": "train", "model": "mobilenetv2"},
+]
+
+
+def test_every_built_in_kind_is_registered_with_a_summary():
+    found = registry.methods()
+    assert BUILT_IN <= set(found)
+    assert all(registry.summary(cls) for cls in found.values())
+
+
+def test_cache_keys_of_existing_rows_are_unchanged():
+    cfg = from_dict({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}}).effective()
+    keys = {m.name: m.key(cfg) for m in cfg.compare.methods}
+    assert {m.kind for m in cfg.compare.methods} == BUILT_IN
+    assert json.loads(json.dumps(keys)) == json.loads((HERE / "data" / "method_cache_keys.json").read_text())
+
+
+def test_a_config_round_trips_through_its_dump():
+    """Sweep trials rebuild the config from its JSON dump: every kind's own keys survive."""
+    cfg = from_dict({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}})
+    again = from_dict(cfg.model_dump(mode="json"))
+    assert again.compare.methods == cfg.compare.methods
+    assert [type(m) for m in again.compare.methods] == [type(m) for m in cfg.compare.methods]
+
+
+# A new method, as a contributor would write it: one file (here a string) in suite/methods/.
+PLUGIN = '''
+"""``kind: copy_of``: the model 'of' names, unchanged (a test plug-in)."""
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from suite.config import MethodParams
+from suite.methods import register
+from suite.stages.common import write_spec
+
+
+@register
+class CopyOf(MethodParams):
+    """The source model, copied as it is (scaled by a factor, to show the parameters arrive)."""
+
+    kind: Literal["copy_of"]
+    scale: float = Field(default=1.0, gt=0)
+
+    def run(self, job) -> dict:
+        state = torch.load(job.source.stage.file("model.pt"), weights_only=True)
+        torch.save({k: v * self.scale if v.is_floating_point() else v for k, v in state.items()}, job.work / "model.pt")
+        write_spec(job.work, job.source.model, job.source.kwargs)
+        return {"scale": self.scale}
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """suite/methods/ with one more file in it (a second folder on the package's path)."""
+    folder = tmp_path / "more_methods"
+    folder.mkdir()
+    (folder / "copy_of.py").write_text(PLUGIN)
+    monkeypatch.setattr(registry, "__path__", [*registry.__path__, str(folder)])
+    monkeypatch.setattr(registry, "_METHODS", dict(registry.methods()))
+    monkeypatch.setattr(registry, "_discovered", False)
+    yield folder
+    sys.modules.pop("suite.methods.copy_of", None)
+
+
+def test_a_new_method_file_is_validated_listed_and_run_as_a_cached_stage(plugin, tmp_path):
+    assert "copy_of" in registry.methods()
+    with pytest.raises(ConfigError, match=r"\['C'\].scale: Input should be greater than 0"):
+        from_dict({**BASE, "compare": {"methods": [{"name": "C", "kind": "copy_of", "scale": 0}]}})
+    cfg = from_dict({**BASE, "compare": {"methods": [{"name": "C", "kind": "copy_of", "scale": 2.0}]}}).effective()
+    method = cfg.compare.methods[0]
+    assert type(method).__name__ == "CopyOf" and method.key(cfg)["method"] == {"kind": "copy_of", "scale": 2.0}
+
+    # `caenet methods` lists it (the CLI reads the same registry)
+    from suite.commands.methods import describe
+
+    assert "copy_of" in describe("copy_of", registry.methods()["copy_of"]) and "scale=1.0" in describe("copy_of", method.__class__)
+
+    # the comparison stage runs it like any row: source from 'of', a cached stage, spec.json
+    base_dir = tmp_path / "baseline"
+    base_dir.mkdir()
+    kwargs = geometry(INFO["mnist"])
+    torch.manual_seed(0)
+    torch.save(create_model("lenet", **kwargs).state_dict(), base_dir / "model.pt")
+    baseline = Trained("baseline", StageResult("baseline", "k0", base_dir, {}, False), "lenet", kwargs)
+    logs = []
+    ctx = Context(cfg, StageRunner(tmp_path / "cache", None, logs.append), None)
+    row = competitors.run(ctx, method, {"baseline": baseline}, StageResult("entropy", "k1", tmp_path, {}, False))
+    assert row.stage.metrics["scale"] == 2.0 and not row.stage.cached
+    x = torch.rand(3, 1, 28, 28)
+    before, after = baseline.load().cpu(), row.load().cpu()
+    for (name, a), (_, b) in zip(before.state_dict().items(), after.state_dict().items()):
+        assert torch.equal(b, a * 2) if a.is_floating_point() else torch.equal(a, b), name
+    assert after(x).shape == (3, 10)
+    again = competitors.run(ctx, method, {"baseline": baseline}, StageResult("entropy", "k1", tmp_path, {}, False))
+    assert again.stage.cached and again.stage.path == row.stage.path
+
+
+def test_caenet_methods_command_lists_every_kind_with_its_keys():
+    out = subprocess.run([sys.executable, "-m", "suite.cli", "methods"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for kind in BUILT_IN:
+        assert any(line.startswith(kind + " ") for line in out.stdout.splitlines()), kind
+    assert "ratio (required)" in out.stdout and "clusters=32" in out.stdout
