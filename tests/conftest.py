@@ -60,6 +60,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def kill_marked(marker: str) -> int:
+    """SIGKILL every process whose environment holds ``CAENET_TEST_RAY=<marker>``: all processes of
+    a Ray that a test started with that variable (its daemons inherit it), including those whose
+    title Ray changes (``ray::DashboardAgent``), which ``pkill -f <temp dir>`` misses and which
+    otherwise live on after the test, each taking CPU from the tests after it."""
+    needle, killed = f"CAENET_TEST_RAY={marker}\0".encode(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if needle in f.read() + b"\0":
+                        os.kill(int(entry.name), 9)
+                        killed += 1
+            except OSError:
+                continue
+    return killed
+
+
 @pytest.fixture(scope="module")
 def ray_head():
     """A real local Ray head (``ray start --head``: GCS, dashboard and job server) on loopback.
@@ -76,7 +94,7 @@ def ray_head():
 
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
     gcs, dash = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CAENET_TEST_RAY": temp}
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(sys.executable).with_name("ray"))
     cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
@@ -105,7 +123,8 @@ def ray_head():
                 time.sleep(2)
         yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "temp": temp}
     finally:
-        subprocess.run(["pkill", "-9", "-f", temp], capture_output=True)  # every process of this head names its temp dir
+        kill_marked(temp)  # every process of this head, whatever its title
+        subprocess.run(["pkill", "-9", "-f", temp], capture_output=True)  # and anything that names its temp dir
         subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{gcs}"], capture_output=True)
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -122,3 +141,32 @@ def smoke_run(tmp_path_factory, data_root):
     out = subprocess.run([sys.executable, "-m", "suite.cli", "run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return {"cwd": cwd, "args": args, "env": env}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _reap_ray_leftovers():
+    """After each test module (its Ray fixtures are torn down by then), SIGKILL Ray processes that
+    this pytest run spawned and nobody owns any more: orphans (parent init) or children of this
+    process, whose environment carries pytest's marker. Some Ray clients used by the cluster and
+    job tests leave a ``ray::DashboardAgent`` / ``RuntimeEnvAgent`` behind that would keep taking
+    CPU from every later test (and stay after the run)."""
+    yield
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid not in (1, me):
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmd = f.read()
+            if not (cmd.startswith(b"ray::") or b"ray.util.client.server" in cmd or b"/ray/" in cmd):
+                continue
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if b"PYTEST_CURRENT_TEST=" not in f.read():
+                    continue
+            os.kill(int(entry.name), 9)
+        except (OSError, ValueError, IndexError):
+            continue

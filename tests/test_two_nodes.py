@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, kill_marked
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ class Cluster:
         # sharing one session folder delete each other's runtime_env files (a job's working_dir).
         self.hidden = [self.cache, self.mlflow_dir, data_root.resolve(), REPO / "artifacts", REPO / "mlruns", self.temp / "head"]
         self.gcs, self.dash = _port(), _port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CAENET_TEST_RAY": str(self.temp), "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
                     # what cluster.yaml gives every node: the shared storage and the tracking store
                     "CAENET_STORAGE": str(self.storage), "MLFLOW_TRACKING_URI": self.tracking_uri,
                     "CAENET_DATA": str(data_root), "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
@@ -157,6 +157,7 @@ class Cluster:
         for proc in self.workers:
             if proc.poll() is None:
                 self.kill_worker(proc)
+        kill_marked(str(self.temp))  # every process of the cluster, whatever its title
         subprocess.run(["pkill", "-9", "-f", str(self.temp)], capture_output=True)
         subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{self.gcs}"], capture_output=True)
         current = Path("/tmp/ray/ray_current_cluster")
