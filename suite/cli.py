@@ -27,8 +27,7 @@ import traceback
 
 from suite import __version__, commands
 from suite.commands import catalog
-from suite.errors import UserError
-from suite.pipeline.stage import INTERRUPTED
+from suite.errors import INTERRUPTED, UserError
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -80,7 +79,6 @@ def _exit_now(code: int, grace_s: float = 2.0) -> None:
     shutdown is queued, but a stage thread can be stuck in a Ray call that never returns once
     Ray is gone, and the interpreter would wait for it forever at exit: give the threads a
     moment, then go (Ray's reaper ends a local Ray with this process)."""
-
     deadline = time.monotonic() + grace_s
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:

@@ -306,10 +306,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _one_line(exc: ValidationError) -> str:
+def _one_line(exc: ValidationError, prefix: str = "") -> str:
+    """Every error of ``exc`` on one line, each as ``key: message``; ``prefix`` goes before each
+    key (a method's entry, ``['X']``, whose errors ``compare.methods`` then reports)."""
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in err["loc"])
+        key = (f"{prefix}.{loc}" if loc else prefix) if prefix else (loc or "<root>")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -143,6 +143,35 @@ def smoke_run(tmp_path_factory, data_root):
     return {"cwd": cwd, "args": args, "env": env}
 
 
+@pytest.fixture
+def cli(tmp_path, data_root, monkeypatch, capsys):
+    """``caenet ARGS`` through ``suite.cli.main`` in this process, in ``tmp_path``: (returncode,
+    stdout, stderr). For cases that end before any work, where a fresh process per case would
+    mostly time torch's import; the SIGINT handler main() installs is put back."""
+    import signal
+
+    from suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAENET_DATA", str(data_root))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sigint = signal.getsignal(signal.SIGINT)
+
+    def run(args):
+        capsys.readouterr()
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+        finally:
+            signal.signal(signal.SIGINT, sigint)  # main() installs its Ctrl-C handler
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _reap_ray_leftovers():
     """After each test module (its Ray fixtures are torn down by then), SIGKILL Ray processes that

@@ -23,19 +23,16 @@ def caenet(args, cwd, data_root, timeout=900, env=None):
                           text=True, timeout=timeout)
 
 
-def test_help_on_every_subcommand(tmp_path, data_root, capsys):
+def test_help_on_every_subcommand(tmp_path, data_root, cli):
     """Every command's --help, through the CLI's own main (in this process: a fresh process per
     command would pay the torch / Ray imports each time); then the top-level help as a process,
     which reads the command list without importing the commands, and --version."""
-    from suite.cli import main
-
     for args in (["run", "--help"], ["data", "--help"], ["data", "check", "--help"], ["models", "--help"],
                  ["methods", "--help"], ["sweep", "--help"], ["export", "--help"], ["edge", "--help"],
                  ["edge", "bench", "--help"], ["report", "--help"], ["compare", "--help"]):
-        with pytest.raises(SystemExit) as done:
-            main(args)
-        out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
-        assert done.value.code == 0 and f"usage: caenet {' '.join(args[:-1])}" in out, args
+        done = cli(args)
+        out = " ".join(done.stdout.split())  # argparse wraps lines anywhere
+        assert done.returncode == 0 and f"usage: caenet {' '.join(args[:-1])}" in out, args
         if args[0] in ("run", "compare", "export", "report", "edge") and args[-2] != "edge":
             assert "--profile NAME" in out and "--set KEY=VALUE" in out, args  # one override grammar for every command
         if args[0] not in ("data", "edge") or len(args) == 3:
@@ -64,24 +61,14 @@ def test_missing_dataset_stops_before_any_work(tmp_path, data_root):
     assert not (tmp_path / "artifacts").exists()
 
 
-def test_data_check(tmp_path, data_root, capsys):
+def test_data_check(tmp_path, data_root, cli):
     ok = caenet(["data", "check", "mnist", "cifar10"], tmp_path, data_root, timeout=120)
     assert ok.returncode == 0 and re.search(r"ok   mnist: [1-9]\d* train / [1-9]\d* test images of shape \[1, 28, 28\]", ok.stdout)
     assert re.search(r"ok   cifar10: [1-9]\d* train / [1-9]\d* test images of shape \[3, 32, 32\]", ok.stdout), ok.stdout
-    import signal
-
-    from suite.cli import main  # the rest in this process: what is checked is the exit code and the lines
-
-    sigint = signal.getsignal(signal.SIGINT)
-    try:
-        assert main(["data", "check", "cifar100", "--root", str(tmp_path)]) == 1  # asked for and missing
-        missing = capsys.readouterr().out
-        assert main(["data", "check", "--root", str(tmp_path)]) == 0  # none asked for: reported, not an error
-        every = capsys.readouterr().out
-    finally:
-        signal.signal(signal.SIGINT, sigint)  # main() installs its Ctrl-C handler
-    assert "FAIL cifar100" in missing and str(tmp_path) in missing
-    assert "n/a  cifar100" in every and "n/a  mnist" in every
+    missing = cli(["data", "check", "cifar100", "--root", str(tmp_path)])  # the rest in this process
+    assert missing.returncode == 1 and "FAIL cifar100" in missing.stdout and str(tmp_path) in missing.stdout
+    every = cli(["data", "check", "--root", str(tmp_path)])  # none asked for: reported, not an error
+    assert every.returncode == 0 and "n/a  cifar100" in every.stdout and "n/a  mnist" in every.stdout
 
 
 @pytest.mark.slow

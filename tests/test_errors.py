@@ -28,33 +28,6 @@ def caenet(args, tmp_path, data_root, timeout=120):
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def cli(tmp_path, data_root, monkeypatch, capsys):
-    """``caenet ARGS`` through ``suite.cli.main`` in this process, in ``tmp_path``: (returncode, stdout, stderr)."""
-    import signal
-
-    from suite.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CAENET_DATA", str(data_root))
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    sigint = signal.getsignal(signal.SIGINT)
-
-    def run(args):
-        capsys.readouterr()
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse's usage errors
-            code = exc.code
-        finally:
-            signal.signal(signal.SIGINT, sigint)  # main() installs its Ctrl-C handler
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-    return run
-
-
 def one_line(out, *expected: str) -> str:
     """The error is the last line of stderr; nothing but argparse's usage line may precede it."""
     assert out.returncode == 2, out.stdout[-1000:] + out.stderr[-2000:]

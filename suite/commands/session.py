@@ -32,12 +32,10 @@ class Session:
     log: Callable[[str], None] = print
     status: str = "FINISHED"  # how the parent run ends when the command returns (edge bench: FAILED when no board answered)
 
-    def context(self, lookup_only: bool = False) -> Context:
-        """The stage context; ``lookup_only``: finished stages are found, nothing is trained."""
-        runner = StageRunner(self.cache_root, None if lookup_only else self.tracker,
-                             (lambda _: None) if lookup_only else self.log, require_cached=lookup_only,
-                             storage=storage.configured(self.cfg.runtime))
-        return Context(self.cfg, runner, None if lookup_only else self.tracker)
+    def context(self) -> Context:
+        """The stage context: stages run (or are found cached) under the session's MLflow run."""
+        runner = StageRunner(self.cache_root, self.tracker, self.log, storage=storage.configured(self.cfg.runtime))
+        return Context(self.cfg, runner, self.tracker)
 
     def ray(self):
         """A Ray session (joined, or a local Ray started on first use) for the block."""

@@ -140,7 +140,7 @@ class RayTrainSession:
     def __init__(self, epoch_relay=None):
         # deferred here and below: ray.train takes 1.2 s to import, and a one-worker training
         # (a warm Ray task, TaskSession) never needs it
-        import ray.train  # deferred: ray.train takes 1.2 s to import
+        import ray.train
         import ray.train.torch  # deferred: ray.train takes 1.2 s to import
 
         ctx = ray.train.get_context()

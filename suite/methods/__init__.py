@@ -16,7 +16,7 @@ import typing
 
 from pydantic import ValidationError
 
-from suite.config import MethodParams
+from suite.config import MethodParams, _one_line
 
 _METHODS: dict[str, type[MethodParams]] = {}
 _HELPERS = {"common"}  # modules of this package that hold no method
@@ -65,9 +65,4 @@ def parse_method(entry, index: int) -> MethodParams:
     try:
         return known[kind].model_validate(entry)
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            parts.append(f"[{label}]{'.' + where if where else ''}: {msg}")
-        raise ValueError("; ".join(parts)) from None
+        raise ValueError(_one_line(exc, prefix=f"[{label}]")) from None

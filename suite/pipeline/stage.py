@@ -14,14 +14,13 @@ import hashlib
 import json
 import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from suite.distributed import storage as checkpoint_storage
-from suite.errors import UserError
+from suite.errors import INTERRUPTED, UserError
 from suite.locks import file_lock
 from suite.pipeline.tracking import Tracker
 
@@ -137,11 +136,6 @@ def _stage_lock(final: Path, waiting: Callable[[Path], None]):
     (``waiting`` is told once) and then find it finished."""
     path = final.with_name(final.name + ".lock")
     return file_lock(path, lambda _: waiting(path))
-
-
-# Set by the CLI on Ctrl-C. The KeyboardInterrupt reaches the main thread only; a stage in a
-# pool thread fails afterwards, when Ray's shutdown breaks its calls, and is KILLED all the same.
-INTERRUPTED = threading.Event()
 
 
 def _interrupted() -> bool:
