@@ -38,8 +38,7 @@ from suite.config import DataConfig, TrainConfig, load_config
 from suite.data import INFO, load_split, split_train_val
 from suite.distributed.training import TrainJob, fit
 from suite.models import create_model, geometry
-from suite.training import EpochLoop, make_objective, make_optimizer
-from suite.training import checkpoints
+from suite.training import EpochLoop, checkpoints, make_objective, make_optimizer
 from suite.training.batches import TensorBatches
 from suite.training.loop import evaluate
 

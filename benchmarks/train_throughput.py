@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train_throughput.py                       # AlexNet, CIFAR-10 subset
     .venv/bin/python benchmarks/train_throughput.py --config configs/mnist_lenet.yaml --images 6000
-    ray job submit --working-dir . -- python jobs/scaling.py configs/cifar10_alexnet.yaml --workers 1 2 4 8
+    ray job submit --working-dir . -- python jobs/scaling.py --config configs/cifar10_alexnet.yaml --workers 1 2 4 8
 
 The baseline of the config (model, dataset, batch size, optimizer) trains side by side in one
 run on the same images:
@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.data import INFO, load_split
 from suite.distributed.training import TrainJob, fit
-from suite.training import EpochLoop, make_objective, make_optimizer
 from suite.models import create_model, geometry
+from suite.training import EpochLoop, make_objective, make_optimizer
 
 
 def plain_loop(job: TrainJob, threads: int) -> tuple[float, float]:
@@ -66,7 +66,7 @@ def ray_train(job: TrainJob, runtime: RuntimeConfig, workers: int, threads: int,
     return metrics["images_per_second"], time.perf_counter() - t0
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "cifar10_alexnet.yaml"),
                         help="experiment config whose baseline is trained (default: configs/cifar10_alexnet.yaml)")
@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (1: a warm Ray task; more: Ray Train)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in total (plain loop and all workers)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from suite.config import load_config
     from suite.distributed.session import ray_session
 

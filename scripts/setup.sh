@@ -12,11 +12,11 @@ fi
 stamp=.venv/.caenet-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q --no-compile --upgrade pip
   # torch/torchvision first, pinned to the wheels on this machine's disk (pip finds them;
   # a newer release would download several GB of CUDA libraries instead).
-  .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" || .venv/bin/pip install -q "torch<=2.14.1" "torchvision<=0.29.1"
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q --no-compile "torch==2.14.1" "torchvision==0.29.1" || .venv/bin/pip install -q --no-compile "torch<=2.14.1" "torchvision<=0.29.1"
+  .venv/bin/pip install -q --no-compile -e ".[test]"
   echo "$want" > "$stamp"
 fi
 # Fashion-MNIST ships as a Debian package; optional (its tests skip without it).

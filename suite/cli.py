@@ -1,11 +1,13 @@
 """``caenet``: the command line of the suite.
 
-  caenet run CONFIG [--set key=value ...]   run (or resume) the CAE-Net pipeline
+  caenet run CONFIG [--set key=value ...]   run (or resume) the CAE-Net pipeline (--dry-run: what is cached, what would run)
   caenet sweep SWEEP [--set key=value ...]  Ray Tune sweep + latency-SLO search
   caenet compare CONFIG                     CAE-Net vs every competitor of Tables I/II on this machine
   caenet export CONFIG_OR_RUN               TorchScript / ONNX exports, checked against PyTorch
   caenet edge bench CONFIG_OR_RUN --boards  latency and energy on edge boards over SSH
   caenet report CONFIG_OR_RUN               Tables I/II, Fig. 1 and Fig. 5 from the measurements
+  caenet runs                               recent pipeline runs from MLflow: accuracy, speed-up, status
+  caenet cache [clean]                      disk used per dataset and stage; remove stale and unreferenced stages
   caenet data check [DATASET ...]           verify datasets on disk
   caenet models                             list the registered architectures
   caenet methods                            list the competitor methods of compare.methods

@@ -241,11 +241,33 @@ class RuntimeConfig(_Strict):
     storage: str | None = Field(default=None, min_length=1)
     tracking_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns
     experiment: str = "caenet"
+    # Model Registry name of the run's CAE-Net ({name}: the config's name; a sweep registers its
+    # SLO pick as "<sweep name>-slo-caenet"); "" registers nothing.
+    registered_model: str = "{name}-caenet"
     progress: bool = True  # progress bars in the driver, and progress lines inside long training epochs
     progress_every_s: float = Field(default=20.0, gt=0)  # at most one such line per this many seconds
 
     def threads(self) -> int:
         return self.threads_per_worker or max(1, math.ceil(self.cpus_per_worker))
+
+    @field_validator("use_gpu", mode="before")
+    @classmethod
+    def _yes_no(cls, value):
+        # YAML reads `--set runtime.use_gpu=yes` (and `use_gpu: no` in a file) as a boolean
+        return {True: "yes", False: "no"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("registered_model")
+    @classmethod
+    def _template(cls, text: str) -> str:
+        try:
+            text.format(name="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"{text!r}: the only placeholder is {{name}} (the config's name)") from None
+        return text
+
+    def model_name(self, name: str) -> str | None:
+        """The registered model's name for a run named ``name``; None: do not register."""
+        return self.registered_model.format(name=name) or None
 
 
 class ExperimentConfig(_Strict):

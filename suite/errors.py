@@ -14,7 +14,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-
 # Set by the CLI on Ctrl-C. The KeyboardInterrupt reaches the main thread only; a stage in a
 # pool thread fails afterwards, when Ray's shutdown breaks its calls, and is KILLED all the same.
 # Here, not beside the stages, so that the CLI sets it without importing them (torch, Ray).

@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-
 TEST_ACC, VAL_ACC = "test_acc", "val_acc"
 PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES = "parameters", "nonzero_parameters", "size_bytes"
 P50, P90, P99, MEAN = "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms"  # batch-1, ms

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from suite.commands import catalog
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {"baseline", "entropy", "features", "clustering", "targets", "autoencoder", "autoencoder_unclustered",
@@ -29,11 +32,12 @@ def test_help_on_every_subcommand(tmp_path, data_root, cli):
     which reads the command list without importing the commands, and --version."""
     for args in (["run", "--help"], ["data", "--help"], ["data", "check", "--help"], ["models", "--help"],
                  ["methods", "--help"], ["sweep", "--help"], ["export", "--help"], ["edge", "--help"],
-                 ["edge", "bench", "--help"], ["report", "--help"], ["compare", "--help"]):
+                 ["edge", "bench", "--help"], ["report", "--help"], ["compare", "--help"], ["runs", "--help"],
+                 ["cache", "--help"], ["cache", "clean", "--help"]):
         done = cli(args)
         out = " ".join(done.stdout.split())  # argparse wraps lines anywhere
         assert done.returncode == 0 and f"usage: caenet {' '.join(args[:-1])}" in out, args
-        if args[0] in ("run", "compare", "export", "report", "edge") and args[-2] != "edge":
+        if args[0] in ("run", "compare", "export", "report", "edge", "sweep") and args[-2] != "edge":
             assert "--profile NAME" in out and "--set KEY=VALUE" in out, args  # one override grammar for every command
         if args[0] not in ("data", "edge") or len(args) == 3:
             assert "Example: caenet" in out or args[0] in ("models", "methods"), args  # help shows a command that runs
@@ -72,24 +76,19 @@ def test_data_check(tmp_path, data_root, cli):
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
-    config = str(REPO / "configs" / "mnist_lenet.yaml")
-    # A run that stops at the features stage (the paper's VGG16 extractor, whose ImageNet
-    # weights this offline machine lacks) must keep its finished stages for the next run.
-    stopped = caenet(["run", config, "--smoke", "--set", "features.extractor=vgg16-imagenet"], tmp_path, data_root,
-                     env={"TORCH_HOME": str(tmp_path / "torch-home")})
-    assert stopped.returncode == 2, stopped.stderr[-2000:]  # TORCH_HOME is empty: the weights cannot be there
+def test_pipeline_end_to_end_then_cached(smoke_run, data_root):
+    tmp_path = smoke_run["cwd"]
+    # A run that stops at the features stage (VGG16's weights: TORCH_HOME is empty) must keep
+    # its finished stages for the next run.
+    stopped = smoke_run["stopped"]
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
     assert "vgg16-imagenet" in stopped.stderr and "features.extractor" in stopped.stderr
-    done = {p.parent.name.rsplit("-", 1)[0] for p in (tmp_path / "artifacts" / "mnist").glob("*/_SUCCESS")}
+    done = smoke_run["done_when_stopped"]
     # the from-scratch CAE-Net trains beside the baseline and, once started, is kept
     assert {"baseline", "entropy"} <= done <= {"baseline", "entropy", "caenet_no_transfer"}
 
-    summary_path = tmp_path / "summary.json"
-    # 1 CPU per training worker: two trainings fit on 2 CPUs at once, so independent ones overlap.
-    out = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--summary", str(summary_path),
-                  "--set", "runtime.cpus_per_worker=1", "--set", "runtime.progress_every_s=0.001"], tmp_path, data_root)
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    out = smoke_run["first"]
+    summary = json.loads(smoke_run["summary"].read_text())
     for model in ("baseline", "caenet"):
         assert 0 <= summary[model]["test_acc"] <= 1 and summary[model]["latency_p50_ms"] > 0
         assert summary[model]["parameters"] >= summary[model]["nonzero_parameters"] > 0
@@ -132,6 +131,9 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")
     assert {r.data.tags["cache_hit"] for r in children} == {"true"}
     assert rerun["caenet"]["test_acc"] == summary["caenet"]["test_acc"]
+    assert "(already registered for this stage)" in again.stdout  # the same CAE-Net: no second registry version
+    plan = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--dry-run"], tmp_path, data_root)
+    assert plan.returncode == 0 and "would run" not in plan.stdout and f"{len(STAGES)} cached, 0 to run" in plan.stdout
 
     # A model label the run does not have: one line listing the ones it has (issue 14).
     bad = caenet(["report", str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true", "--models", "nosuch"],
@@ -140,9 +142,28 @@ def test_pipeline_end_to_end_then_cached(tmp_path, data_root):
     assert "--models: 'nosuch' is not a model of this run; its models: baseline, caenet" in bad.stderr.strip().splitlines()[-1]
 
 
-def test_job_entry_points_have_help(tmp_path, monkeypatch, capsys):
-    """Each job script's --help, run as ``ray job submit`` runs it (its __main__), in this process."""
+def _examples(text: str, prefix: str) -> list[list[str]]:
+    """The argv after ``prefix`` (``python jobs/sweep.py``, ``caenet``) on every line of ``text`` that has it."""
+    found = []
+    for line in text.replace("\\\n", " ").splitlines():
+        if prefix in line:
+            found.append(shlex.split(line.split(prefix, 1)[1].split(". ")[0], comments=True))
+    return found
+
+
+def test_every_entry_point_help_example_is_runnable(tmp_path, monkeypatch, capsys, cli):
+    """Each job script's --help (run as ``ray job submit`` runs it: its __main__, here in this
+    process) and the example its docstring shows: the example parses with that entry point's
+    own arguments, its config and --set keys load, and a pipeline example plans (--dry-run).
+    Every command's ``Example: caenet ...`` parses the same way (issue 15, item 10)."""
     import runpy
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_throughput import build_parser as scaling_parser
+
+    from suite.cli import build_parser
+    from suite.config import load_config
+    from suite.sweep.config import load_sweep
 
     for job, expect in (("pipeline.py", "usage: caenet run"), ("sweep.py", "usage: caenet sweep"), ("scaling.py", "--workers")):
         monkeypatch.setattr(sys, "argv", [str(REPO / "jobs" / job), "--help"])
@@ -150,3 +171,26 @@ def test_job_entry_points_have_help(tmp_path, monkeypatch, capsys):
             runpy.run_path(str(REPO / "jobs" / job), run_name="__main__")
         out = capsys.readouterr().out
         assert done.value.code == 0 and expect in out, (job, out[-1000:])
+        examples = _examples((REPO / "jobs" / job).read_text() + out, f"python jobs/{job}")
+        assert examples, job
+        for argv in examples:
+            if job == "scaling.py":
+                args = scaling_parser().parse_args(argv)
+                load_config(REPO / args.config, args.set)
+            else:
+                command = "run" if job == "pipeline.py" else "sweep"
+                args = build_parser([command, *argv]).parse_args([command, *argv])
+                if command == "sweep":
+                    load_sweep(REPO / args.sweep, args.set, args.profile)
+                else:
+                    planned = cli(["run", str(REPO / args.config), *argv[1:], "--dry-run"])
+                    assert planned.returncode == 0, (argv, planned.stderr)
+    for name in catalog():
+        with pytest.raises(SystemExit):
+            build_parser([name, "--help"]).parse_args([name, "--help"])
+        description = [" ".join(para.split()) for para in capsys.readouterr().out.split("\n\n") if "Example: caenet" in para]
+        for argv in _examples("\n".join(description), "Example: caenet "):
+            build_parser(argv).parse_args(argv)  # argparse exits 2 on an example it does not take
+            for word in argv:
+                if word.startswith("configs/"):
+                    assert (REPO / word).exists(), (name, word)

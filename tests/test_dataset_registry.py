@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from suite.config import DataConfig
-from suite.data import INFO, DataError, check, load_split, sources
-from suite.data import registry
+from suite.data import INFO, DataError, check, load_split, registry, sources
 from suite.data.registry import DatasetInfo, DatasetSource, register
 
 BUILTINS = ["mnist", "fashion-mnist", "cifar10", "cifar100"]

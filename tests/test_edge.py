@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -45,7 +46,7 @@ def _cli(run, *args, timeout=600):
 
 @pytest.mark.slow
 def test_export_checks_against_pytorch(smoke_run):
-    out = _cli(smoke_run, "export", *smoke_run["args"][:1], *smoke_run["args"][1:], "--format", "torchscript", "onnx")
+    out = _cli(smoke_run, "export", *smoke_run["args"], "--format", "torchscript", "onnx", "--models", "baseline", "caenet")
     assert out.returncode == 0, out.stderr[-2000:]
     folder = smoke_run["cwd"] / "artifacts" / "mnist" / "exports" / "mnist_lenet"
     for fmt in ("torchscript", "onnx"):
@@ -53,8 +54,28 @@ def test_export_checks_against_pytorch(smoke_run):
         names = {m["name"] for m in manifest["models"]}
         assert names == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
         assert all(m["max_abs_diff"] <= 1e-4 and m["checked_on"] == 64 for m in manifest["models"])
-    missing = _cli(smoke_run, "export", str(REPO / "configs" / "mnist_lenet.yaml"), "--set", "smoke=true")
-    assert missing.returncode == 2 and "has not finished for this config" in missing.stderr  # ablations were not trained
+    # Each file is an MLflow model of the export run too (issue 15, item 2): the ONNX CAE-Net
+    # loads through mlflow.pyfunc and gives the file's outputs.
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{smoke_run['cwd'] / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("caenet").experiment_id], "tags.kind = 'export'")[0]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "onnx")} >= {"onnx/caenet", "onnx/manifest.json"}
+    inputs = np.load(folder / "onnx" / "caenet.inputs.npy")
+    mlflow.set_tracking_uri(uri)
+    try:
+        got = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/onnx/caenet").predict(inputs)
+    finally:
+        mlflow.set_tracking_uri(None)
+    got = np.asarray(next(iter(got.values())) if isinstance(got, dict) else got)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(folder / "onnx" / "caenet.onnx"), providers=["CPUExecutionProvider"])
+    assert np.allclose(got, sess.run(None, {"input": inputs})[0], atol=1e-5)
+    missing = _cli(smoke_run, "export", *smoke_run["args"], "--set", "caenet.train.lr=0.123")
+    assert missing.returncode == 2 and "has not finished for this config" in missing.stderr  # no such CAE-Net was trained
 
 
 @pytest.mark.slow

@@ -146,11 +146,10 @@ def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
 def test_ctrl_c_as_a_stage_starts_ends_the_run_and_starts_no_new_ray(tmp_path, data_root):
     """SIGINT just as the first trainings start: exit 130 with the resume line, promptly, and no
     thread starts a second local Ray (it used to, and trained on in it for minutes)."""
-    import signal
-    import time
-
     import shutil
+    import signal
     import tempfile
+    import time
 
     # Ray's own folder for this run (short: Ray's socket paths are capped at 107 bytes), to count
     # the Ray sessions it started.

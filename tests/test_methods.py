@@ -12,8 +12,8 @@ import torch
 
 import suite.methods as registry
 from suite.config import ConfigError, from_dict
-from suite.models import create_model, geometry
 from suite.data import INFO
+from suite.models import create_model, geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult, StageRunner
 from suite.stages import competitors

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from suite.clustering import cluster_class, elbow, kmeans
 from suite.config import ClusteringConfig, DataConfig
 from suite.data import augment_batch, load_split
-from suite.clustering import cluster_class, elbow, kmeans
 from suite.stages.common import softmax_entropy
 from suite.stages.features import reduce
 from suite.stages.targets import assign

@@ -60,10 +60,8 @@ def test_sweep_end_to_end_on_mnist(tmp_path, data_root, smoke_run):
 
     env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
     cache = smoke_run["cwd"] / "artifacts"  # the session's smoke run: the trials share its baseline, entropy and features
-    fixed = ["caenet.ablations=[]", "autoencoder.compare_unclustered=false", "runtime.cpus_per_worker=1",
-             "runtime.threads_per_worker=2", f"runtime.cache_dir={cache}"]  # the file's `set`, plus the cache
     out = subprocess.run([sys.executable, "-m", "suite.cli", "sweep", str(SMOKE), "--smoke",
-                          "--set", "set=[" + ", ".join(f'"{s}"' for s in fixed) + "]",
+                          "--set", f"runtime.cache_dir={cache}",  # an experiment key: for every trial (item 9)
                           # one trial is enough here: test_two_nodes runs a two-trial sweep, test_sweep_* above the
                           # ranking and the SLO choice over several rows
                           "--set", "space={clustering.k: [2], autoencoder.prune.weight_ratio: [0.8]}",
@@ -90,3 +88,19 @@ def test_sweep_end_to_end_on_mnist(tmp_path, data_root, smoke_run):
         stages = {r.data.tags["mlflow.runName"] for r in runs if r.data.tags.get("mlflow.parentRunId") == t.info.run_id}
         assert {"clustering", "targets", "autoencoder", "caenet"} <= stages
     assert "pareto.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id)}
+    # The SLO pick is in the Model Registry, its tags saying what it was picked on (item 2).
+    name, version = sweep_run.data.tags["registered_model"].split("/")
+    assert name == "mnist-smoke-slo-caenet"
+    picked = client.get_model_version(name, version)
+    assert picked.tags["trial"] == summary["chosen"]["trial"] and picked.tags["param.clustering.k"] == "2"
+
+
+def test_one_set_grammar_for_sweeps(tmp_path):
+    """``--set`` takes experiment keys (for every trial) and sweep-file keys alike (issue 15, item 9)."""
+    sweep, base = load_sweep(SMOKE, [f"runtime.cache_dir={tmp_path}", "clustering.k_max=4", "slo.speedup=4",
+                                     "max_concurrent_trials=2", "name=renamed"])
+    assert base.runtime.cache_dir == str(tmp_path) and base.clustering.k_max == 4
+    assert sweep.slo.speedup == 4 and sweep.max_concurrent_trials == 2 and sweep.name == "renamed"
+    assert sweep.set[-2:] == [f"runtime.cache_dir={tmp_path}", "clustering.k_max=4"]  # after the file's own
+    with pytest.raises(ConfigError, match="runtime"):
+        load_sweep(SMOKE, ["runtime.nosuch=1"])

@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from suite.commands.common import add_set, config_of, positive_int
 from suite.commands.session import open_session
+from suite.compression.quantize import quiet_jit
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import load_split
 from suite.edge.export import FORMATS, export_model, write_manifest
@@ -35,13 +39,31 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     cfg = config_of(args, args.run)
-    with open_session(cfg) as session:
+    params = {"formats": ",".join(args.format), "models": ",".join(args.models or ["all"]), "images": args.images}
+    with open_session(cfg, f"export-{cfg.name}", params=params, tags={"kind": "export"}) as session:
         out = session.folder("exports", args.out, session.cfg.name)
         for fmt in args.format:
             folder, entries = export_run(session.cfg, args.models, fmt, out, images=args.images)
             for e in entries:
                 print(f"{e['name']:24} {fmt:12} {e['bytes'] / 1024:9.1f} KB  max |diff| vs PyTorch {e['max_abs_diff']:.2e}  {folder / e['file']}")
+            log_exports(session, folder, entries, fmt)
+        print(f"MLflow models: run {session.run_id} in {session.tracker.uri}")
     return 0
+
+
+def log_exports(session, folder: Path, entries: list[dict], fmt: str) -> None:
+    """Each exported file as an MLflow model (``mlflow.onnx`` / ``mlflow.pytorch``) at
+    ``<format>/<name>`` of the export run, with the manifest beside."""
+    tracker, run_id = session.tracker, session.run_id
+    for e in entries:
+        example = np.load(folder / e["inputs"])[:1]
+        path = f"{fmt}/{e['name']}"
+        if fmt == "onnx":
+            tracker.log_onnx_model(run_id, folder / e["file"], example, path)
+        else:
+            with quiet_jit():
+                tracker.log_model(run_id, torch.jit.load(str(folder / e["file"]), map_location="cpu"), example, path)
+    tracker.log_artifact(run_id, folder / "manifest.json", fmt)
 
 
 def export_run(cfg: ExperimentConfig, labels: list[str] | None, fmt: str, out: Path, images: int = 64) -> tuple[Path, list[dict]]:

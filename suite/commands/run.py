@@ -10,11 +10,14 @@ from pathlib import Path
 from suite.commands.common import add_set, add_smoke, config_of
 from suite.commands.session import open_session
 from suite.config import ExperimentConfig, to_yaml
+from suite.data import load_split
 from suite.errors import writable_file
+from suite.metrics import P50
 from suite.report import summary as summary_mod
 from suite.report.summary import table
 from suite.stages import evaluate
-from suite.stages.graph import train_stages
+from suite.stages.common import register_model
+from suite.stages.graph import plan, train_stages
 
 ORDER = 10
 HELP = 'run the CAE-Net pipeline from a YAML config (finished stages are reused)'
@@ -30,11 +33,15 @@ def add_parser(sub) -> None:
     add_set(run)
     add_smoke(run)
     run.add_argument("--summary", metavar="PATH", help="where to write summary.json (default: under the cache folder)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list every stage with its cache key: which are cached and which would run; runs nothing")
     run.set_defaults(func=main)
 
 
 def main(args) -> int:
     cfg = config_of(args, args.config)
+    if args.dry_run:
+        return dry_run(cfg)
     if args.summary:  # before any work: a path that cannot be written fails now, not after the run
         writable_file(args.summary, "--summary")
     summary = run_pipeline(cfg, summary_path=args.summary)
@@ -44,11 +51,21 @@ def main(args) -> int:
     return 0
 
 
+def dry_run(cfg: ExperimentConfig) -> int:
+    """Print the plan of ``caenet run``: each stage, cached or would run, its key and folder."""
+    stages = plan(cfg.effective())
+    width = max(len(s.name) for s in stages)
+    for stage in stages:
+        print(f"{stage.name:<{width}}  {'cached   ' if stage.cached else 'would run'}  {stage.key}  {stage.path}")
+    todo = sum(not s.cached for s in stages)
+    print(f"\n{len(stages) - todo} cached, {todo} to run (nothing was run)")
+    return 0
+
+
 def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | None = None) -> dict:
     """Run (or reuse) every stage; return the summary (also written as ``summary.json``)."""
-    with open_session(cfg, cfg.name, check_data=True, log=log) as session:
+    with open_session(cfg, cfg.name, tags={"kind": "run"}, check_data=True, log=log) as session:
         cfg, tracker, parent, cache_root = session.cfg, session.tracker, session.run_id, session.cache_root
-        tracker.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
         ctx = session.context()
         with session.ray():
             models = train_stages(ctx)
@@ -67,5 +84,14 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         tracker.log_metrics(parent, summary)  # nested keys flatten to e.g. caenet.test_acc
         for stage, picture in (("clustering", "elbow.png"), ("autoencoder", "conversions.png")):
             tracker.log_artifact(parent, ctx.runner.results[stage].file(picture), "pictures")
+        name = cfg.runtime.model_name(cfg.name)
+        if name:
+            example = load_split(cfg.data, "test").floats(slice(0, 1)).numpy()
+            tags = {"test_acc": summary["caenet"]["test_acc"], "speedup_p50": summary["speedup_p50"],
+                    P50: summary["caenet"][P50], "slo_ms": cfg.compare.slo_ms, "config": cfg.name,
+                    "dataset": cfg.data.dataset, "smoke": cfg.smoke, "pipeline_run": parent}
+            version, created = register_model(tracker, name, models["caenet"], parent, example, tags)
+            tracker.set_tag(parent, "registered_model", f"{name}/{version}")
+            log(f"Model Registry: {name} version {version}" + ("" if created else " (already registered for this stage)"))
         summary["summary_path"] = str(out)
     return summary

@@ -10,14 +10,16 @@ trains, so that timings taken after it run without Ray's daemons.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from suite.config import ExperimentConfig
+from suite.config import ExperimentConfig, to_yaml
 from suite.data import load_split
 from suite.distributed import storage
 from suite.distributed.session import ray_session
+from suite.pipeline import run_info
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.stage import StageRunner
 from suite.pipeline.tracking import Tracker
@@ -48,20 +50,35 @@ class Session:
         return self.cache_root / kind / name if name else self.cache_root / kind
 
 
+def _dataset_input(cfg: ExperimentConfig, split: str, data):
+    """One split as an MLflow dataset input: name, digest of the arrays, where it was read, sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag  # deferred: mlflow takes ~1 s to import
+
+    schema = {"images": {"dtype": "uint8", "shape": list(data.images.shape[1:])}, "labels": {"dtype": "int64"}}
+    profile = {"images": len(data), "classes": data.info.num_classes,
+               "limit": cfg.data.train_limit if split == "train" else cfg.data.test_limit}
+    dataset = Dataset(name=f"{cfg.data.dataset}-{split}", digest=run_info.dataset_digest(data.images, data.labels),
+                      source_type="local", source=json.dumps({"uri": str(data.source)}),
+                      schema=json.dumps(schema), profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training" if split == "train" else "evaluation")])
+
+
 @contextlib.contextmanager
 def open_session(cfg: ExperimentConfig, run_name: str | None = None, params: dict | None = None, tags: dict | None = None,
                  check_data: bool = False, log: Callable[[str], None] = print) -> Iterator[Session]:
     """Enter a command: see the module's docstring. ``run_name`` None: no MLflow run."""
     cfg = cfg.effective()
-    if check_data:  # fail fast, before Ray or MLflow start, on data that is missing or corrupt
-        for split in ("train", "test"):
-            load_split(cfg.data, split)
+    # fail fast, before Ray or MLflow start, on data that is missing or corrupt
+    splits = {split: load_split(cfg.data, split) for split in ("train", "test")} if check_data else {}
     if run_name is None:
         yield Session(cfg, cache_root(cfg), None, None, log)
         return
     tracker = Tracker(cfg.runtime)
-    run_id = tracker.start_parent(run_name, cfg.model_dump(mode="json") if params is None else params,
-                                  {"dataset": cfg.data.dataset, "smoke": str(cfg.smoke), **(tags or {})})
+    run_id = tracker.start_parent(run_name, run_info.changed_params(cfg) if params is None else params,
+                                  {"dataset": cfg.data.dataset, "smoke": str(cfg.smoke), **run_info.source_tags(), **(tags or {})})
+    tracker.log_text(run_id, to_yaml(cfg), "config.yaml")  # the whole resolved config; params hold what differs
+    if splits:
+        tracker.log_datasets(run_id, [_dataset_input(cfg, split, images) for split, images in splits.items()])
     session = Session(cfg, cache_root(cfg), tracker, run_id, log)
     log(f"MLflow run {run_id} in {tracker.uri}")
     with tracker.closing(run_id, outcome=lambda: session.status):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from suite.commands.common import add_smoke
+from suite.commands.common import add_set, add_smoke
 from suite.sweep.config import load_sweep
 from suite.sweep.run import run_sweep
 
@@ -19,14 +19,14 @@ def add_parser(sub) -> None:
                            "latency) and the most accurate trial that meets the SLO. Stages are cached, so a re-run "
                            "resumes. Example: caenet sweep configs/sweeps/cifar10_clusters_pruning.yaml --smoke")
     sweep.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
-    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                       help="override a key of the sweep file, e.g. --set slo.speedup=4 or --set max_concurrent_trials=2")
+    add_set(sweep, "--set runtime.cache_dir=/abs/cache (a key of the experiment config, for every trial) or "
+            "--set slo.speedup=4 (any other key: a key of the sweep file)")
     add_smoke(sweep, "run every trial at smoke scale (a few hundred images, 1 epoch)")
     sweep.set_defaults(func=main)
 
 
 def main(args) -> int:
-    sweep, base = load_sweep(args.sweep, list(args.set))
+    sweep, base = load_sweep(args.sweep, list(args.set), args.profile)
     if args.smoke:
         base = base.model_copy(update={"smoke": True})
     summary = run_sweep(sweep, base)

@@ -161,7 +161,13 @@ def _one_line(exc: BaseException) -> str:
 
 def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
     """Run ``job`` on Ray Train; its last checkpoint (tensors, meta)."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, TrainingFailedError  # deferred: ray.train takes 1.2 s to import
+    from ray.train import (  # deferred: ray.train takes 1.2 s to import
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        TrainingFailedError,
+    )
     from ray.train.torch import TorchTrainer  # deferred: ray.train takes 1.2 s to import
 
     logging_to = [relay.callback(job.mlflow_uri, job.mlflow_run_id)] if job.mlflow_uri and job.mlflow_run_id else []

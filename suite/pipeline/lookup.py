@@ -1,12 +1,13 @@
 """Name a finished run by its config file or by the MLflow run id of ``caenet run`` (whose
-``config.json`` artifact holds the config it ran); ``suite.stages.graph.trained_models`` then
+``config.yaml`` artifact holds the config it ran); ``suite.stages.graph.trained_models`` then
 finds its models in the cache."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from suite.config import ConfigError, ExperimentConfig, RuntimeConfig, from_dict, load_config
 from suite.pipeline.tracking import resolve_tracking_uri
@@ -23,8 +24,10 @@ def resolve_config(config_or_run: str, overrides: list[str] | None = None, profi
     client = MlflowClient(uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(config_or_run, "config.json", tmp)
-            tree = json.loads(Path(local).read_text())
+            names = {a.path for a in client.list_artifacts(config_or_run)}
+            name = "config.yaml" if "config.yaml" in names or "config.json" not in names else "config.json"  # json: older runs
+            local = client.download_artifacts(config_or_run, name, tmp)
+            tree = yaml.safe_load(Path(local).read_text())  # JSON is YAML too
     except Exception as exc:
         raise ConfigError(f"{config_or_run}: neither a config file nor a pipeline run in {uri} "
                           f"({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})") from None

@@ -52,7 +52,7 @@ class StageMissing(UserError, RuntimeError):
 
 class StageRunner:
     def __init__(self, cache_root: Path, tracker: Tracker | None, log: Callable[[str], None] = print,
-                 require_cached: bool = False, storage: str | None = None):
+                 require_cached: bool = False, storage: str | None = None, plan: bool = False):
         self.cache_root = cache_root
         # runtime.storage: where trainings keep checkpoints when not in the stage's folder
         self.storage = storage
@@ -61,12 +61,23 @@ class StageRunner:
         self.results: dict[str, StageResult] = {}
         # Lookup only (export, edge bench): finished stages are found, nothing is trained.
         self.require_cached = require_cached
+        # Plan only (``caenet run --dry-run``): every stage is keyed and looked up, none runs;
+        # ``planned`` lists them in order (``cached`` False: it would run).
+        self.plan = plan
+        self.planned: list[StageResult] = []
 
     def run(self, name: str, version: int, params: dict, inputs: list[StageResult],
             body: Callable[[Path, str | None], dict], artifacts: Callable[[Path], list[Path]] | None = None) -> StageResult:
         """Run ``body(work_dir, mlflow_run_id) -> metrics`` unless a finished copy exists."""
         key = stage_key(name, version, params, inputs)
         final = self.cache_root / f"{name}-{key}"
+        if self.plan:
+            done = (final / SUCCESS).exists()
+            metrics = json.loads((final / "metrics.json").read_text()) if done else {}
+            result = StageResult(name, key, final, metrics, done)
+            self.planned.append(result)
+            self.results[name] = result
+            return result
         # Concurrent sweep trials, or two `caenet run` of overlapping configs, wait for and
         # then reuse a stage that another process is running.
         with _stage_lock(final, lambda path: self.log(f"[{name}] waiting: another run is running this stage ({path})")):

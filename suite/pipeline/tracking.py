@@ -3,21 +3,37 @@
 The store defaults to ``./mlruns`` (SQLite ``mlruns/mlflow.db`` with artifacts in
 ``mlruns/artifacts``), never MLflow 3's implicit ``./mlflow.db``; ``runtime.tracking_uri``
 or ``$MLFLOW_TRACKING_URI`` point it elsewhere (a tracking server on a cluster). URIs are
-made absolute because Ray workers and jobs run in other directories.
+made absolute because Ray workers and jobs run in other directories. An experiment the suite
+creates on a SQLite store keeps its artifacts beside the database: MLflow's default,
+``./mlruns`` of the working directory, is a temporary copy inside ``ray job submit``.
+
+Trained models are logged as MLflow models (TorchScript, so loading one needs torch but not
+this suite), with a signature and a real input example; ``register`` puts one in the Model
+Registry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from suite.config import RuntimeConfig
+from suite.errors import ConfigError
 from suite.locks import file_lock
+
+# Opens on the runs table of "machine learning" rather than MLflow 3's GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(runtime: RuntimeConfig) -> tuple[str, str | None]:
@@ -26,6 +42,8 @@ def resolve_tracking_uri(runtime: RuntimeConfig) -> tuple[str, str | None]:
     if uri:
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the working directory
+            return uri, (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
         return uri, None
     store = Path("mlruns").resolve()
     store.mkdir(parents=True, exist_ok=True)
@@ -51,16 +69,34 @@ class Tracker:
         # Created once here, before any worker logs (parallel first touches race on SQLite),
         # and under a file lock: two runs that start together would both create the SQLite
         # schema (MLflow's migrations then fail) or both create the experiment.
+        from mlflow.exceptions import MlflowException  # deferred: mlflow (as above)
+
         with _store_lock(self.uri):
-            self.client = MlflowClient(self.uri)
-            exp = self.client.get_experiment_by_name(runtime.experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(runtime.experiment, artifact_location=artifact_root)
+            try:
+                self.client = MlflowClient(self.uri)
+                exp = self.client.get_experiment_by_name(runtime.experiment)
+            except MlflowException as exc:
+                if "MLFLOW_ALLOW_FILE_STORE" not in str(exc):
+                    raise
+                raise ConfigError(f"runtime.tracking_uri {self.uri}: MLflow 3 keeps its file store read-mostly; use a "
+                                  "database (sqlite:///<abs path>/mlflow.db, the default ./mlruns) or set "
+                                  "MLFLOW_ALLOW_FILE_STORE=true") from None
+            if exp is None:
+                self.experiment_id = self.client.create_experiment(runtime.experiment, artifact_location=artifact_root,
+                                                                   tags=EXPERIMENT_KIND)
+            else:
+                self.experiment_id = exp.experiment_id
+                if not exp.tags.get("mlflow.experimentKind"):  # made by an older suite or by hand
+                    for k, v in EXPERIMENT_KIND.items():
+                        self.client.set_experiment_tag(self.experiment_id, k, v)
         self.parent_id: str | None = None
         # Child runs started and not yet ended: Ctrl-C ends them KILLED with their parent,
         # even while their stage's thread is still stuck in a Ray call.
         self.open_children: set[str] = set()
         self.ended: set[str] = set()
         self._lock = threading.Lock()
+        # The session's data (``DatasetInput``s), recorded on the parent and on every stage run.
+        self.datasets: list = []
 
     def start_parent(self, name: str, params: dict, tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags or {})
@@ -74,7 +110,67 @@ class Tracker:
         with self._lock:
             self.open_children.add(run.info.run_id)
         self.log_params(run.info.run_id, params)
+        if self.datasets:
+            self.client.log_inputs(run.info.run_id, datasets=self.datasets)
         return run.info.run_id
+
+    def log_datasets(self, run_id: str, datasets: list) -> None:
+        """Record ``datasets`` (``DatasetInput``s) on ``run_id`` and on every stage run opened after."""
+        self.datasets = list(datasets)
+        self.client.log_inputs(run_id, datasets=self.datasets)
+
+    def log_model(self, run_id: str, model, example: np.ndarray, path: str = "model") -> str:
+        """Log ``model`` (an ``nn.Module``, or TorchScript already) as an MLflow PyTorch model at
+        ``path`` of the run, with its signature and ``example`` (one real input); returns its
+        ``runs:/`` URI, which ``mlflow.pytorch.load_model`` and ``mlflow.pyfunc.load_model`` take."""
+        import mlflow.pytorch  # deferred: mlflow (see __init__)
+        from mlflow.models import infer_signature  # deferred: mlflow (see __init__)
+
+        model = model.cpu().eval()
+        x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch 2.14 deprecates TorchScript; MLflow's pytorch flavour takes it
+            scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.trace(model, x, check_trace=False)
+            out = model(x)
+        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.pytorch", "mlflow.utils.requirements_utils", "mlflow.models"):
+            folder = Path(tmp) / path.rsplit("/", 1)[-1]
+            mlflow.pytorch.save_model(scripted, str(folder), signature=infer_signature(x.numpy(), out.numpy()),
+                                      input_example=x.numpy(), serialization_format="pickle",  # TorchScript: torch.jit.save
+                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            self.client.log_artifacts(run_id, str(folder), path)
+        return f"runs:/{run_id}/{path}"
+
+    def log_onnx_model(self, run_id: str, onnx_file: Path, example: np.ndarray, path: str) -> str:
+        """Log an exported ONNX file as an MLflow ONNX model (``mlflow.onnx.load_model`` /
+        ``mlflow.pyfunc.load_model`` take its URI), its signature read off ``example``."""
+        import mlflow.onnx  # deferred: mlflow (see __init__)
+        import onnx  # deferred: only ONNX exports need it
+
+        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.onnx", "mlflow.utils.requirements_utils", "mlflow.models"):
+            folder = Path(tmp) / "model"
+            mlflow.onnx.save_model(onnx.load(str(onnx_file)), str(folder), input_example=np.ascontiguousarray(example, dtype=np.float32),
+                                   pip_requirements=["onnx", "onnxruntime"], save_as_external_data=False)
+            self.client.log_artifacts(run_id, str(folder), path)
+        return f"runs:/{run_id}/{path}"
+
+    def register(self, name: str, source: str, run_id: str, tags: dict, key: str) -> tuple[int, bool]:
+        """A version of registered model ``name`` from ``source`` (a ``runs:/`` model URI) with
+        ``tags``; a version already registered for stage ``key`` is reused (a cached re-run
+        adds none). Returns (version, created)."""
+        from mlflow.exceptions import MlflowException  # deferred: mlflow (see __init__)
+
+        with _store_lock(self.uri):
+            try:
+                self.client.create_registered_model(name, description="CAE-Net from the caenet-suite pipeline")
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            for version in self.client.search_model_versions(f"name = '{name}'"):
+                if version.tags.get("stage_key") == key:
+                    return int(version.version), False
+            version = self.client.create_model_version(name, source, run_id=run_id,
+                                                       tags={**{k: str(v) for k, v in tags.items()}, "stage_key": key})
+        return int(version.version), True
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param  # deferred: mlflow (see __init__)
@@ -97,6 +193,9 @@ class Tracker:
             self.client.log_artifacts(run_id, str(path), folder)
         else:
             self.client.log_artifact(run_id, str(path), folder)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
 
     def log_dict(self, run_id: str, data: dict, name: str) -> None:
         self.client.log_text(run_id, json.dumps(data, indent=2, default=str), name)
@@ -140,6 +239,20 @@ class Tracker:
                 for child in children:
                     self.end(child, status)
             self.end(run_id, status)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """MLflow's warnings about pickle (TorchScript is saved with ``torch.jit.save``) and about
+    torch's local version tag (``+cu130``) say nothing to act on."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for log, _ in saved:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in saved:
+            log.setLevel(level)
 
 
 def _is_number(v) -> bool:

@@ -16,7 +16,7 @@ from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.report.plots import conversion_grid, save
-from suite.stages.common import load_model
+from suite.stages.common import load_model, log_model
 
 VERSION = 1
 
@@ -41,6 +41,7 @@ def run(ctx: Context, targets: StageResult, variant: str = "clustered") -> Stage
                        **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt")
         metrics["reconstruction_mse"] = metrics.pop("val_loss", float("nan"))
+        log_model(ctx, run_id, work, name, kwargs)
         table = pq.read_table(targets.file("images.parquet"))
         ds = load_split(ctx.cfg.data, "train")
         model = load_model(name, kwargs, work / "model.pt").cpu()

@@ -6,6 +6,7 @@ from suite.distributed.training import TrainJob, fit
 from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
+from suite.stages.common import log_model
 
 VERSION = 1
 
@@ -21,6 +22,8 @@ def run(ctx: Context) -> StageResult:
     def body(work, run_id):
         job = TrainJob(name="baseline", model=name, model_kwargs=kwargs, train=ctx.cfg.baseline.train.model_dump(),
                        objective="classify", **ctx.job_defaults(work, run_id))
-        return fit(job, ctx.cfg.runtime, work / "model.pt")
+        metrics = fit(job, ctx.cfg.runtime, work / "model.pt")
+        log_model(ctx, run_id, work, name, kwargs)
+        return metrics
 
     return ctx.runner.run("baseline", VERSION, params, [], body, artifacts=lambda w: [w / "model.pt"])

@@ -14,6 +14,7 @@ from suite.distributed.training import TrainJob, fit
 from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
+from suite.stages.common import log_model
 
 VERSION = 1
 
@@ -49,6 +50,8 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
             teacher_logits_path=str(entropy.file("logits.npy")) if kd else None, kd=ccfg.kd.model_dump(),
             init_from={"encoder": str(autoencoder.file("model.pt"))} if init else {},
             freeze=["encoder"] if freeze else [], **ctx.job_defaults(work, run_id))
-        return fit(job, ctx.cfg.runtime, work / "model.pt", report_to_tune=ctx.tune_stage == stage_name(variant))
+        metrics = fit(job, ctx.cfg.runtime, work / "model.pt", report_to_tune=ctx.tune_stage == stage_name(variant))
+        log_model(ctx, run_id, work, name, kwargs)
+        return metrics
 
     return ctx.runner.run(stage_name(variant), VERSION, params, inputs, body, artifacts=lambda w: [w / "model.pt"])

@@ -12,6 +12,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from suite.compression.quantize import quiet_jit
+from suite.data import load_split
 from suite.distributed import storage
 from suite.models import create_model
 from suite.pipeline.stage import StageResult
@@ -53,6 +54,39 @@ def write_spec(work: Path, model: str | None, kwargs: dict, size_bytes: int | No
     where it differs from a dense ``torch.save``, the size a board downloads."""
     spec = {"model": model, "kwargs": kwargs, "size_bytes": size_bytes, "parameters": parameters}
     (work / "spec.json").write_text(json.dumps(spec, indent=2))
+
+
+def log_model(ctx, run_id: str | None, work: Path, model: str | None, kwargs: dict) -> None:
+    """The stage's trained model (``model.pt``, or the int8 TorchScript ``model.ts`` when
+    ``model`` is None) as an MLflow model in the stage's run, with a real test image as its input
+    example; ``mlflow_model.json`` in the stage folder says where, for registering it later."""
+    if not (ctx.tracker and run_id):
+        return
+    if model is None:
+        with quiet_jit():
+            net = torch.jit.load(str(work / "model.ts"), map_location="cpu")
+    else:
+        net = load_model(model, kwargs, work / "model.pt")
+    example = load_split(ctx.cfg.data, "test").floats(slice(0, 1)).numpy()
+    uri = ctx.tracker.log_model(run_id, net, example)
+    (work / MLFLOW_MODEL).write_text(json.dumps({"tracking_uri": ctx.tracker.uri, "run_id": run_id, "model_uri": uri}, indent=2))
+
+
+MLFLOW_MODEL = "mlflow_model.json"
+
+
+def register_model(tracker, name: str, trained: "Trained", run_id: str, example: np.ndarray, tags: dict) -> tuple[int, bool]:
+    """Register ``trained`` as a version of ``name`` in the Model Registry with ``tags``, from the
+    MLflow model its stage logged; a stage that was trained under another tracking store (or
+    before models were logged) is logged again, into ``run_id``. A version already registered
+    for the same stage is reused. Returns (version, created)."""
+    info_file = trained.stage.file(MLFLOW_MODEL)
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    if info.get("tracking_uri") == tracker.uri:
+        source, source_run = info["model_uri"], info["run_id"]
+    else:
+        source, source_run = tracker.log_model(run_id, trained.load(), example, f"models/{trained.label}"), run_id
+    return tracker.register(name, source, source_run, tags, trained.stage.key)
 
 
 def device() -> torch.device:

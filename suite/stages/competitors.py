@@ -10,13 +10,14 @@ differs from a dense ``torch.save`` (sparse, packed, int8).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from suite.config import ConfigError, MethodParams
 from suite.methods.common import MethodJob
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.stages.common import Trained
+from suite.stages.common import Trained, log_model
 
 VERSION = 1
 
@@ -37,7 +38,10 @@ def run(ctx: Context, method: MethodParams, done: dict[str, Trained], entropy: S
 
     def body(work: Path, run_id):
         job = dict(name=name, train=method.train_config(ctx.cfg.compare).model_dump(), **ctx.job_defaults(work, run_id))
-        return method.run(MethodJob(ctx, method, source, done, entropy, work, job))
+        metrics = method.run(MethodJob(ctx, method, source, done, entropy, work, job))
+        spec = json.loads((work / "spec.json").read_text())
+        log_model(ctx, run_id, work, spec["model"], spec["kwargs"])
+        return metrics
 
     result = ctx.runner.run(name, VERSION, params, inputs, body,
                             artifacts=lambda w: [f for f in (w / "spec.json", *(w / a for a in method.artifacts)) if f.exists()])

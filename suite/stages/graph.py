@@ -15,8 +15,8 @@ from suite.config import ExperimentConfig
 from suite.distributed.session import resources
 from suite.distributed.training import use_gpu
 from suite.pipeline.context import Context, cache_root
-from suite.pipeline.stage import StageRunner
-from suite.stages import autoencoder, baseline, caenet, clustering, entropy, features, targets
+from suite.pipeline.stage import StageResult, StageRunner
+from suite.stages import autoencoder, baseline, caenet, clustering, entropy, evaluate, features, targets
 from suite.stages.common import Trained
 
 
@@ -74,6 +74,15 @@ def concurrent_slots(runtime) -> int:
     if use_gpu(runtime):
         return max(1, int(total.get("GPU", 0) // (runtime.workers * runtime.gpus_per_worker)))
     return max(1, int(total.get("CPU", 1) // (runtime.workers * runtime.cpus_per_worker)))
+
+
+def plan(cfg: ExperimentConfig) -> list[StageResult]:
+    """Every stage ``caenet run`` would go through for the effective config ``cfg``, in order,
+    with its key and folder; ``cached`` says whether it is finished. Nothing runs or trains."""
+    runner = StageRunner(cache_root(cfg), tracker=None, log=lambda _: None, plan=True)
+    ctx = Context(cfg, runner, None)
+    evaluate.run(ctx, train_stages(ctx))
+    return runner.planned
 
 
 def trained_models(cfg: ExperimentConfig) -> dict[str, Trained]:

@@ -29,9 +29,10 @@ from suite.data import INFO, load_split
 from suite.distributed.session import ensure_ray
 from suite.metrics import P50, accuracy, time_models
 from suite.models import geometry
+from suite.pipeline.stage import StageResult
 from suite.pipeline.tracking import resolve_tracking_uri
 from suite.stages import baseline, entropy, features
-from suite.stages.common import load_model
+from suite.stages.common import Trained, load_model, register_model
 from suite.sweep.config import SweepConfig
 from suite.sweep.slo import TrialRow, choose, mark, markdown, plot
 from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, finish_trial, run_trial, trial_name
@@ -195,5 +196,16 @@ def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> 
                                      "chosen_p50_ms": chosen.p50_ms, "chosen_speedup": chosen.speedup})
         tracker.set_tag(parent, "chosen_trial", chosen.trial)
         tracker.set_tag(chosen.extra["mlflow_run_id"], "slo_choice", "true")
+        name = cfg.runtime.model_name(f"{sweep.name}-slo")
+        if name:  # the SLO loop's pick, in the Model Registry beside the pipeline's CAE-Net
+            row = next(r for r in rows if r["trial"] == chosen.trial)
+            folder = Path(row["weights"]).parent
+            stage = StageResult("caenet", folder.name.rsplit("-", 1)[1], folder, {}, True)
+            tags = {"test_acc": chosen.test_acc, "val_acc": chosen.val_acc, "speedup_p50": chosen.speedup, P50: chosen.p50_ms,
+                    "slo": sweep.slo.describe(), "trial": chosen.trial, **{f"param.{k}": v for k, v in chosen.params.items()}}
+            version, _ = register_model(tracker, name, Trained("caenet", stage, row["model"], row["model_kwargs"]), parent,
+                                        test.floats(slice(0, 1)).numpy(), tags)
+            tracker.set_tag(parent, "registered_model", f"{name}/{version}")
+            log(f"Model Registry: {name} version {version} (the SLO pick, {chosen.trial})")
     return {"slo": sweep.slo.describe(), "baseline_p50_ms": baseline_ms, "baseline_test_acc": baseline_acc,
             "trials": [asdict(r) for r in table], "chosen": asdict(chosen) if chosen else None, "table": text}
