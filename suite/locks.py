@@ -29,3 +29,22 @@ def file_lock(path: Path, waiting: Callable[[IO[str]], None] | None = None):
             yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_lock(path: Path, create: bool = True):
+    """``file_lock`` without waiting: yields True while holding the lock, False when another
+    process holds it. Without ``create`` a missing file counts as free and is not created."""
+    if not create and not path.exists():
+        yield True
+        return
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,8 +12,6 @@ the folders the commands write results to (``runs/``, ``exports/``, ``edge/``, `
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import math
 import os
 import re
@@ -27,6 +25,7 @@ import yaml
 
 from suite.commands.common import add_set, config_of, overrides
 from suite.config import ConfigError, ExperimentConfig, RuntimeConfig
+from suite.locks import try_lock
 from suite.pipeline.lookup import resolve_config
 from suite.pipeline.run_info import REPO_ROOT
 from suite.pipeline.stage import SUCCESS
@@ -303,7 +302,7 @@ def _clean_stage(dataset: Path, base: str, suffixes: set[str], referenced: bool,
     lock = dataset / (base + LOCK)
     if not candidates and LOCK not in suffixes:
         return
-    with _hold(lock, create=not dry_run) as held:
+    with try_lock(lock, create=not dry_run) as held:
         if not held:
             out.in_use += [f"{dataset.name}/{p.name}" for p, _ in candidates] or [f"{dataset.name}/{lock.name}"]
             return
@@ -320,25 +319,6 @@ def _clean_stage(dataset: Path, base: str, suffixes: set[str], referenced: bool,
                 lock.unlink(missing_ok=True)
         elif not dry_run and LOCK not in suffixes and not _opened_elsewhere(lock):
             lock.unlink(missing_ok=True)  # the one this clean created
-
-
-@contextlib.contextmanager
-def _hold(path: Path, create: bool):
-    """A non-blocking ``flock`` on a stage's lock file for the block; yields False when a running
-    process has it (the stage is in use). Without ``create`` a missing file counts as free."""
-    if not create and not path.exists():
-        yield True
-        return
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _opened_elsewhere(path: Path) -> bool:

@@ -10,7 +10,6 @@ from pathlib import Path
 from suite.commands.common import add_set, add_smoke, config_of
 from suite.commands.session import open_session
 from suite.config import ExperimentConfig, to_yaml
-from suite.data import load_split
 from suite.errors import writable_file
 from suite.metrics import P50
 from suite.report import summary as summary_mod
@@ -86,11 +85,10 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
             tracker.log_artifact(parent, ctx.runner.results[stage].file(picture), "pictures")
         name = cfg.runtime.model_name(cfg.name)
         if name:
-            example = load_split(cfg.data, "test").floats(slice(0, 1)).numpy()
             tags = {"test_acc": summary["caenet"]["test_acc"], "speedup_p50": summary["speedup_p50"],
                     P50: summary["caenet"][P50], "slo_ms": cfg.compare.slo_ms, "config": cfg.name,
                     "dataset": cfg.data.dataset, "smoke": cfg.smoke, "pipeline_run": parent}
-            version, created = register_model(tracker, name, models["caenet"], parent, example, tags)
+            version, created = register_model(tracker, name, models["caenet"], parent, ctx.example_input, tags)
             tracker.set_tag(parent, "registered_model", f"{name}/{version}")
             log(f"Model Registry: {name} version {version}" + ("" if created else " (already registered for this stage)"))
         summary["summary_path"] = str(out)

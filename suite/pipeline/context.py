@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from suite.config import ExperimentConfig
-from suite.data import INFO, DatasetInfo
+from suite.data import INFO, DatasetInfo, load_split
 from suite.distributed import storage
 from suite.pipeline.stage import StageRunner
 from suite.pipeline.tracking import Tracker
@@ -25,6 +28,12 @@ class Context:
     tracker: Tracker | None
     # The stage whose per-epoch reports also go to Ray Tune (set inside a sweep trial).
     tune_stage: str | None = None
+
+    @functools.cached_property
+    def example_input(self) -> np.ndarray:
+        """One real test image, float32 (1, C, H, W) in [0, 1]: the input example of every MLflow
+        model the run logs (read once per run, not once per model)."""
+        return load_split(self.cfg.data, "test").floats(slice(0, 1)).numpy()
 
     @property
     def info(self) -> DatasetInfo:

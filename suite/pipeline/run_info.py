@@ -17,6 +17,7 @@ from pathlib import Path
 
 import suite
 from suite.config import ExperimentConfig
+from suite.pipeline.tracking import flatten
 
 REPO_ROOT = Path(suite.__file__).resolve().parents[1]
 
@@ -57,30 +58,10 @@ def _git_state() -> tuple[str, str]:
 
 
 def changed_params(cfg: ExperimentConfig) -> dict[str, str]:
-    """The config's keys whose values differ from the defaults, flattened (``a.b.c``).
-
-    Lists of named entries (``compare.methods``) flatten by name, ``compare.methods.KD.alpha``,
-    so one changed method key is one param, not a 5 KB list.
-    """
+    """The config's keys whose values differ from the defaults, flattened (``a.b.c``, methods by
+    name: ``tracking.flatten``), as text."""
     mine, default = flatten(cfg.model_dump(mode="json")), flatten(ExperimentConfig().model_dump(mode="json"))
-    return {k: v for k, v in mine.items() if default.get(k, _MISSING) != v}
-
-
-_MISSING = object()
-
-
-def flatten(tree, prefix: str = "") -> dict[str, str]:
-    """Nested dicts and lists of named dicts -> {dotted key: value as text}."""
-    out: dict[str, str] = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(tree, list) and tree and all(isinstance(e, dict) and "name" in e for e in tree):
-        for e in tree:
-            out.update(flatten({k: v for k, v in e.items() if k != "name"}, f"{prefix}{e['name']}."))
-    else:
-        out[prefix[:-1]] = str(tree)
-    return out
+    return {k: str(v) for k, v in mine.items() if k not in default or default[k] != v}
 
 
 def dataset_digest(images, labels) -> str:

@@ -175,7 +175,7 @@ class Tracker:
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param  # deferred: mlflow (see __init__)
 
-        flat = _flatten(params)
+        flat = flatten(params)
         items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
@@ -184,7 +184,7 @@ class Tracker:
         from mlflow.entities import Metric  # deferred: mlflow (see __init__)
 
         now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in _flatten(metrics).items() if _is_number(v)]
+        items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in flatten(metrics).items() if _is_number(v)]
         if items:
             self.client.log_batch(run_id, metrics=items)
 
@@ -259,12 +259,16 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> {dotted key: value}. Lists of named dicts (``compare.methods``) flatten by
+    name, ``compare.methods.KD.alpha``, so one changed key is one param, not a 5 KB list."""
     out = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list) and v and all(isinstance(e, dict) and "name" in e for e in v):
+            out.update(flatten({e["name"]: {n: x for n, x in e.items() if n != "name"} for e in v}, key + "."))
         else:
             out[key] = v
     return out

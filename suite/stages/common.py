@@ -12,7 +12,6 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from suite.compression.quantize import quiet_jit
-from suite.data import load_split
 from suite.distributed import storage
 from suite.models import create_model
 from suite.pipeline.stage import StageResult
@@ -67,8 +66,7 @@ def log_model(ctx, run_id: str | None, work: Path, model: str | None, kwargs: di
             net = torch.jit.load(str(work / "model.ts"), map_location="cpu")
     else:
         net = load_model(model, kwargs, work / "model.pt")
-    example = load_split(ctx.cfg.data, "test").floats(slice(0, 1)).numpy()
-    uri = ctx.tracker.log_model(run_id, net, example)
+    uri = ctx.tracker.log_model(run_id, net, ctx.example_input)
     (work / MLFLOW_MODEL).write_text(json.dumps({"tracking_uri": ctx.tracker.uri, "run_id": run_id, "model_uri": uri}, indent=2))
 
 
