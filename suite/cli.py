@@ -2,6 +2,7 @@
 
   caenet run CONFIG [--set key=value ...]   run (or resume) the CAE-Net pipeline (--dry-run: what is cached, what would run)
   caenet sweep SWEEP [--set key=value ...]  Ray Tune sweep + latency-SLO search
+  caenet study STUDY [--set key=value ...]  ablation study: variants x seeds, one table of mean ± std
   caenet compare CONFIG                     CAE-Net vs every competitor of Tables I/II on this machine
   caenet export CONFIG_OR_RUN               TorchScript / ONNX exports, checked against PyTorch
   caenet edge bench CONFIG_OR_RUN --boards  latency and energy on edge boards over SSH
@@ -11,6 +12,8 @@
   caenet data check [DATASET ...]           verify datasets on disk
   caenet models                             list the registered architectures
   caenet methods                            list the competitor methods of compare.methods
+
+``-v`` (anywhere on the line) shows Ray's worker output on the console too.
 
 Each command is a module of ``suite/commands/``; this module builds the parser from them and
 gives every command the same error handling: a ``UserError`` is one line (exit 2), Ctrl-C
@@ -40,6 +43,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                      "`caenet COMMAND --help` explains each command.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of user errors too (same as CAENET_DEBUG=1)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the output of Ray's workers and daemons here too (by default it goes to Ray's log "
+                        "folder, printed once; same as CAENET_VERBOSE=1); anywhere on the command line")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
@@ -58,9 +64,16 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+VERBOSE = ("-v", "--verbose")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # -v anywhere (`caenet run CONFIG -v`, and the jobs, which put the command first)
+    argv = [a for a in argv if a in VERBOSE] + [a for a in argv if a not in VERBOSE]
     args = build_parser(argv).parse_args(argv)
+    if args.verbose:  # the environment, so that `ray job submit` drivers and subprocesses see it too
+        os.environ["CAENET_VERBOSE"] = "1"
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
     try:

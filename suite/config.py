@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -104,9 +105,15 @@ class PruneConfig(_Strict):
 class AutoencoderConfig(_Strict):
     model: str = "cae"  # picks the 28x28x1 or 32x32x3 variant from the dataset
     width: float = Field(default=1.0, gt=0, le=4)  # channel multiplier (structural knob)
+    # What each image converts to: cluster = the easiest image of its class-cluster (the method);
+    # class = the easiest of its class (k=1); self = itself (a plain autoencoder); random = a
+    # random training image of its class (fixed by data.seed). The last three are ablations.
+    targets: Literal["cluster", "class", "self", "random"] = "cluster"
+    skips: bool = True  # the UNet's encoder-to-decoder concatenations (false: a plain conv autoencoder)
     prune: PruneConfig = PruneConfig()
     train: TrainConfig = TrainConfig(epochs=20, optimizer="adam", lr=2e-3, weight_decay=0.0)
-    # The paper's 0.012 -> 0.0065 comparison: also train the CAE with one target per class.
+    # The paper's 0.012 -> 0.0065 comparison: also train the CAE on the other kind of target (one
+    # per class when `targets` is cluster, class-cluster targets when it is class), for the MSEs.
     compare_unclustered: bool = True
 
 
@@ -116,6 +123,15 @@ class KDConfig(_Strict):
 
 
 class CAENetConfig(_Strict):
+    # The encoder of CAE-Net: frozen = the CAE's weights, fixed (the method); finetune = the
+    # CAE's weights trained on at finetune_lr_scale x the learning rate; random = frozen random
+    # weights (the paper's likely "without transfer"); scratch = random, trained end to end.
+    encoder: Literal["frozen", "finetune", "random", "scratch"] = "frozen"
+    finetune_lr_scale: float = Field(default=0.1, gt=0, le=1)
+    # dense: Linear(code, classifier_hidden)-ReLU-Dropout-Linear; conv: the authors' head, one
+    # 3x3 conv of head_filters channels, ReLU, one Linear to the classes
+    head: Literal["dense", "conv"] = "dense"
+    head_filters: int = Field(default=6, ge=1)
     classifier_hidden: int = Field(default=256, ge=8)
     kd: KDConfig = KDConfig()
     train: TrainConfig = TrainConfig(epochs=15, optimizer="adam", lr=2e-3, weight_decay=1e-4)
@@ -154,6 +170,7 @@ class MethodParams(_Strict):
     trains: ClassVar[bool] = True  # runs a training (int8 does not: no train settings in its key)
     teacher: ClassVar[bool] = False  # reads the baseline's logits (the entropy stage) as soft targets
     times_itself: ClassVar[bool] = False  # times candidates to choose one: latency settings and budget are in its key
+    uses_tune: ClassVar[bool] = False  # runs a Ray Tune search (a local Ray then starts with its dashboard)
     artifacts: ClassVar[tuple[str, ...]] = ()  # files of its stage folder logged to MLflow besides spec.json
 
     def train_config(self, compare: "CompareConfig") -> TrainConfig:
@@ -249,6 +266,10 @@ class RuntimeConfig(_Strict):
 
     def threads(self) -> int:
         return self.threads_per_worker or max(1, math.ceil(self.cpus_per_worker))
+
+    def bars(self) -> bool:
+        """Progress bars: when asked for, and only on a terminal (in a log they are noise)."""
+        return self.progress and sys.stderr.isatty()
 
     @field_validator("use_gpu", mode="before")
     @classmethod
@@ -416,11 +437,63 @@ def read_yaml(path: str | Path, kind: str, missing_hint: str, mapping: bool = Tr
 def load_config(path: str | Path, overrides: list[str] | None = None, profiles: list[str] | None = None) -> ExperimentConfig:
     """Read and validate a YAML config (``profiles`` and ``overrides`` applied); raises
     ConfigError with a one-line message."""
+    return from_dict(_config_tree(Path(path)), overrides, source=str(path), profiles=profiles)
+
+
+def _config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's keys; ``extends: other.yaml`` (relative to the file) starts from that
+    file's keys, which this one's replace section by section (``configs/*_paper.yaml``)."""
     tree = read_yaml(path, "config file", "see configs/ for examples", mapping=False)
     if tree is None:  # an empty file would silently run every default (the CIFAR-10 experiment)
         raise ConfigError(f"{path}: the config file is empty; state at least data.dataset (see configs/ for examples)")
-    return from_dict(tree, overrides, source=str(path), profiles=profiles)
+    if not isinstance(tree, dict) or "extends" not in tree:
+        return tree
+    parent = tree.pop("extends")
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected the path of another config file, got {parent!r}")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{path}: extends: {parent} extends this file again (a cycle)")
+    return _overlay(_config_tree(parent_path, (*seen, path.resolve())), tree)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def split_overrides(overrides: list[str], own: type[BaseModel]) -> tuple[list[str], list[str]]:
+    """``--set`` has one grammar on every command, ``dotted.key=value``. For a file that wraps an
+    experiment config (a sweep, a study; its model ``own``), a key whose first part is a section
+    of the experiment config (``runtime.cache_dir=/abs``, ``clustering.k=3``) applies to the
+    experiment; any other key is a key of the file (``slo.speedup=4``, ``seeds=[0,1]``, ``name=``).
+    Returns (the file's overrides, the experiment's)."""
+    experiment_keys = set(ExperimentConfig.model_fields) - set(own.model_fields)
+    mine, experiment = [], []
+    for text in overrides:
+        key, _ = parse_override(text)
+        (experiment if key.split(".")[0] in experiment_keys else mine).append(text)
+    return mine, experiment
+
+
+def load_wrapper(path: str | Path, own: type[BaseModel], kind: str, hint: str, overrides: list[str] | None = None,
+                 profiles: list[str] | None = None):
+    """(the file as ``own``, its base experiment config) for a file that wraps an experiment
+    config: an ``experiment:`` path (relative to the file) and a ``set:`` list of overrides for
+    it. ``overrides`` (``--set``) are split by ``split_overrides``; the experiment's go after the
+    file's own ``set:``, so the command line wins. Raises ConfigError in one line."""
+    path = Path(path)
+    tree = read_yaml(path, kind, hint)
+    mine, experiment_overrides = split_overrides(list(overrides or []), own)
+    for text in mine:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    if experiment_overrides:
+        tree["set"] = [*(tree.get("set") or []), *experiment_overrides]
+    try:
+        wrapper = own.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_one_line(exc)}") from None
+    experiment = Path(wrapper.experiment)
+    if not experiment.is_absolute():
+        experiment = (path.parent / experiment).resolve()
+    return wrapper, load_config(experiment, wrapper.set, profiles)

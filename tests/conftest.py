@@ -26,20 +26,42 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_local():
-    """A local Ray for one test module's trainings, shut down when the module ends.
-
-    Not session-wide: while a second Ray runs on the machine (the CLI tests start their
-    own), Ray Train's placement-group cleaner fails ("multiple active Ray instances"), and
-    a Tune trial stopped by ASHA then leaves its resources behind and the next one hangs.
-    """
+    """A local Ray for in-process trainings, shared by every test that asks for it: those tests
+    run first, one after another (``pytest_collection_modifyitems``), and the Ray is shut down
+    before the first test that does not ask for it (``pytest_runtest_setup``), because only one
+    Ray may run on the machine and the CLI tests start their own (a second one makes Ray
+    Train's placement-group cleaner fail). One start instead of one per module: ~7 s each."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        _SHARED_RAY["up"] = True
     yield
-    ray.shutdown()
+
+
+_SHARED_RAY = {"up": False}
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: "ray_local" not in getattr(item, "fixturenames", ()))  # stable: file order kept
+
+
+def pytest_runtest_setup(item):
+    if _SHARED_RAY["up"] and "ray_local" not in getattr(item, "fixturenames", ()):
+        import ray
+
+        ray.shutdown()
+        _SHARED_RAY["up"] = False
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SHARED_RAY["up"]:
+        import ray
+
+        ray.shutdown()
 
 
 class Payload:
@@ -132,11 +154,11 @@ def ray_head():
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, data_root):
     """The MNIST pipeline at smoke scale, trained once per test session, as a user would first
-    meet it: a run that stops at the features stage (the paper's VGG16 extractor, whose ImageNet
-    weights this offline machine lacks), then the whole run, which must reuse what the first
-    finished. test_cli_e2e checks both; the others use its models (the boards of test_edge, the
-    baseline and CAE-Net that `caenet compare` and the sweep find cached). Tests that add to its
-    cache add stages only; none changes one."""
+    meet it: a run that names the paper's VGG16 extractor, whose ImageNet weights this offline
+    machine lacks (it must stop before any training), then the whole run. test_cli_e2e checks
+    both; the others use its models (the boards of test_edge, the baseline and CAE-Net that
+    `caenet compare`, the sweep and the study find cached). Tests that add to its cache add
+    stages only; none changes one."""
     cwd = tmp_path_factory.mktemp("run")
     env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled"}
     config = str(REPO / "configs" / "mnist_lenet.yaml")
@@ -190,8 +212,11 @@ def _reap_ray_leftovers():
     this pytest run spawned and nobody owns any more: orphans (parent init) or children of this
     process, whose environment carries pytest's marker. Some Ray clients used by the cluster and
     job tests leave a ``ray::DashboardAgent`` / ``RuntimeEnvAgent`` behind that would keep taking
-    CPU from every later test (and stay after the run)."""
+    CPU from every later test (and stay after the run). Not while the shared ``ray_local`` Ray
+    is up: its daemons are this process's children too."""
     yield
+    if _SHARED_RAY["up"]:
+        return
     me = os.getpid()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:

@@ -7,7 +7,7 @@ from suite.config import ConfigError, from_dict, load_config, parse_override
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["cifar10_alexnet.yaml", "mnist_lenet.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml") if p.name != "boards.example.yaml"))
 def test_shipped_configs_load(name):
     cfg = load_config(REPO / "configs" / name)
     assert cfg.data.dataset in ("cifar10", "mnist")
@@ -103,3 +103,20 @@ def test_profiles_overlay_a_config_before_set():
     assert cluster.runtime.workers == 4 and cluster.clustering.backend == "ray"
     with pytest.raises(ConfigError, match=r"no such profile \(known profiles: cluster, cpu, gpu; or give a YAML file\)"):
         load_config(config, profiles=["gpux"])
+
+
+def test_a_config_extends_another(tmp_path):
+    """``extends:`` starts from another file's keys (the *_paper.yaml configs): sections merge,
+    values and lists replace, and a cycle or a missing parent is one line."""
+    (tmp_path / "base.yaml").write_text("name: base\ndata: {dataset: mnist, val_fraction: 0.2}\n"
+                                         "caenet: {classifier_hidden: 64, ablations: [no_kd]}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\ncaenet: {head: conv, ablations: []}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["caenet.head_filters=8"])
+    assert (cfg.name, cfg.data.dataset, cfg.data.val_fraction) == ("child", "mnist", 0.2)
+    assert (cfg.caenet.head, cfg.caenet.head_filters, cfg.caenet.classifier_hidden, cfg.caenet.ablations) == ("conv", 8, 64, [])
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
+    with pytest.raises(ConfigError, match="a cycle"):
+        load_config(tmp_path / "child.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml: no such config file"):
+        load_config(tmp_path / "orphan.yaml")

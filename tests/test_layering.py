@@ -16,7 +16,8 @@ LAYERS = [
     ["suite.pipeline"],
     ["suite.stages", "suite.methods"],  # stage bodies: the CAE-Net stages and the competitor methods
     ["suite.edge", "suite.report"],
-    ["suite.commands", "suite.cli", "suite.sweep"],  # suite.sweep: the `sweep` command's trials and SLO search
+    # suite.sweep / suite.study: the `sweep` command's trials and SLO search, the `study` command's cells and table
+    ["suite.commands", "suite.cli", "suite.sweep", "suite.study"],
 ]
 
 

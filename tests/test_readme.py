@@ -46,6 +46,17 @@ def test_every_readme_run_line_parses_and_plans(cli):
         assert "would run" in done.stdout or "cached" in done.stdout
 
 
+def test_every_readme_study_line_loads(cli):
+    """Each ``caenet study`` example: the study file, its variants and --set keys validate."""
+    studies = caenet_lines("study")
+    assert len(studies) >= 3
+    for argv in studies:
+        argv = [str(REPO / a) if a.startswith("configs/") else a for a in argv]
+        done = cli([*(a for a in argv if a != "--dry-run"), "--dry-run"])
+        assert done.returncode == 0, (argv, done.stderr)
+        assert " cells: " in done.stdout
+
+
 def _checkout_copy(dest: Path) -> None:
     """The checkout's tracked and untracked-not-ignored files, as a fresh clone plus set-up would have them."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True)
@@ -78,6 +89,8 @@ def test_readme_job_section_runs_as_written(tmp_path, data_root):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-5000:]
     assert "succeeded" in out, out[-3000:]  # `ray job submit`: "Job '...' succeeded"
+    # the job's log is the suite's own lines: its epochs, not its workers' output under Ray's prefixes
+    assert "[caenet] epoch 1/1  train_loss=" in out and "pid=" not in out and "core_worker" not in out, out[-3000:]
 
     from mlflow.tracking import MlflowClient
 
@@ -107,6 +120,7 @@ def test_every_readme_job_line_parses(monkeypatch):
 
     from suite.cli import build_parser
     from suite.config import load_config
+    from suite.study.config import load_study
     from suite.sweep.config import load_sweep
 
     monkeypatch.setenv("PWD", str(REPO))
@@ -121,10 +135,12 @@ def test_every_readme_job_line_parses(monkeypatch):
                 args = scaling_parser().parse_args(argv)
                 load_config(REPO / args.config, args.set)
                 continue
-            command = {"jobs/pipeline.py": "run", "jobs/sweep.py": "sweep"}[job]
+            command = {"jobs/pipeline.py": "run", "jobs/sweep.py": "sweep", "jobs/study.py": "study"}[job]
             args = build_parser([command, *argv]).parse_args([command, *argv])
             if command == "sweep":
                 load_sweep(REPO / args.sweep, args.set, args.profile)
+            elif command == "study":
+                load_study(REPO / args.study, args.set, args.profile)
             else:
                 load_config(REPO / args.config, args.set, args.profile)
-    assert seen == {"jobs/pipeline.py", "jobs/sweep.py", "jobs/scaling.py"}
+    assert seen == {"jobs/pipeline.py", "jobs/sweep.py", "jobs/study.py", "jobs/scaling.py"}

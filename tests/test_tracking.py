@@ -19,7 +19,8 @@ def test_metric_names_mlflow_rejects_are_cleaned(tmp_path):
 
 def test_a_stage_curve_has_no_false_point_at_step_0(tmp_path):
     """A training stage logs one point per epoch (steps 1..n); its final numbers land on the last
-    epoch's step, not on a step 0 before the curve, in the run and in a cache hit's run."""
+    epoch's step, not on a step 0 before the curve, in the run and in a cache hit's run, and
+    those the last epoch already logged are not logged twice."""
     from suite.pipeline.stage import StageRunner
 
     tracker = Tracker(RuntimeConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t"))
@@ -35,7 +36,7 @@ def test_a_stage_curve_has_no_false_point_at_step_0(tmp_path):
         result = runner.run("baseline", 1, {}, [], body)
         assert result.cached == cached
         history = [(m.step, m.value) for m in tracker.client.get_metric_history(result.run_id, "train_loss")]
-        assert history == ([(1, 2.0), (2, 1.0), (3, 0.5), (3, 0.5)] if not cached else [(3, 0.5)]), history
+        assert history == ([(1, 2.0), (2, 1.0), (3, 0.5)] if not cached else [(3, 0.5)]), history
         assert [m.step for m in tracker.client.get_metric_history(result.run_id, "val_acc")] == [3]
 
 

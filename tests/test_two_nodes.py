@@ -254,7 +254,11 @@ def test_pipeline_job_survives_losing_its_worker_node(cluster):
 
 def test_smoke_sweep_job_on_two_nodes(cluster):
     """A Tune sweep through ``ray job submit``: trials run their stages beside the driver (its
-    cache and MLflow), their trainings on the worker node that sees neither."""
+    cache and MLflow), their trainings on the worker node that sees neither. ASHA stops the
+    trial at its last epoch (max_t) and the driver must still get its result; the trial is an
+    MLflow run under the sweep's, its stages under it, and the SLO pick goes to the Model
+    Registry tagged with what it was picked on. (The one sweep end to end of the tests: the
+    ranking and the SLO choice over several rows are unit-tested in test_sweep.)"""
     from mlflow.tracking import MlflowClient
 
     sweep = cluster.temp / "sweep.yaml"
@@ -266,9 +270,10 @@ set:
   - runtime.cpus_per_worker=1
   - runtime.cache_dir={cluster.cache}
   - runtime.experiment=two-nodes-sweep
-space:
-  clustering.k: [2]   # one trial: what is tested is where it runs, not how many
-scheduler: {{type: fifo}}
+space:   # one trial: what is tested is where it runs and what it records, not how many
+  clustering.k: [2]
+  autoencoder.prune.weight_ratio: [0.8]
+scheduler: {{type: asha, grace_period: 1}}
 max_concurrent_trials: 1
 trial_cpus: 1
 slo: {{speedup: 0.5}}
@@ -276,9 +281,25 @@ slo: {{speedup: 0.5}}
     done = cluster.submit("jobs/sweep.py", str(sweep), "--smoke")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
+    assert "chosen: run_trial_" in out
     summary = json.loads(next(cluster.cache.glob("mnist/sweeps/*two-node-sweep/sweep_summary.json")).read_text())
-    assert len(summary["trials"]) == 1 and not summary["failed"], summary
+    assert len(summary["trials"]) == 1 and summary["chosen"] is not None and not summary["failed"], summary
+    assert summary["trials"][0]["params"]["clustering.k"] == 2
+    assert all(t["nonzero_parameters"] < 0.6 * 95682 for t in summary["trials"])  # the CAE's 80% pruned encoder
+
     client = MlflowClient(cluster.tracking_uri)
-    exp = client.get_experiment_by_name("two-nodes-sweep")
-    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "trial"]
-    assert len(trials) == 1 and all(r.info.status == "FINISHED" for r in trials)
+    runs = client.search_runs([client.get_experiment_by_name("two-nodes-sweep").experiment_id])
+    sweep_run = next(r for r in runs if r.info.run_id == summary["mlflow_run_id"])
+    assert sweep_run.data.tags["kind"] == "sweep" and sweep_run.info.status == "FINISHED"
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(trials) == 1 and all(t.info.status == "FINISHED" for t in trials)
+    for t in trials:  # side by side in the UI: the swept keys as params, accuracy and latency as metrics
+        assert t.data.tags["mlflow.parentRunId"] == sweep_run.info.run_id
+        assert t.data.params["clustering.k"] == "2" and "latency_p50_ms" in t.data.metrics
+        stages = {r.data.tags["mlflow.runName"] for r in runs if r.data.tags.get("mlflow.parentRunId") == t.info.run_id}
+        assert {"clustering", "targets", "autoencoder", "caenet"} <= stages
+    assert "pareto.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id)}
+    name, version = sweep_run.data.tags["registered_model"].split("/")
+    assert name == "two-node-sweep-slo-caenet"
+    picked = client.get_model_version(name, version)
+    assert picked.tags["trial"] == summary["chosen"]["trial"] and picked.tags["param.clustering.k"] == "2"

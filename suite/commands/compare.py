@@ -113,7 +113,7 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None)
         ctx = session.context()
         folder = session.folder("compare", out, cfg.name)
         folder.mkdir(parents=True, exist_ok=True)
-        with session.ray():
+        with session.ray(tune=any(m.uses_tune for m in cfg.compare.methods)):
             rows = train_all(ctx)
         table, latency_rows = measure(cfg, rows, log)  # after Ray has stopped: its daemons skew timings
         report = tables.build(table, [{"rows": latency_rows}], cfg.compare.slo_ms)

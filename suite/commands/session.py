@@ -39,9 +39,10 @@ class Session:
         runner = StageRunner(self.cache_root, self.tracker, self.log, storage=storage.configured(self.cfg.runtime))
         return Context(self.cfg, runner, self.tracker)
 
-    def ray(self):
-        """A Ray session (joined, or a local Ray started on first use) for the block."""
-        return ray_session(self.cfg.runtime, self.cache_root)
+    def ray(self, tune: bool = False):
+        """A Ray session (joined, or a local Ray started on first use) for the block; ``tune``:
+        the block runs Ray Tune."""
+        return ray_session(self.cfg.runtime, self.cache_root, tune=tune)
 
     def folder(self, kind: str, out: str | Path | None = None, name: str | None = None) -> Path:
         """``out`` if given, else ``<cache>/<dataset>/<kind>[/<name>]``: the default places of outputs."""

@@ -1,13 +1,13 @@
-"""Per-epoch metrics to MLflow, written by the driver alone.
+"""Per-epoch metrics to MLflow (and to the console), written by the driver alone.
 
 Workers never talk to MLflow (on a cluster its store is the driver's). A one-worker training
 (a warm Ray task) streams its epochs back to the driver, which logs them (``EpochLogger``).
 For Ray Train, the controller calls
 ``EpochRelay.after_report`` in its controller once every worker has reported an epoch (and its
 checkpoint is persisted); the callback hands the metrics to a small queue actor, and a
-thread in the driver drains the queue into MLflow while the training runs. So the curves
-are live, and an epoch whose checkpoint never registered (a worker killed mid-report) is
-not logged twice.
+thread in the driver drains the queue into MLflow and the console while the training runs
+(rank 0's progress records come through the same queue). So the curves are live, and an
+epoch whose checkpoint never registered (a worker killed mid-report) is not logged twice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import ray
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from suite.distributed.progress import PROGRESS, display
 from suite.distributed.session import on_close, session_key
 
 _SKIP = ("epoch", "started_at_epoch")
@@ -76,20 +77,24 @@ class _Drain:
     def _loop(self):
         while not self.stopped and ray.is_initialized():
             try:
-                (uri, run), metrics = self.queue.get(timeout=0.5)
+                (uri, run, name, epochs), metrics = self.queue.get(timeout=0.5)
             except Empty:
                 continue
             except BaseException:  # Ray shut down under us (its get raises SystemExit then)
                 return
-            step = log_epoch(uri, run, metrics)
+            if PROGRESS in metrics:
+                display.progress(name, metrics[PROGRESS])
+                continue
+            display.epoch(name, epochs, metrics)
+            step = log_epoch(uri, run, metrics) if uri and run else int(metrics.get("epoch", 0))
             with self.changed:
-                self.last_step[run] = max(step, self.last_step.get(run, 0))
+                self.last_step[(name, run)] = max(step, self.last_step.get((name, run), 0))
                 self.changed.notify_all()
 
-    def wait_for(self, run_id: str, step: int, timeout_s: float) -> None:
+    def wait_for(self, key: tuple, step: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         with self.changed:
-            while self.last_step.get(run_id, 0) < step and time.monotonic() < deadline:
+            while self.last_step.get(key, 0) < step and time.monotonic() < deadline:
                 self.changed.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def close(self):
@@ -101,8 +106,9 @@ _lock = threading.Lock()
 _drain: _Drain | None = None
 
 
-def callback(uri: str, run_id: str):
-    """A Ray Train callback that sends each epoch's metrics to ``run_id`` in the store at ``uri``."""
+def callback(uri: str | None, run_id: str | None, name: str, epochs: int):
+    """A Ray Train callback that sends each epoch's metrics of training ``name`` to the console
+    and to ``run_id`` in the store at ``uri`` (None: no MLflow record)."""
     global _drain
     with _lock:
         key = session_key()
@@ -114,13 +120,14 @@ def callback(uri: str, run_id: str):
         # Deferred on purpose: ``ray.train`` takes 1.2 s to import, and only Ray Train needs it.
         from suite.distributed.relay_callback import EpochRelay
 
-        return EpochRelay(_drain.queue.actor, (uri, run_id))
+        return EpochRelay(_drain.queue.actor, (uri, run_id, name, epochs))
 
 
-def wait_for(run_id: str, step: int, timeout_s: float = 15.0) -> None:
-    """Block until the driver has logged ``step`` of ``run_id`` (the relay is asynchronous)."""
+def wait_for(name: str, run_id: str | None, step: int, timeout_s: float = 15.0) -> None:
+    """Block until the driver has shown (and logged to ``run_id``) ``step`` of training ``name``
+    (the relay is asynchronous)."""
     if _drain is not None:
-        _drain.wait_for(run_id, step, timeout_s)
+        _drain.wait_for((name, run_id), step, timeout_s)
 
 
 def close() -> None:

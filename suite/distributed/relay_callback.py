@@ -10,7 +10,7 @@ except ImportError:  # older Ray: the callback base moved
 
 class EpochRelay(UserCallback):
     def __init__(self, queue_actor, target: tuple[str, str]):
-        self.queue_actor, self.target = queue_actor, target  # target: (tracking URI, run id)
+        self.queue_actor, self.target = queue_actor, target  # target: (tracking URI, run id, training name, epochs)
 
     def after_report(self, run_context, metrics, checkpoint):
         if metrics and metrics[0]:

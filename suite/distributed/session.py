@@ -29,7 +29,7 @@ from suite.distributed import storage
 from suite.locks import file_lock
 
 _lock = threading.RLock()
-_pending: tuple[RuntimeConfig, Path | None] | None = None  # the open session (runtime, cache root)
+_pending: tuple[RuntimeConfig, Path | None, bool] | None = None  # the open session (runtime, cache root, dashboard)
 _started_here = False  # this process started (or joined) Ray for the open session: it shuts it down
 _interrupted = False  # the last session ended by Ctrl-C: no stage thread may use Ray any more
 _on_close: list = []  # called before Ray shuts down (the epoch relay, the cached data refs)
@@ -61,8 +61,8 @@ def ensure_ray() -> None:
             # After the session closed (Ctrl-C, an error) a stage thread still running must
             # not start a fresh local Ray (issue 14).
             raise RuntimeError("Ray is needed but no Ray session is open (suite.distributed.session.ray_session)")
-        runtime, cache_root = _pending
-        _lifecycle().submit(_init, runtime).result()
+        runtime, cache_root, dashboard = _pending
+        _lifecycle().submit(_init, runtime, dashboard).result()
         _started_here = True
         if _interrupted:  # Ctrl-C came while Ray was starting
             raise RuntimeError("the run was interrupted")
@@ -90,13 +90,30 @@ class _NotMainThread(logging.Filter):
 _NOT_MAIN_THREAD = _NotMainThread()  # one instance: adding it again is a no-op
 
 
-def _init(runtime: RuntimeConfig) -> None:
+def _init(runtime: RuntimeConfig, dashboard: bool) -> None:
     logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD)
     address = os.environ.get("RAY_ADDRESS")
-    # The dashboard stays on: Ray Train's placement-group cleaner (and Tune's trial clean-up)
-    # query the State API it serves; without it they log a warning every few seconds.
-    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": True}
-    ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    kwargs = {"address": address} if address else {"num_cpus": runtime.num_cpus, "include_dashboard": dashboard}
+    # Workers' output (and Ray's daemons' warnings) go to Ray's log folder, not the console: the
+    # driver shows each training's progress itself (suite.distributed.progress). -v shows them.
+    verbose = verbose_ray()
+    ray.init(log_to_driver=verbose, configure_logging=True, logging_level="INFO" if verbose else "WARNING", **kwargs)
+    if not verbose:
+        print(f"Ray: worker logs in {logs_folder()}{' (on each node)' if address else ''}; `caenet -v` shows them here",
+              flush=True)
+
+
+def verbose_ray() -> bool:
+    """``caenet -v`` (or CAENET_VERBOSE=1): Ray's worker output on this console too."""
+    return os.environ.get("CAENET_VERBOSE") == "1"
+
+
+def logs_folder() -> str:
+    """The folder of this Ray session's logs on this node (Ray exposes no public call for it)."""
+    try:
+        return ray._private.worker._global_node.get_logs_dir_path()
+    except AttributeError:  # a later Ray moved it
+        return "<Ray's temp dir>/session_latest/logs"
 
 
 def resources(total: bool = False) -> dict:
@@ -111,15 +128,24 @@ def resources(total: bool = False) -> dict:
         return {"CPU": float(_pending[0].num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+def needs_dashboard(runtime: RuntimeConfig, tune: bool) -> bool:
+    """Whether a local Ray needs its dashboard: Ray Train's placement-group cleaner and Tune's
+    trial clean-up query the State API it serves (without it they warn every few seconds).
+    One-worker trainings (warm Ray tasks) and Ray tasks do not; leaving it out saves ~1.3 s of
+    start-up and the CPU its processes take all run long (2 cores here)."""
+    return tune or runtime.workers > 1 or runtime.trainer == "ray-train"
+
+
 @contextlib.contextmanager
-def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
+def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bool = False):
     """Open a Ray session: ``$RAY_ADDRESS`` (a cluster, or ``ray job submit``), joined now, or a
     local Ray, started by the first ``ensure_ray()``.
 
     A Ray started here is shut down on exit; one that was already up is left alone. On a
     cluster of more than one node, every node must see the checkpoint storage
     (``runtime.storage``, or the cache ``cache_root`` when it is unset): checked as Ray starts
-    (``storage.check_shared``).
+    (``storage.check_shared``). ``tune``: the block runs Ray Tune (a local Ray then starts with
+    its dashboard, ``needs_dashboard``).
     """
     global _pending, _started_here, _interrupted
     # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
@@ -136,7 +162,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None):
         if not os.environ.get("RAY_ADDRESS"):
             stack.enter_context(local_ray_lock())
         with _lock:
-            _pending, _started_here = (runtime, cache_root), False
+            _pending, _started_here = (runtime, cache_root, needs_dashboard(runtime, tune)), False
         if threading.current_thread() is threading.main_thread():  # as ray.init would (it runs in another thread)
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
         interrupted = False

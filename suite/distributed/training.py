@@ -38,7 +38,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.data import load_split
-from suite.distributed import relay
+from suite.distributed import progress, relay
 from suite.distributed import storage as store
 from suite.distributed.session import ensure_ray, on_close, resources, session_key
 from suite.distributed.worker import train_loop_per_worker, train_task
@@ -134,7 +134,7 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: boo
     scheduler such as ASHA can stop a trial that trails).
     """
     storage = job.storage_path if store.is_uri(job.storage_path) else str(Path(job.storage_path).resolve())
-    job = TrainJob(**{**asdict(job), "storage_path": storage})
+    job = TrainJob(**{**asdict(job), "storage_path": storage, "progress_every_s": progress.every_s(job.progress_every_s)})
     latest, resume_epoch = checkpoints.latest(storage)  # the worker resumes from it; reported below
     epochs = TrainConfig(**job.train).epochs
     if latest is not None and resume_epoch + 1 >= epochs:
@@ -144,13 +144,16 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: boo
     if _FINISH_ONLY.is_set():
         raise NeedsTraining(f"training '{job.name}' stopped at epoch {resume_epoch + 1} of {epochs}")
     ensure_ray()
-    if uses_ray_train(runtime):
-        last = _fit_ray_train(job, runtime, storage, report_to_tune)
-    else:
-        last = _fit_task(job, runtime, storage, report_to_tune)
-    metrics = _finish(last, output, resume_epoch)
-    if job.mlflow_uri and job.mlflow_run_id and uses_ray_train(runtime):
-        relay.wait_for(job.mlflow_run_id, int(metrics.get("epoch", 0)))
+    try:
+        if uses_ray_train(runtime):
+            last = _fit_ray_train(job, runtime, storage, report_to_tune)
+        else:
+            last = _fit_task(job, runtime, storage, report_to_tune)
+        metrics = _finish(last, output, resume_epoch)
+        if uses_ray_train(runtime):
+            relay.wait_for(job.label, job.mlflow_run_id, int(metrics.get("epoch", 0)))
+    finally:
+        progress.display.done(job.label)
     return metrics
 
 
@@ -170,15 +173,15 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
     )
     from ray.train.torch import TorchTrainer  # deferred: ray.train takes 1.2 s to import
 
-    logging_to = [relay.callback(job.mlflow_uri, job.mlflow_run_id)] if job.mlflow_uri and job.mlflow_run_id else []
-    callbacks = list(logging_to)
+    epochs = relay.callback(job.mlflow_uri, job.mlflow_run_id, job.label, TrainConfig(**job.train).epochs)
+    callbacks = [epochs]
     if report_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback  # deferred: sweep trials only
 
         callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=worker_config(job, runtime, logging_to[0] if logging_to else None),
+        train_loop_config=worker_config(job, runtime, epochs),
         scaling_config=scaling_config(runtime),
         run_config=RunConfig(
             name=f"attempt-{_attempts(storage)}",
@@ -218,6 +221,7 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         scheduling_strategy="DEFAULT")  # inside a Tune trial: not the trial's placement group
     config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}
     log = relay.EpochLogger(job.mlflow_uri, job.mlflow_run_id) if job.mlflow_uri and job.mlflow_run_id else None
+    epochs = TrainConfig(**job.train).epochs
     if report_to_tune:
         from ray import tune  # deferred: ~0.8 s to import, and only sweep trials report to Tune
     logged, failures = 0, 0
@@ -226,9 +230,13 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         try:
             for ref in stream:
                 metrics = ray.get(ref)
+                if progress.PROGRESS in metrics:  # inside an epoch: a bar (or a line) here
+                    progress.display.progress(job.label, metrics[progress.PROGRESS])
+                    continue
                 epoch = int(metrics.get("epoch", 0))
                 if epoch <= logged:
                     continue
+                progress.display.epoch(job.label, epochs, metrics)
                 if log is not None:
                     log(metrics)
                 if report_to_tune:

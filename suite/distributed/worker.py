@@ -31,6 +31,7 @@ from suite.compression.sharing import cluster_weights
 from suite.config import DataConfig, TrainConfig
 from suite.data import INFO, split_train_val
 from suite.distributed import storage as store
+from suite.distributed.progress import PROGRESS, epoch_line
 from suite.models import create_model
 from suite.training import checkpoints
 from suite.training.batches import TensorBatches
@@ -55,10 +56,34 @@ def _load_init(model: torch.nn.Module, init: dict) -> None:
         getattr(model, prefix).load_state_dict(sub)
 
 
+def _param_groups(model: torch.nn.Module, lr_scale: dict, lr: float) -> list[dict]:
+    """The trainable parameters as optimizer groups: one per submodule of ``lr_scale`` (at its
+    scaled rate), one for the rest."""
+    scaled = {id(p) for prefix in lr_scale for p in getattr(model, prefix).parameters()}
+    groups = [{"params": [p for p in getattr(model, prefix).parameters() if p.requires_grad], "lr": lr * scale}
+              for prefix, scale in lr_scale.items()]
+    groups.append({"params": [p for p in model.parameters() if p.requires_grad and id(p) not in scaled], "lr": lr})
+    return [g for g in groups if g["params"]]
+
+
+def _with_progress(steps, pending: list[dict]):
+    """Run one epoch's ``steps`` (``EpochLoop.epoch_steps``); between batches, yield the progress
+    records its hook collected, for the driver (``suite.distributed.progress``). Returns the
+    epoch's numbers."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        while pending:
+            yield {PROGRESS: pending.pop(0)}
+
+
 def run_job(config: dict, session) -> Iterator[dict]:
     """Train one ``TrainJob``, resumable from its newest checkpoint; yields each epoch's
     metrics after its checkpoint is persisted (and, first, the metrics of a checkpoint it
-    resumed from that may never have reached the driver)."""
+    resumed from that may never have reached the driver), and between batches, progress
+    records (``{PROGRESS: ...}``) for the driver's bars."""
     started = time.time()
     job, inputs = TrainJob(**config["job"]), config["inputs"]
     cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
@@ -82,7 +107,7 @@ def run_job(config: dict, session) -> Iterator[dict]:
     channels_last = bool(config.get("channels_last")) and any(p.dim() == 4 for p in model.parameters())
     if channels_last:  # 17-33% faster conv training on CPU (benchmarks/overhead.py)
         model = model.to(memory_format=torch.channels_last)
-    opt, sched = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, cfg.epochs * len(loader))
+    opt, sched = make_optimizer(_param_groups(model, job.lr_scale, cfg.lr), cfg, cfg.epochs * len(loader))
     state, meta, unreported = session.resume(job)
     start_epoch = 0
     if state is not None:
@@ -102,8 +127,9 @@ def run_job(config: dict, session) -> Iterator[dict]:
     if job.share:  # snap to k shared values per layer; a resumed run finds them already shared
         assignments = cluster_weights(core, int(job.share["clusters"]))
         hooks.append(WeightSharing(prunable_weights(core), assignments))
+    pending: list[dict] = []  # progress records made inside the epoch, sent between its batches
     if job.progress and rank == 0:
-        hooks.append(ProgressLines(job.name, cfg.epochs, job.progress_every_s))
+        hooks.append(ProgressLines(cfg.epochs, job.progress_every_s, pending.append))
     loop = EpochLoop(model, objective, cfg, opt, sched, device, flip=INFO[data.dataset].channels == 3, frozen=list(job.freeze),
                      hooks=hooks, world=world, channels_last=channels_last,
                      bf16=config.get("precision") == "bf16")
@@ -113,16 +139,14 @@ def run_job(config: dict, session) -> Iterator[dict]:
     timing = {"_started_at": started, "setup_seconds": time.time() - started, "report_seconds": 0.0}
     for epoch in range(start_epoch, cfg.epochs):
         loader.set_epoch(epoch)
-        metrics = loop.run_epoch(loader, epoch)
+        metrics = yield from _with_progress(loop.epoch_steps(loader, epoch), pending)
         metrics["started_at_epoch"] = start_epoch  # >0 when this worker (group) resumed from a checkpoint
         t_eval = time.perf_counter()
         metrics.update(evaluate(objective, core, x_val, y_val, device, channels_last=channels_last))
         metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
-        if rank == 0:
-            shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in ("train_loss", "images_per_second", "val_loss", "val_acc",
-                                                                "weight_sparsity") if k in metrics)
+        if rank == 0:  # to the worker's log file (the driver prints its own line; `caenet -v` shows this one)
             # Not print(): Ray Train patches it to also log, which shows every line twice.
-            sys.stdout.write(f"[{job.name}] epoch {epoch + 1}/{cfg.epochs}  {shown}  ({metrics['epoch_seconds']:.1f}s)\n")
+            sys.stdout.write(epoch_line(job.label, cfg.epochs, metrics) + "\n")
             sys.stdout.flush()
         t_report = time.perf_counter()
         session.report(metrics, lambda folder: checkpoints.write(folder, core.state_dict(), opt.state_dict(),
@@ -198,10 +222,13 @@ def _quiet_report_lines() -> None:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """The Ray Train worker function (Ray Train's callback relays each reported epoch)."""
+    """The Ray Train worker function (Ray Train's callback relays each reported epoch; rank 0
+    relays its progress records the same way)."""
     _quiet_report_lines()
-    for _ in run_job(config, RayTrainSession(config.get("relay"))):
-        pass
+    session = RayTrainSession(config.get("relay"))
+    for item in run_job(config, session):
+        if PROGRESS in item and session.relay is not None:
+            session.relay.send(item)
 
 
 # ---------------------------------------------------------------------------- one worker, a Ray task

@@ -61,6 +61,7 @@ class AdaDeep(TimesItself):
     latency_weight: float = Field(default=0.5, ge=0)  # reward weights
     size_weight: float = Field(default=0.2, ge=0)
     artifacts = ("adadeep_search.md",)
+    uses_tune = True
 
     def smoke(self) -> "AdaDeep":
         return self.model_copy(update={"trials": min(self.trials, 4), "search_steps": min(self.search_steps, 20)})

@@ -9,7 +9,12 @@ variant keeps the layout with channels 8, 16, 32, 64, 64 (28 -> 14 -> 7 -> 4 -> 
 sized to LeNet as the paper's MNIST CAE-Net (110K parameters) is.
 
 CAE-Net is the CAE's encoder followed by a thin classifier shaped like the baseline's dense
-head (Linear-ReLU-Dropout-Linear); only the classifier trains when the encoder is frozen.
+head (Linear-ReLU-Dropout-Linear), or the authors' head (one 3x3 conv of 6 filters, then a
+dense layer to the classes); only the classifier trains when the encoder is frozen.
+
+``skips=False`` drops the UNet concatenations (a plain conv autoencoder): with them the
+decoder can copy detail through the skips, so the encoder's code may learn less (issue 12's
+ablation).
 """
 
 from __future__ import annotations
@@ -56,42 +61,61 @@ class Encoder(nn.Module):
 
 
 class ConvertingAutoencoder(nn.Module):
-    def __init__(self, in_channels: int = 3, image_size: int = 32, width: float = 1.0, **_ignored):
+    def __init__(self, in_channels: int = 3, image_size: int = 32, width: float = 1.0, skips: bool = True, **_ignored):
         super().__init__()
         ch = _channels(in_channels, width)
+        self.skips = skips
         self.encoder = Encoder(in_channels, ch)
-        # deconv i takes the previous decoder output concatenated with encoder block i's output
+        # deconv i takes the previous decoder output, concatenated with encoder block i's output
+        # when skips are on
+        joined = 2 if skips else 1
         self.up5 = nn.ConvTranspose2d(ch[4], ch[3], 3, stride=1, padding=1)
-        self.up4 = nn.ConvTranspose2d(2 * ch[3], ch[2], 3, stride=2, padding=1)
-        self.up3 = nn.ConvTranspose2d(2 * ch[2], ch[1], 3, stride=2, padding=1)
-        self.up2 = nn.ConvTranspose2d(2 * ch[1], ch[0], 3, stride=2, padding=1)
-        self.up1 = nn.ConvTranspose2d(2 * ch[0], in_channels, 3, stride=2, padding=1)
+        self.up4 = nn.ConvTranspose2d(joined * ch[3], ch[2], 3, stride=2, padding=1)
+        self.up3 = nn.ConvTranspose2d(joined * ch[2], ch[1], 3, stride=2, padding=1)
+        self.up2 = nn.ConvTranspose2d(joined * ch[1], ch[0], 3, stride=2, padding=1)
+        self.up1 = nn.ConvTranspose2d(joined * ch[0], in_channels, 3, stride=2, padding=1)
         self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in (ch[3], ch[2], ch[1], ch[0]))
+
+    def _join(self, d: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return torch.cat([d, e], 1) if self.skips else d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1, e2, e3, e4, e5 = self.encoder.forward_all(x)
         d = F.relu(self.norms[0](self.up5(e5)))
-        d = F.relu(self.norms[1](self.up4(torch.cat([d, e4], 1), output_size=e3.shape[-2:])))
-        d = F.relu(self.norms[2](self.up3(torch.cat([d, e3], 1), output_size=e2.shape[-2:])))
-        d = F.relu(self.norms[3](self.up2(torch.cat([d, e2], 1), output_size=e1.shape[-2:])))
-        return torch.sigmoid(self.up1(torch.cat([d, e1], 1), output_size=x.shape[-2:]))
+        d = F.relu(self.norms[1](self.up4(self._join(d, e4), output_size=e3.shape[-2:])))
+        d = F.relu(self.norms[2](self.up3(self._join(d, e3), output_size=e2.shape[-2:])))
+        d = F.relu(self.norms[3](self.up2(self._join(d, e2), output_size=e1.shape[-2:])))
+        return torch.sigmoid(self.up1(self._join(d, e1), output_size=x.shape[-2:]))
+
+
+HEADS = ("dense", "conv")
 
 
 class CAENet(nn.Module):
-    """The CAE's encoder, then a thin dense classifier on the flattened code."""
+    """The CAE's encoder, then a thin classifier on its code: ``dense`` (Linear-ReLU-Dropout-
+    Linear, ``hidden`` units) or ``conv`` (the authors' shape: a 3x3 conv of ``filters``
+    channels, ReLU, then one Linear to the classes)."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0,
-                 hidden: int = 256, dropout: float = 0.3):
+                 hidden: int = 256, dropout: float = 0.3, head: str = "dense", filters: int = 6):
         super().__init__()
         ch = _channels(in_channels, width)
         self.encoder = Encoder(in_channels, ch)
         side = image_size
         for _ in range(4):
             side = (side + 1) // 2
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(ch[4] * side * side, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
-        )
+        if head == "dense":
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(ch[4] * side * side, hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+            )
+        elif head == "conv":
+            self.classifier = nn.Sequential(
+                nn.Conv2d(ch[4], filters, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
+                nn.Linear(filters * side * side, num_classes),
+            )
+        else:
+            raise ValueError(f"unknown CAE-Net head {head!r}; known: {', '.join(HEADS)}")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier[:-1](self.encoder(x))
@@ -101,11 +125,11 @@ class CAENet(nn.Module):
 
 
 @register("cae")
-def cae(in_channels: int = 3, image_size: int = 32, width: float = 1.0, **_ignored) -> ConvertingAutoencoder:
-    return ConvertingAutoencoder(in_channels, image_size, width)
+def cae(in_channels: int = 3, image_size: int = 32, width: float = 1.0, skips: bool = True, **_ignored) -> ConvertingAutoencoder:
+    return ConvertingAutoencoder(in_channels, image_size, width, skips)
 
 
 @register("caenet")
 def caenet(in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: float = 1.0,
-           hidden: int = 256) -> CAENet:
-    return CAENet(in_channels, image_size, num_classes, width, hidden)
+           hidden: int = 256, head: str = "dense", filters: int = 6) -> CAENet:
+    return CAENet(in_channels, image_size, num_classes, width, hidden, head=head, filters=filters)

@@ -28,6 +28,7 @@ class Context:
     tracker: Tracker | None
     # The stage whose per-epoch reports also go to Ray Tune (set inside a sweep trial).
     tune_stage: str | None = None
+    console_prefix: str = ""  # before each training's name on the console (a study's cell)
 
     @functools.cached_property
     def example_input(self) -> np.ndarray:
@@ -55,4 +56,5 @@ class Context:
             "mlflow_run_id": run_id,
             "progress": self.cfg.runtime.progress,
             "progress_every_s": self.cfg.runtime.progress_every_s,
+            "console_prefix": self.console_prefix,
         }

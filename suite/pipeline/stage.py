@@ -66,6 +66,10 @@ class StageRunner:
         self.plan = plan
         self.planned: list[StageResult] = []
 
+    def finished(self, name: str, version: int, params: dict, inputs: list[StageResult]) -> bool:
+        """Whether the stage is in the cache, finished (its inputs' keys must be known)."""
+        return (self.cache_root / f"{name}-{stage_key(name, version, params, inputs)}" / SUCCESS).exists()
+
     def run(self, name: str, version: int, params: dict, inputs: list[StageResult],
             body: Callable[[Path, str | None], dict], artifacts: Callable[[Path], list[Path]] | None = None) -> StageResult:
         """Run ``body(work_dir, mlflow_run_id) -> metrics`` unless a finished copy exists."""
@@ -120,7 +124,7 @@ class StageRunner:
         if self.storage:
             checkpoint_storage.delete(checkpoint_storage.job_storage(self.storage, self.cache_root, work))
         if tracker and run_id:
-            tracker.log_metrics(run_id, metrics, _final_step(metrics))
+            tracker.log_final_metrics(run_id, metrics, _final_step(metrics))
             for path in (artifacts(work) if artifacts else []):
                 tracker.log_artifact(run_id, path)
             tracker.end(run_id)

@@ -15,6 +15,7 @@ Registry.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -114,6 +115,14 @@ class Tracker:
             self.client.log_inputs(run.info.run_id, datasets=self.datasets)
         return run.info.run_id
 
+    def under(self, run_id: str) -> "Tracker":
+        """This tracker with its stage runs nested under ``run_id`` (a study's cell, under the
+        study's run): the same store, datasets and set of open runs, so the command's Ctrl-C
+        or failure still ends every one of them."""
+        nested = copy.copy(self)
+        nested.parent_id = run_id
+        return nested
+
     def log_datasets(self, run_id: str, datasets: list) -> None:
         """Record ``datasets`` (``DatasetInput``s) on ``run_id`` and on every stage run opened after."""
         self.datasets = list(datasets)
@@ -176,7 +185,7 @@ class Tracker:
         from mlflow.entities import Param  # deferred: mlflow (see __init__)
 
         flat = flatten(params)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        items = [Param(metric_name(k), str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
@@ -187,6 +196,15 @@ class Tracker:
         items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in flatten(metrics).items() if _is_number(v)]
         if items:
             self.client.log_batch(run_id, metrics=items)
+
+    def log_final_metrics(self, run_id: str, metrics: dict, step: int) -> None:
+        """A stage's final ``metrics`` at ``step`` (its last epoch), except those the run already
+        holds with that value: the epoch relay logged the last epoch's numbers at that step, and
+        a second identical point per curve would only clutter the history."""
+        have = self.client.get_run(run_id).data.metrics
+        fresh = {k: v for k, v in flatten(metrics).items()
+                 if _is_number(v) and not (metric_name(k) in have and have[metric_name(k)] == float(v))}
+        self.log_metrics(run_id, fresh, step)
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         if Path(path).is_dir():
@@ -275,6 +293,6 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def metric_name(key: str) -> str:
-    """``key`` with the characters MLflow rejects in metric names (anything but letters, digits,
-    ``_ - . / `` and spaces, e.g. the brackets of "VGG16-pruned (0.4)") replaced by ``_``."""
+    """``key`` with the characters MLflow rejects in metric and param names (anything but letters,
+    digits, ``_ - . / `` and spaces, e.g. the brackets of "VGG16-pruned (0.4)") replaced by ``_``."""
     return re.sub(r"[^\w\-. /]", "_", key)

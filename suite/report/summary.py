@@ -7,8 +7,9 @@ import math
 from suite.metrics import NONZERO_PARAMETERS, P50, PARAMETERS, SIZE_BYTES, TEST_ACC
 
 
-def build(evaluation: dict, stages: dict) -> dict:
-    """Headline numbers of a pipeline run from its stages' metrics."""
+def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
+    """Headline numbers of a pipeline run from its stages' metrics (``targets``: the run's
+    ``autoencoder.targets``, which says what its CAE converts to)."""
     ev = evaluation
     base, cae = "baseline", "caenet"
 
@@ -21,9 +22,13 @@ def build(evaluation: dict, stages: dict) -> dict:
     }
     summary["speedup_p50"] = summary["baseline"][P50] / summary["caenet"][P50]
     summary["parameter_ratio"] = summary["baseline"]["parameters"] / summary["caenet"]["parameters"]
-    summary["reconstruction_mse"] = {
-        "clustered": stages.get("autoencoder", {}).get("reconstruction_mse", float("nan")),
-        "unclustered": stages.get("autoencoder_unclustered", {}).get("reconstruction_mse", float("nan")),
+    def mse(stage: str, own: str) -> float:  # the run's CAE when its targets are of that kind, else the comparison's
+        name = "autoencoder" if targets == own else stage
+        return stages.get(name, {}).get("reconstruction_mse", float("nan"))
+
+    summary["reconstruction_mse"] = {  # the paper's comparison: class-cluster targets vs one target per class
+        "clustered": mse("autoencoder_clustered", "cluster"),
+        "unclustered": mse("autoencoder_unclustered", "class"),
     }
     summary["accuracy_transfer"] = {
         "with_transfer_kd": get(cae, "test_acc"),
@@ -52,6 +57,14 @@ def _fmt(v, pct=False) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _run_label(summary: dict) -> str:
+    """What the run's CAE-Net is: its encoder and, where it distills, the KD settings."""
+    kd = summary.get("caenet_kd") or {}
+    if kd.get("alpha") == 0:
+        return "the run's (no KD)"
+    return f"transfer + KD (T {kd['temperature']:g}, alpha {kd['alpha']:g})" if kd else "transfer + KD"
+
+
 def table(summary: dict) -> str:
     b, c = summary["baseline"], summary["caenet"]
     rows = [
@@ -68,7 +81,7 @@ def table(summary: dict) -> str:
         f"speed-up (p50): {_fmt(summary['speedup_p50'])}x   parameters: {_fmt(summary['parameter_ratio'])}x fewer",
         f"CAE reconstruction MSE (val): clustered {_fmt(rec['clustered'])} vs one target per class {_fmt(rec['unclustered'])}"
         f"   (mean k = {_fmt(summary['clusters_per_class_mean'])})",
-        f"CAE-Net accuracy: transfer + KD {_fmt(tr['with_transfer_kd'], True)}, transfer only {_fmt(tr['no_kd'], True)}, "
+        f"CAE-Net accuracy: {_run_label(summary)} {_fmt(tr['with_transfer_kd'], True)}, transfer only {_fmt(tr['no_kd'], True)}, "
         f"no transfer {_fmt(tr['no_transfer'], True)}",
     ]
     return "\n".join(lines)

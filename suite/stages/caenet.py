@@ -2,8 +2,11 @@
 transfer: the encoder's weights come from the converting autoencoder and the classifier
 learns from the baseline's soft targets (Hinton KD) as well as the labels.
 
-Ablations (``caenet.ablations``):
-  no_kd        pretrained frozen encoder, labels only
+The run's CAE-Net takes its encoder as ``caenet.encoder`` says (frozen CAE weights: the
+method; fine-tuned; frozen random; from scratch) and its head from ``caenet.head``.
+
+Ablations trained beside it (``caenet.ablations``):
+  no_kd        the same CAE-Net (its encoder as ``caenet.encoder`` says), labels only
   no_transfer  the same network from scratch: random encoder trained end to end, labels only
                (the paper's "without transfer learning", 62% -> 82.4% on CIFAR-10)
 """
@@ -18,8 +21,11 @@ from suite.stages.common import log_model
 
 VERSION = 1
 
+# caenet.encoder -> (init the encoder from the CAE, freeze it)
+ENCODER = {"frozen": (True, True), "finetune": (True, False), "random": (False, True), "scratch": (False, False)}
+
 VARIANTS = {
-    # name: (init encoder from the CAE, freeze it, knowledge distillation)
+    # name: (init encoder from the CAE, freeze it, knowledge distillation); "kd" and "no_kd" follow caenet.encoder
     "kd": (True, True, True),
     "no_kd": (True, True, False),
     "no_transfer": (False, False, False),
@@ -27,7 +33,11 @@ VARIANTS = {
 
 
 def model_spec(ctx: Context) -> tuple[str, dict]:
-    return "caenet", {**geometry(ctx.info), "width": ctx.cfg.autoencoder.width, "hidden": ctx.cfg.caenet.classifier_hidden}
+    ccfg = ctx.cfg.caenet
+    kwargs = {**geometry(ctx.info), "width": ctx.cfg.autoencoder.width, "hidden": ccfg.classifier_hidden}
+    if ccfg.head != "dense":  # only then: dense heads keep their cache keys
+        kwargs.update(head=ccfg.head, filters=ccfg.head_filters)
+    return "caenet", kwargs
 
 
 def stage_name(variant: str) -> str:
@@ -41,6 +51,13 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
     ccfg = ctx.cfg.caenet
     params = {"data": ctx.data_params(), "model_kwargs": kwargs, "variant": variant, "train": ccfg.train.model_dump(),
               "kd": ccfg.kd.model_dump() if kd else None}
+    lr_scale = {}
+    if variant != "no_transfer" and ccfg.encoder != "frozen":  # only then: the method's CAE-Nets keep their cache keys
+        init, freeze = ENCODER[ccfg.encoder]
+        params["encoder"] = ccfg.encoder
+        if ccfg.encoder == "finetune":
+            lr_scale = {"encoder": ccfg.finetune_lr_scale}
+            params["encoder_lr_scale"] = ccfg.finetune_lr_scale
     inputs = ([autoencoder] if init else []) + ([entropy] if kd else [])
 
     def body(work, run_id):
@@ -49,7 +66,7 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
             objective="kd" if kd else "classify",
             teacher_logits_path=str(entropy.file("logits.npy")) if kd else None, kd=ccfg.kd.model_dump(),
             init_from={"encoder": str(autoencoder.file("model.pt"))} if init else {},
-            freeze=["encoder"] if freeze else [], **ctx.job_defaults(work, run_id))
+            freeze=["encoder"] if freeze else [], lr_scale=lr_scale, **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt", report_to_tune=ctx.tune_stage == stage_name(variant))
         log_model(ctx, run_id, work, name, kwargs)
         return metrics

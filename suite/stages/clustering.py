@@ -47,7 +47,7 @@ def run(ctx: Context, features: StageResult, entropy: StageResult) -> StageResul
     def body(work, run_id):
         feats = np.load(features.file("features.npy"))
         labels = pq.read_table(entropy.file("entropy.parquet"), columns=["label"])["label"].to_numpy()
-        clusters, curves = cluster_all_classes(feats, labels, ccfg, ctx.cfg.data.seed, ccfg.backend, ctx.cfg.runtime.progress)
+        clusters, curves = cluster_all_classes(feats, labels, ccfg, ctx.cfg.data.seed, ccfg.backend, ctx.cfg.runtime.bars())
         pq.write_table(pa.table({"index": np.arange(len(labels)), "label": labels, "cluster": clusters}), work / "clusters.parquet")
         (work / "elbow.json").write_text(json.dumps(curves, indent=1))
         fig = plot_elbows(curves, ctx.info.classes)

@@ -26,7 +26,7 @@ def run(ctx: Context, baseline: StageResult) -> StageResult:
         ds = load_split(ctx.cfg.data, "train")
         name, kwargs = baseline_stage.model_spec(ctx)
         model = load_model(name, kwargs, baseline.file("model.pt"))
-        logits = batched(model, ds.images, progress=ctx.cfg.runtime.progress, desc="entropy")
+        logits = batched(model, ds.images, progress=ctx.cfg.runtime.bars(), desc="entropy")
         entropy = softmax_entropy(logits)
         val = split_train_val(len(ds), ctx.cfg.data.val_fraction, ctx.cfg.data.seed)
         np.save(work / "logits.npy", logits.numpy())

@@ -40,7 +40,7 @@ def run(ctx: Context, models: dict[str, Trained]) -> StageResult:
     def body(work, run_id):
         test = load_split(ctx.cfg.data, "test")
         results, loaded = {}, {}
-        for label, trained in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.progress, leave=False):
+        for label, trained in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.bars(), leave=False):
             loaded[label] = trained.load()
             results[label] = {"model": trained.model, **describe(loaded[label], test.images, test.labels, ctx.cfg.evaluate.batch_size)}
         latency = time_models(loaded, test.floats(slice(0, 1)), lcfg)

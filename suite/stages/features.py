@@ -12,6 +12,7 @@ New extractors register with ``@extractor("name")``: a function (images uint8, c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -50,7 +51,7 @@ def pixel_features(images: torch.Tensor, ctx: Context, baseline: StageResult) ->
 def baseline_features(images: torch.Tensor, ctx: Context, baseline: StageResult) -> np.ndarray:
     name, kwargs = baseline_stage.model_spec(ctx)
     model = load_model(name, kwargs, baseline.file("model.pt"))
-    return batched(model.forward_features, images, progress=ctx.cfg.runtime.progress, desc="features").numpy()
+    return batched(model.forward_features, images, progress=ctx.cfg.runtime.bars(), desc="features").numpy()
 
 
 def load_vgg16_imagenet() -> torch.nn.Module:
@@ -78,7 +79,7 @@ def vgg16_features(images: torch.Tensor, ctx: Context, baseline: StageResult) ->
             x = torch.nn.functional.pad(x.repeat(1, 3, 1, 1), (2, 2, 2, 2))
         return torch.flatten(net((x - mean) / std), 1)
 
-    return batched(fn, images, progress=ctx.cfg.runtime.progress, desc="vgg16 features").numpy()
+    return batched(fn, images, progress=ctx.cfg.runtime.bars(), desc="vgg16 features").numpy()
 
 
 def reduce(features: np.ndarray, dim: int | None, seed: int) -> np.ndarray:
@@ -91,9 +92,28 @@ def reduce(features: np.ndarray, dim: int | None, seed: int) -> np.ndarray:
     return PCA(n_components=dim, random_state=seed).fit_transform(features).astype(np.float32)
 
 
+def _params(ctx: Context) -> dict:
+    return {"data": ctx.data_params(), **ctx.cfg.features.model_dump()}
+
+
+def preflight(ctx: Context) -> None:
+    """Fail before any training when the stage would need ImageNet weights it cannot get (the
+    paper's VGG16 offline): one line, instead of an error after the baseline has trained.
+    Extractors that need the baseline's weights have nothing to check ahead."""
+    if ctx.cfg.features.extractor != "vgg16-imagenet" or ctx.runner.plan or ctx.runner.require_cached:
+        return
+    if ctx.runner.finished("features", VERSION, _params(ctx), []):
+        return
+    import torchvision  # deferred: torchvision.models takes 1.7 s to import; only this extractor needs it
+
+    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file():
+        load_vgg16_imagenet()  # downloads the weights now (it would later), or fails in one line
+
+
 def run(ctx: Context, baseline: StageResult) -> StageResult:
     fcfg = ctx.cfg.features
-    params = {"data": ctx.data_params(), **fcfg.model_dump()}
+    params = _params(ctx)
     inputs = [baseline] if fcfg.extractor == "baseline" else []
 
     def body(work, run_id):

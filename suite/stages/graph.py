@@ -30,6 +30,7 @@ def train_stages(ctx: Context) -> dict[str, Trained]:
     """
     cfg = ctx.cfg
     variants = ["kd", *cfg.caenet.ablations]
+    features.preflight(ctx)  # a feature extractor that cannot load fails now, before any training
     pool = ThreadPoolExecutor(max_workers=concurrent_slots(cfg.runtime), thread_name_prefix="stage")
     try:
         base = pool.submit(baseline.run, ctx)
@@ -39,8 +40,10 @@ def train_stages(ctx: Context) -> dict[str, Trained]:
         feats = features.run(ctx, base)
         clus = clustering.run(ctx, feats, ent)
         tgt = targets.run(ctx, ent, clus)
-        cae = pool.submit(autoencoder.run, ctx, tgt, "clustered")
-        unclustered = pool.submit(autoencoder.run, ctx, tgt, "unclustered") if cfg.autoencoder.compare_unclustered else None
+        cae = pool.submit(autoencoder.run, ctx, tgt)
+        # the paper's reconstruction comparison: the CAE on the other kind of target
+        other = autoencoder.comparison_variant(cfg.autoencoder)
+        unclustered = pool.submit(autoencoder.run, ctx, tgt, other) if other else None
         cae = cae.result()
         transfer = {v: pool.submit(caenet.run, ctx, cae, ent, v) for v in variants if v != "no_transfer"}
         results = {v: f.result() for v, f in transfer.items()}

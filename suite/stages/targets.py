@@ -41,6 +41,33 @@ def assign(labels: np.ndarray, clusters: np.ndarray, entropy: np.ndarray, is_tra
     return easiest_per_group(group, entropy, is_train, per_class), per_class
 
 
+def random_of_class(labels: np.ndarray, is_train: np.ndarray, seed: int) -> np.ndarray:
+    """For each image, a random training image of its class (the "random target" ablation)."""
+    rng = np.random.default_rng(seed)
+    target = np.arange(len(labels))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        pool = members[is_train[members]]
+        if len(pool):
+            target[members] = rng.choice(pool, size=len(members))
+    return target
+
+
+def for_mode(table: pa.Table, mode: str, seed: int) -> np.ndarray:
+    """The CAE's target index per image for ``autoencoder.targets`` = ``mode``, from the
+    targets stage's ``images.parquet`` table."""
+    if mode == "cluster":
+        return table["target_index"].to_numpy()
+    if mode == "class":
+        return table["target_index_unclustered"].to_numpy()
+    if mode == "self":
+        return np.arange(table.num_rows)
+    if mode == "random":
+        split = table["split"].to_numpy(zero_copy_only=False)
+        return random_of_class(table["label"].to_numpy(), split == "train", seed)
+    raise ValueError(f"unknown target mode {mode!r}")
+
+
 def run(ctx: Context, entropy: StageResult, clustering: StageResult) -> StageResult:
     params = {"data": ctx.data_params()}
 

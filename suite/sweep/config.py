@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from suite.config import ConfigError, ExperimentConfig, _one_line, _set_dotted, load_config, parse_override, read_yaml
+from suite.config import ConfigError, ExperimentConfig, _one_line, _set_dotted, load_wrapper
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
@@ -117,39 +117,11 @@ def candidate_values(spec) -> list:
     return args
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """``--set`` has one grammar on every command, ``dotted.key=value``: here a key of the
-    experiment config (``runtime.cache_dir=/abs``, ``clustering.k=3``) applies to every trial,
-    like the sweep file's ``set:``; any other key is a key of the sweep file (``slo.speedup=4``,
-    ``max_concurrent_trials=2``, ``name=...``). Returns (sweep-file overrides, experiment ones)."""
-    experiment_keys = set(ExperimentConfig.model_fields) - set(SweepConfig.model_fields)
-    sweep, experiment = [], []
-    for text in overrides:
-        key, _ = parse_override(text)
-        (experiment if key.split(".")[0] in experiment_keys else sweep).append(text)
-    return sweep, experiment
-
-
 def load_sweep(path: str | Path, overrides: list[str] | None = None,
                profiles: list[str] | None = None) -> tuple[SweepConfig, ExperimentConfig]:
     """(sweep, base experiment) with every trial's settings validated; raises ConfigError.
-    ``overrides``: ``--set`` values (see ``split_overrides``); ``profiles`` overlay the base."""
-    path = Path(path)
-    tree = read_yaml(path, "sweep file", "see configs/sweeps/")
-    sweep_overrides, experiment_overrides = split_overrides(list(overrides or []))
-    for text in sweep_overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    if experiment_overrides:  # after the file's own `set:`, so the command line wins
-        tree["set"] = [*(tree.get("set") or []), *experiment_overrides]
-    try:
-        sweep = SweepConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_one_line(exc)}") from None
-    experiment = Path(sweep.experiment)
-    if not experiment.is_absolute():
-        experiment = (path.parent / experiment).resolve()
-    base = load_config(experiment, sweep.set, profiles)
+    ``overrides``: ``--set`` values (``suite.config.split_overrides``); ``profiles`` overlay the base."""
+    sweep, base = load_wrapper(path, SweepConfig, "sweep file", "see configs/sweeps/", overrides, profiles)
     tree = base.model_dump(mode="json")
     for key, spec in sweep.space.items():  # each value (or bound) alone, against the base
         for value in candidate_values(spec):

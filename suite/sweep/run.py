@@ -89,7 +89,7 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
     with open_session(base, sweep.name, params=params, tags={"kind": "sweep"}, check_data=True, log=log) as session:
         cfg, tracker, parent = session.cfg, session.tracker, session.run_id
         out_dir = session.folder("sweeps", name=f"{time.strftime('%Y%m%d-%H%M%S')}-{sweep.name}")
-        with session.ray():
+        with session.ray(tune=True):
             ctx = session.context()
             base_stage = baseline.run(ctx)  # shared by every trial whose space leaves it alone
             entropy.run(ctx, base_stage)

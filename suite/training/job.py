@@ -27,6 +27,7 @@ class TrainJob:
     kd: dict = field(default_factory=lambda: KDConfig().model_dump())
     init_from: dict = field(default_factory=dict)  # {"encoder": "/path/model.pt"}: load those weights ("" = whole model)
     freeze: list = field(default_factory=list)  # submodule names kept fixed (and in eval mode)
+    lr_scale: dict = field(default_factory=dict)  # {"encoder": 0.1}: that submodule learns at 0.1 x the rate
     # Magnitude pruning while training: {"ratio": final sparsity, "prefixes": [submodules] or None}
     prune: dict = field(default_factory=dict)
     # Weight sharing while fine-tuning (Deep Compression): {"clusters": k} per conv/linear layer
@@ -35,4 +36,10 @@ class TrainJob:
     mlflow_uri: str | None = None  # the driver logs each epoch's metrics to this run
     mlflow_run_id: str | None = None
     progress: bool = True
+    console_prefix: str = ""  # before the name in the driver's console (a study's cell: "(method / seed 0) ")
     progress_every_s: float = 20.0  # a progress line inside an epoch at most this often (runtime.progress_every_s)
+
+    @property
+    def label(self) -> str:
+        """What the driver's console (and its progress bars) call this training."""
+        return f"{self.console_prefix}[{self.name}]"

@@ -7,7 +7,6 @@ is a hook with ``epoch_start`` / ``step_end`` / ``epoch_end`` methods, not a bra
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -22,13 +21,16 @@ from suite.training.objectives import Objective
 
 
 def make_optimizer(params, cfg: TrainConfig, steps: int):
-    """(optimizer, per-step LR scheduler) from a ``TrainConfig``; ``steps`` is the whole training's."""
+    """(optimizer, per-step LR scheduler) from a ``TrainConfig``; ``steps`` is the whole training's.
+    ``params``: parameters, or optimizer groups whose "lr" may differ from ``cfg.lr``."""
+    params = list(params)
+    max_lr = [g.get("lr", cfg.lr) for g in params] if params and isinstance(params[0], dict) else cfg.lr
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     else:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.25)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(steps, 1), pct_start=0.25)
     elif cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     else:
@@ -96,6 +98,17 @@ class EpochLoop:
         return self.model.module if hasattr(self.model, "module") else self.model
 
     def run_epoch(self, loader, epoch: int) -> dict:
+        """Train one pass over ``loader``; the epoch's numbers."""
+        steps = self.epoch_steps(loader, epoch)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def epoch_steps(self, loader, epoch: int):
+        """``run_epoch`` as a generator that yields after every batch (so its caller can send
+        what hooks collected between batches) and returns the epoch's numbers."""
         for hook in self.hooks:
             hook.epoch_start(self, epoch)
         self.model.train()
@@ -121,6 +134,7 @@ class EpochLoop:
             self.seen += len(xb)
             for hook in self.hooks:
                 hook.step_end(self, step, steps)
+            yield step
         seconds = time.perf_counter() - self.started
         metrics = {"epoch": epoch + 1, "train_loss": self.total_loss / max(self.seen, 1), "epoch_seconds": seconds,
                    "images_per_second": self.seen * self.world / max(seconds, 1e-9)}
@@ -157,11 +171,11 @@ class WeightSharing(Hook):
 
 
 class ProgressLines(Hook):
-    """A line every ``every_s`` inside long epochs. (Ray's tqdm_ray bars outlive the workers
-    that Ray Train tears down and get redrawn forever; plain lines do not.)"""
+    """A progress record every ``every_s`` inside long epochs, handed to ``emit`` (the worker
+    sends it to the driver, which draws a bar or prints a line: ``suite.distributed.progress``)."""
 
-    def __init__(self, name: str, epochs: int, every_s: float):
-        self.name, self.epochs, self.every_s, self.shown_at = name, epochs, every_s, 0.0
+    def __init__(self, epochs: int, every_s: float, emit):
+        self.epochs, self.every_s, self.emit, self.shown_at = epochs, every_s, emit, 0.0
 
     def epoch_start(self, loop, epoch):
         self.epoch, self.shown_at = epoch, time.perf_counter()
@@ -172,8 +186,6 @@ class ProgressLines(Hook):
             return
         self.shown_at = now
         elapsed = now - loop.started
-        # Not print(): Ray Train patches it to also log, which shows every line twice.
-        sys.stdout.write(f"[{self.name}] epoch {self.epoch + 1}/{self.epochs}: {step}/{steps} batches "
-                         f"({100 * step // steps}%), loss {loop.total_loss / loop.seen:.4g}, "
-                         f"{loop.seen * loop.world / elapsed:.0f} img/s, ~{(steps - step) * elapsed / step:.0f}s left in the epoch\n")
-        sys.stdout.flush()
+        self.emit({"epoch": self.epoch + 1, "epochs": self.epochs, "step": step, "steps": steps,
+                   "loss": loop.total_loss / loop.seen, "images_per_second": loop.seen * loop.world / elapsed,
+                   "left_s": (steps - step) * elapsed / step})

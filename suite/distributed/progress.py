@@ -1,0 +1,103 @@
+"""The driver's view of the trainings running now: one progress bar each, or plain lines.
+
+Workers do not print to the console: their output goes to Ray's log files (``caenet -v``
+shows them, with Ray's own). Each training sends its progress to the driver instead, in the
+stream of a warm task or through the epoch relay of Ray Train, and the driver shows it here:
+
+- on a terminal, one tqdm bar per running training (epochs x batches, with the loss and
+  images/s), and each finished epoch as a line above the bars;
+- elsewhere (a log file, ``ray job logs``, CI), the same epoch lines, and a progress line
+  inside long epochs at most every ``runtime.progress_every_s``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from tqdm import tqdm
+
+# Progress records: the worker's numbers inside an epoch (ProgressLines), keyed like this in the stream
+PROGRESS = "_progress"
+TTY_EVERY_S = 1.0  # how often a worker sends progress when the driver draws bars
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+def every_s(configured: float) -> float:
+    """How often a worker sends progress: often enough to move a bar on a terminal."""
+    return min(configured, TTY_EVERY_S) if interactive() else configured
+
+
+def epoch_line(label: str, epochs: int, metrics: dict) -> str:
+    """``[name] epoch e/E  train_loss=...  val_acc=...  (Ns)``: one line per finished epoch
+    (``label``: the training's ``TrainJob.label``, e.g. ``[caenet]``)."""
+    shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in ("train_loss", "images_per_second", "val_loss", "val_acc",
+                                                        "weight_sparsity") if k in metrics)
+    return f"{label} epoch {int(metrics.get('epoch', 0))}/{epochs}  {shown}  ({metrics.get('epoch_seconds', 0.0):.1f}s)"
+
+
+def progress_line(label: str, p: dict) -> str:
+    """A line inside an epoch: batches done, loss so far, images/s, time left in the epoch."""
+    step, steps = p["step"], p["steps"]
+    return (f"{label} epoch {p['epoch']}/{p['epochs']}: {step}/{steps} batches ({100 * step // steps}%), "
+            f"loss {p['loss']:.4g}, {p['images_per_second']:.0f} img/s, ~{p['left_s']:.0f}s left in the epoch")
+
+
+def _line(text: str) -> None:
+    """One write per line: stage threads print too, and two writes could interleave."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class _Display:
+    """Shared by the stage threads of one driver process (trainings run side by side)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.bars: dict[str, tqdm] = {}
+
+    def _bar(self, name: str, total: int) -> tqdm:
+        bar = self.bars.get(name)
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            used = {b.pos for b in self.bars.values() if b is not bar}
+            position = next(i for i in range(len(self.bars) + 1) if i not in used and -i not in used)
+            bar = tqdm(total=total, desc=name, position=position, leave=False, dynamic_ncols=True, unit="batch")
+            self.bars[name] = bar
+        return bar
+
+    def progress(self, name: str, p: dict) -> None:
+        with self.lock:
+            if interactive():
+                bar = self._bar(name, p["epochs"] * p["steps"])
+                bar.n = (p["epoch"] - 1) * p["steps"] + p["step"]
+                bar.set_postfix_str(f"epoch {p['epoch']}/{p['epochs']}, loss {p['loss']:.4g}, {p['images_per_second']:.0f} img/s",
+                                    refresh=False)
+                bar.refresh()
+            else:
+                _line(progress_line(name, p))
+
+    def epoch(self, name: str, epochs: int, metrics: dict) -> None:
+        with self.lock:
+            line = epoch_line(name, epochs, metrics)
+            if interactive():
+                tqdm.write(line)
+                bar = self.bars.get(name)
+                if bar is not None:
+                    bar.n = int(metrics.get("epoch", 0)) * (bar.total // max(epochs, 1))
+                    bar.refresh()
+            else:
+                _line(line)
+
+    def done(self, name: str) -> None:
+        with self.lock:
+            bar = self.bars.pop(name, None)
+            if bar is not None:
+                bar.close()
+
+
+display = _Display()

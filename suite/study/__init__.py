@@ -1,0 +1,1 @@
+"""Ablation studies: variants x seeds of one experiment, one table of mean ± std (``caenet study``)."""

@@ -1,0 +1,92 @@
+"""Study files: a base experiment, named variants (dotted overrides each) and seeds.
+
+    name: mnist-ablation
+    experiment: ../mnist_lenet.yaml              # relative to the study file
+    set: [caenet.ablations=[]]                   # overrides for every variant
+    seeds: [0, 1, 2]                             # each sets seed_key (data.seed: split, k-means, init, order)
+    variants:
+      - {name: method}                           # the base as it is
+      - {name: "targets: self", set: [autoencoder.targets=self], changes_cae: true}
+
+Every variant x seed is validated against the experiment config when the file loads, so a
+typo'd key fails in one line that names the variant before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from suite.config import ExperimentConfig, from_dict, load_wrapper
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Variant(_Strict):
+    name: str = Field(min_length=1)
+    set: list[str] = []  # dotted overrides, as `caenet run --set`
+    note: str = ""  # one line for the table: what the variant tests
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    experiment: str  # the base experiment config (path relative to the study file)
+    set: list[str] = []  # overrides applied to every variant, before the variant's own
+    seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
+    seed_key: str = "data.seed"  # the experiment key each seed sets
+    variants: list[Variant] = Field(min_length=1)
+    baseline_variant: str | None = None  # the row others are compared with; null: the first
+    max_concurrent: int | None = Field(default=None, ge=1)  # cells trained side by side; null: as the cluster has room
+    note: str = ""  # a line under the table (e.g. "CIFAR: CAE 8 epochs instead of 20")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat: {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _names(self) -> "StudyConfig":
+        names = [v.name for v in self.variants]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"variant names used twice: {', '.join(twice)}")
+        if self.baseline_variant is not None and self.baseline_variant not in names:
+            raise ValueError(f"baseline_variant {self.baseline_variant!r} names no variant (have {', '.join(names)})")
+        return self
+
+    @property
+    def reference(self) -> str:
+        return self.baseline_variant or self.variants[0].name
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: cells key the run's dicts
+class Cell:
+    """One variant at one seed: the experiment config it runs."""
+
+    variant: str
+    seed: int
+    cfg: ExperimentConfig
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} / seed {self.seed}"
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None,
+               profiles: list[str] | None = None) -> tuple[StudyConfig, list[Cell]]:
+    """(study, every cell's config, variant-major); raises ConfigError in one line. ``--set``
+    keys of the experiment config apply to every variant, others are study keys (``seeds=[0,1]``)."""
+    study, base = load_wrapper(path, StudyConfig, "study file", "see configs/studies/", overrides, profiles)
+    base = base.model_dump(mode="json")
+    cells = []
+    for variant in study.variants:
+        for seed in study.seeds:
+            cfg = from_dict(base, [*variant.set, f"{study.seed_key}={seed}"], source=f"{path}: variant {variant.name!r}")
+            cells.append(Cell(variant.name, seed, cfg))
+    return study, cells
