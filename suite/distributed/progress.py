@@ -66,7 +66,9 @@ class _Display:
                 bar.close()
             used = {b.pos for b in self.bars.values() if b is not bar}
             position = next(i for i in range(len(self.bars) + 1) if i not in used and -i not in used)
-            bar = tqdm(total=total, desc=name, position=position, leave=False, dynamic_ncols=True, unit="batch")
+            # no rate or ETA of tqdm's: the bar is moved to where the worker is, not ticked per batch
+            bar = tqdm(total=total, desc=name, position=position, leave=False, dynamic_ncols=True,
+                       bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} batches [{elapsed}{postfix}]")
             self.bars[name] = bar
         return bar
 
