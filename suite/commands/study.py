@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     add_set(study, "--set caenet.train.epochs=4 (a key of the experiment config, for every variant) or "
             "--set seeds=[0,1] (any other key: a key of the study file)")
     add_smoke(study, "run every cell at smoke scale (a few hundred images, 1 epoch)")
-    study.add_argument("--out", metavar="DIR", help="where the table goes (default: <cache>/<dataset>/studies/<name>)")
+    study.add_argument("--out", metavar="DIR",
+                       help="where the table goes (default: <cache>/<dataset>/studies/<name>, <name>-smoke with --smoke)")
     study.add_argument("--dry-run", action="store_true", help="list the cells (variant, seed) and exit; runs nothing")
     study.set_defaults(func=main)
 

@@ -38,7 +38,8 @@ def aggregate(study, rows: list[dict], same_cae: dict[str, bool]) -> dict:
         mine = [r for r in rows if r["variant"] == variant.name]
         done = [r for r in mine if "error" not in r]
         entry = {"name": variant.name, "set": variant.set, "note": variant.note, "seeds": [r["seed"] for r in done],
-                 "errors": {r["seed"]: r["error"] for r in mine if "error" in r}, "same_cae_as_reference": same_cae.get(variant.name, False)}
+                 "errors": {r["seed"]: r["error"] for r in mine if "error" in r},
+                 "same_cae_as_reference": same_cae.get(variant.name, False)}
         for column in COLUMNS:
             entry[f"{column}_mean"], entry[f"{column}_std"] = _stats([r.get(column) for r in done])
         variants.append(entry)

@@ -46,7 +46,8 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
               "variants": {v.name: v.set for v in study.variants}, "smoke": base.smoke}
     with open_session(base, f"study-{study.name}", params=params, tags={"kind": "study"}, check_data=True, log=log) as session:
         tracker, parent = session.tracker, session.run_id
-        out_dir = session.folder("studies", out, name=study.name)
+        # a smoke run does not overwrite the real table
+        out_dir = session.folder("studies", out, name=study.name + ("-smoke" if base.smoke else ""))
         out_dir.mkdir(parents=True, exist_ok=True)
         runs = {c: tracker.start_child(c.label, {**run_info.changed_params(c.cfg), "variant": c.variant, "seed": c.seed},
                                        {"kind": "study-cell", "variant": c.variant, "seed": str(c.seed)}) for c in cells}
