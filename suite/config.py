@@ -454,7 +454,10 @@ def _config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     parent_path = (path.parent / parent).resolve()
     if parent_path in seen or parent_path == path.resolve():
         raise ConfigError(f"{path}: extends: {parent} extends this file again (a cycle)")
-    return _overlay(_config_tree(parent_path, (*seen, path.resolve())), tree)
+    base = _config_tree(parent_path, (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: extends: {parent}: the top level must be a mapping of keys, got {type(base).__name__}")
+    return _overlay(base, tree)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

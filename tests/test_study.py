@@ -197,3 +197,25 @@ def test_smoke_study_on_real_data(tmp_path, data_root, monkeypatch, smoke_run):
     again = run_study(study, smoke_cells(cells), log=lines.append)
     assert [v["caenet_test_acc_mean"] for v in again["variants"]] == [method["caenet_test_acc_mean"], kd["caenet_test_acc_mean"]]
     assert all(not c["trained"] for c in json.loads((out / "study.json").read_text())["cells"])
+
+
+def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, cli, smoke_run, monkeypatch):
+    """One variant whose cells fail (the paper's VGG16 features without ImageNet weights): the
+    other variant's row is still computed (here from the session's smoke cache: nothing trains),
+    the failure is a line under the table and a FAILED cell run, and the exit code is 1."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no weights here, and no internet
+    path = _study_file(tmp_path, "  - {name: method}\n  - {name: vgg, set: [features.extractor=vgg16-imagenet]}\n", seeds="[0]")
+    cache = smoke_run["cwd"] / "artifacts"
+    done = cli(["study", str(path), "--smoke", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "out")])
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "1 of 2 cells failed" in done.stderr
+    table = (tmp_path / "out" / "study.md").read_text()
+    assert "| method | " in table and "| vgg | n/a |" in table and "vgg seed 0 failed: vgg16-imagenet" in table
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("caenet").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("kind") == "study")
+    assert parent.info.status == "FINISHED" and parent.data.tags["failed_cells"] == "1"
+    status = {r.data.tags["variant"]: r.info.status for r in runs if r.data.tags.get("kind") == "study-cell"}
+    assert status == {"method": "FINISHED", "vgg": "FAILED"}

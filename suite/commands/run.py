@@ -73,6 +73,7 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         summary = summary_mod.build(ev.metrics, stages, cfg.autoencoder.targets)
         summary["mlflow_run_id"] = parent
         summary["caenet_kd"] = cfg.caenet.kd.model_dump()
+        summary["caenet_encoder"] = cfg.caenet.encoder
         summary["config"] = cfg.name
         summary["dataset"] = cfg.data.dataset
         out = Path(summary_path) if summary_path else cache_root / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}" / "summary.json"

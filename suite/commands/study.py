@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from suite.commands.common import add_set, add_smoke
 from suite.study.config import load_study
 from suite.study.run import run_study, smoke_cells
@@ -44,4 +46,8 @@ def main(args) -> int:
     print(summary["table"])
     print(f"\nresults: {summary['output']}  (study.md, study.json, cells.parquet, study.png)\n"
           f"MLflow study run: {summary['mlflow_run_id']}")
+    if summary["failed_cells"]:  # the table stands on the cells that finished; the exit code says some did not
+        print(f"caenet: {summary['failed_cells']} of {len(cells)} cells failed (listed under the table); "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
     return 0

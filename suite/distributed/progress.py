@@ -23,7 +23,8 @@ TTY_EVERY_S = 1.0  # how often a worker sends progress when the driver draws bar
 
 
 def interactive() -> bool:
-    return sys.stdout.isatty()
+    """Bars when they would land on a terminal (tqdm draws on stderr, as the stages' bars do)."""
+    return sys.stderr.isatty()
 
 
 def every_s(configured: float) -> float:

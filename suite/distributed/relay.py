@@ -82,10 +82,13 @@ class _Drain:
                 continue
             except BaseException:  # Ray shut down under us (its get raises SystemExit then)
                 return
-            if PROGRESS in metrics:
-                display.progress(name, metrics[PROGRESS])
-                continue
-            display.epoch(name, epochs, metrics)
+            try:  # the console must not stop the MLflow record
+                if PROGRESS in metrics:
+                    display.progress(name, metrics[PROGRESS])
+                    continue
+                display.epoch(name, epochs, metrics)
+            except Exception:
+                pass
             step = log_epoch(uri, run, metrics) if uri and run else int(metrics.get("epoch", 0))
             with self.changed:
                 self.last_step[(name, run)] = max(step, self.last_step.get((name, run), 0))

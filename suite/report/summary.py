@@ -58,11 +58,12 @@ def _fmt(v, pct=False) -> str:
 
 
 def _run_label(summary: dict) -> str:
-    """What the run's CAE-Net is: its encoder and, where it distills, the KD settings."""
-    kd = summary.get("caenet_kd") or {}
-    if kd.get("alpha") == 0:
-        return "the run's (no KD)"
-    return f"transfer + KD (T {kd['temperature']:g}, alpha {kd['alpha']:g})" if kd else "transfer + KD"
+    """What the run's CAE-Net is: its encoder (when not the CAE's, frozen) and its KD settings."""
+    kd, encoder = summary.get("caenet_kd") or {}, summary.get("caenet_encoder", "frozen")
+    parts = [] if encoder == "frozen" else [f"encoder {encoder}"]
+    if kd:
+        parts.append("no KD" if kd.get("alpha") == 0 else f"KD T {kd['temperature']:g}, alpha {kd['alpha']:g}")
+    return f"the run's ({', '.join(parts)})" if parts else "transfer + KD"
 
 
 def table(summary: dict) -> str:

@@ -12,6 +12,7 @@ New extractors register with ``@extractor("name")``: a function (images uint8, c
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -104,6 +105,15 @@ def preflight(ctx: Context) -> None:
         return
     if ctx.runner.finished("features", VERSION, _params(ctx), []):
         return
+    with _PREFLIGHT:  # a study's cells check at once: one downloads, the others then find the file
+        _have_vgg16_weights()
+
+
+_PREFLIGHT = threading.Lock()
+
+
+def _have_vgg16_weights() -> None:
+    """VGG16's ImageNet weights in the torch hub cache, downloaded if missing; FeatureError if they cannot be."""
     import torchvision  # deferred: torchvision.models takes 1.7 s to import; only this extractor needs it
 
     url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url

@@ -60,17 +60,24 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
         train_seconds = time.perf_counter() - t0
         rows = []
         for cell in cells:
+            if cell not in errors:
+                try:
+                    row = _evaluate(cell, contexts[cell], trained[cell])
+                except Exception as exc:  # one cell's evaluation: the others' results still make the table
+                    errors[cell] = _one_line(exc)
             if cell in errors:
                 rows.append({"variant": cell.variant, "seed": cell.seed, "error": errors[cell]})
                 tracker.set_tag(runs[cell], "error", errors[cell][:500])
                 tracker.end(runs[cell], "FAILED")
                 continue
-            row = _evaluate(cell, contexts[cell], trained[cell])
             row["mlflow_run_id"] = runs[cell]
             rows.append(row)
             tracker.log_metrics(runs[cell], {k: v for k, v in row.items() if isinstance(v, (int, float))})
             tracker.end(runs[cell])
         summary = aggregate(study, rows, _same_cae(study, cells, contexts))
+        summary["failed_cells"] = len(errors)
+        if errors:
+            tracker.set_tag(parent, "failed_cells", str(len(errors)))
         summary.update({"name": study.name, "smoke": base.smoke, "seeds": study.seeds, "train_seconds": round(train_seconds, 1),
                         "wall_seconds": round(time.perf_counter() - started, 1), "host": platform.node(),
                         "cpus": os.cpu_count(), "mlflow_run_id": parent, "output": str(out_dir), "dataset": base.data.dataset})
@@ -102,14 +109,22 @@ def _train_all(study: StudyConfig, cells: list[Cell], contexts: dict, log) -> tu
         for cell, future in futures.items():
             try:
                 trained[cell] = future.result()
-            except UserError as exc:  # a training that failed its retries: the other cells go on
-                errors[cell] = str(exc)
-                log(f"({cell.label}) failed: {exc}")
-    except BaseException:
+            except Exception as exc:  # this cell failed (a training past its retries, a store error): the others go on
+                errors[cell] = _one_line(exc)
+                log(f"({cell.label}) failed: {errors[cell]}")
+    except KeyboardInterrupt:  # leave at once; Ray's shutdown stops the trainings, checkpoints stay
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
     return trained, errors
+
+
+def _one_line(exc: BaseException) -> str:
+    """A failure as one line: a UserError's message, or the type and last line of anything else."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
 def _evaluate(cell: Cell, ctx: Context, models: dict) -> dict:
