@@ -28,6 +28,13 @@ class ConfigError(UserError, ValueError):
     """A config (or option) that cannot be used; the message is one line and names the key."""
 
 
+def last_line(exc: BaseException) -> str:
+    """An exception that is not ours as one line: the last non-blank line of its message (where
+    Ray's and MLflow's multi-line errors say what went wrong), or its repr when it has none."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)
+
+
 def writable_file(path: str | Path, flag: str) -> Path:
     """``path`` once its folder exists and takes a file, checked before any work starts."""
     path = Path(path)

@@ -64,6 +64,34 @@ def pytest_sessionfinish(session, exitstatus):
         ray.shutdown()
 
 
+def load_job_line(job: str, argv: list[str]):
+    """``python jobs/<job> ARGV`` as the job parses it, with its config, sweep or study file and
+    --set keys loaded (a mistake raises); returns (the caenet command it runs, or None for the
+    scaling benchmark, and the parsed arguments)."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    from train_throughput import build_parser as scaling_parser
+
+    from suite.cli import build_parser
+    from suite.config import load_config
+    from suite.study.config import load_study
+    from suite.sweep.config import load_sweep
+
+    if job == "scaling.py":
+        args = scaling_parser().parse_args(argv)
+        load_config(REPO / args.config, args.set)
+        return None, args
+    command = {"pipeline.py": "run", "sweep.py": "sweep", "study.py": "study"}[job]
+    args = build_parser([command, *argv]).parse_args([command, *argv])
+    if command == "sweep":
+        load_sweep(REPO / args.sweep, args.set, args.profile)
+    elif command == "study":
+        load_study(REPO / args.study, args.set, args.profile)
+    else:
+        load_config(REPO / args.config, args.set, args.profile)
+    return command, args
+
+
 class Payload:
     """Pickles to ``os.system("touch <flag>")``: if ``flag`` appears, loading the file ran code."""
 

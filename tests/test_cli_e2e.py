@@ -167,13 +167,8 @@ def test_every_entry_point_help_example_is_runnable(tmp_path, monkeypatch, capsy
     Every command's ``Example: caenet ...`` parses the same way (issue 15, item 10)."""
     import runpy
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from train_throughput import build_parser as scaling_parser
-
     from suite.cli import build_parser
-    from suite.config import load_config
-    from suite.study.config import load_study
-    from suite.sweep.config import load_sweep
+    from tests.conftest import load_job_line
 
     for job, expect in (("pipeline.py", "usage: caenet run"), ("sweep.py", "usage: caenet sweep"),
                         ("study.py", "usage: caenet study"), ("scaling.py", "--workers")):
@@ -185,19 +180,10 @@ def test_every_entry_point_help_example_is_runnable(tmp_path, monkeypatch, capsy
         examples = _examples((REPO / "jobs" / job).read_text() + out, f"python jobs/{job}")
         assert examples, job
         for argv in examples:
-            if job == "scaling.py":
-                args = scaling_parser().parse_args(argv)
-                load_config(REPO / args.config, args.set)
-            else:
-                command = {"pipeline.py": "run", "sweep.py": "sweep", "study.py": "study"}[job]
-                args = build_parser([command, *argv]).parse_args([command, *argv])
-                if command == "sweep":
-                    load_sweep(REPO / args.sweep, args.set, args.profile)
-                elif command == "study":
-                    load_study(REPO / args.study, args.set, args.profile)
-                else:
-                    planned = cli(["run", str(REPO / args.config), *argv[1:], "--dry-run"])
-                    assert planned.returncode == 0, (argv, planned.stderr)
+            command, args = load_job_line(job, argv)
+            if command == "run":
+                planned = cli(["run", str(REPO / args.config), *argv[1:], "--dry-run"])
+                assert planned.returncode == 0, (argv, planned.stderr)
     for name in catalog():
         with pytest.raises(SystemExit):
             build_parser([name, "--help"]).parse_args([name, "--help"])

@@ -113,15 +113,7 @@ def test_readme_job_section_runs_as_written(tmp_path, data_root):
 def test_every_readme_job_line_parses(monkeypatch):
     """Each ``python jobs/X.py ...`` line of the README: its arguments parse with that job's
     parser and its config (or sweep file) and --set keys load."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from train_throughput import build_parser as scaling_parser
-
-    from suite.cli import build_parser
-    from suite.config import load_config
-    from suite.study.config import load_study
-    from suite.sweep.config import load_sweep
+    from tests.conftest import load_job_line
 
     monkeypatch.setenv("PWD", str(REPO))
     seen = set()
@@ -131,16 +123,5 @@ def test_every_readme_job_line_parses(monkeypatch):
                 continue
             job, *argv = shlex.split(os.path.expandvars(line.split("python ", 1)[1]), comments=True)
             seen.add(job)
-            if job == "jobs/scaling.py":
-                args = scaling_parser().parse_args(argv)
-                load_config(REPO / args.config, args.set)
-                continue
-            command = {"jobs/pipeline.py": "run", "jobs/sweep.py": "sweep", "jobs/study.py": "study"}[job]
-            args = build_parser([command, *argv]).parse_args([command, *argv])
-            if command == "sweep":
-                load_sweep(REPO / args.sweep, args.set, args.profile)
-            elif command == "study":
-                load_study(REPO / args.study, args.set, args.profile)
-            else:
-                load_config(REPO / args.config, args.set, args.profile)
+            load_job_line(Path(job).name, argv)
     assert seen == {"jobs/pipeline.py", "jobs/sweep.py", "jobs/study.py", "jobs/scaling.py"}

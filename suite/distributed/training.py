@@ -42,7 +42,7 @@ from suite.distributed import progress, relay
 from suite.distributed import storage as store
 from suite.distributed.session import ensure_ray, on_close, resources, session_key
 from suite.distributed.worker import train_loop_per_worker, train_task
-from suite.errors import UserError
+from suite.errors import UserError, last_line
 from suite.training import checkpoints
 from suite.training.job import TrainingError, TrainJob
 
@@ -157,11 +157,6 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: boo
     return metrics
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else repr(exc)
-
-
 def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
     """Run ``job`` on Ray Train; its last checkpoint (tensors, meta)."""
     from ray.train import (  # deferred: ray.train takes 1.2 s to import
@@ -173,15 +168,15 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
     )
     from ray.train.torch import TorchTrainer  # deferred: ray.train takes 1.2 s to import
 
-    epochs = relay.callback(job.mlflow_uri, job.mlflow_run_id, job.label, TrainConfig(**job.train).epochs)
-    callbacks = [epochs]
+    epoch_relay = relay.callback(job.mlflow_uri, job.mlflow_run_id, job.label, TrainConfig(**job.train).epochs)
+    callbacks = [epoch_relay]
     if report_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback  # deferred: sweep trials only
 
         callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=worker_config(job, runtime, epochs),
+        train_loop_config=worker_config(job, runtime, epoch_relay),
         scaling_config=scaling_config(runtime),
         run_config=RunConfig(
             name=f"attempt-{_attempts(storage)}",
@@ -196,7 +191,7 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
         result = trainer.fit()
     except TrainingFailedError as exc:
         raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: "
-                            f"{_one_line(exc.__cause__ or exc)}") from None
+                            f"{last_line(exc.__cause__ or exc)}") from None
     if result.checkpoint is None:
         raise TrainingError(f"training '{job.name}' reported no checkpoint")
     with result.checkpoint.as_directory() as folder:
@@ -246,9 +241,9 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         except RayTaskError as exc:
             if isinstance(exc.cause, UserError):  # a mistake a retry cannot fix (e.g. weights that do not fit)
                 raise TrainingError(f"training '{job.name}' failed: {exc.cause}") from None
-            failure = _one_line(exc.cause or exc)
+            failure = last_line(exc.cause or exc)
         except RayError as exc:  # the worker process or its node died
-            failure = _one_line(exc)
+            failure = last_line(exc)
         failures += 1
         if failures > runtime.max_failures:
             raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: {failure}")

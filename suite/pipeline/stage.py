@@ -66,15 +66,18 @@ class StageRunner:
         self.plan = plan
         self.planned: list[StageResult] = []
 
+    def _folder(self, name: str, key: str) -> Path:
+        return self.cache_root / f"{name}-{key}"
+
     def finished(self, name: str, version: int, params: dict, inputs: list[StageResult]) -> bool:
         """Whether the stage is in the cache, finished (its inputs' keys must be known)."""
-        return (self.cache_root / f"{name}-{stage_key(name, version, params, inputs)}" / SUCCESS).exists()
+        return (self._folder(name, stage_key(name, version, params, inputs)) / SUCCESS).exists()
 
     def run(self, name: str, version: int, params: dict, inputs: list[StageResult],
             body: Callable[[Path, str | None], dict], artifacts: Callable[[Path], list[Path]] | None = None) -> StageResult:
         """Run ``body(work_dir, mlflow_run_id) -> metrics`` unless a finished copy exists."""
         key = stage_key(name, version, params, inputs)
-        final = self.cache_root / f"{name}-{key}"
+        final = self._folder(name, key)
         if self.plan:
             result = StageResult(name, key, final, {}, (final / SUCCESS).exists())
             self.planned.append(result)

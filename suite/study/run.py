@@ -23,7 +23,7 @@ from pathlib import Path
 
 from suite.commands.session import open_session
 from suite.distributed import storage
-from suite.errors import UserError
+from suite.errors import UserError, last_line
 from suite.metrics import P50, PARAMETERS, TEST_ACC
 from suite.pipeline import run_info
 from suite.pipeline.context import Context, cache_root
@@ -121,10 +121,7 @@ def _train_all(study: StudyConfig, cells: list[Cell], contexts: dict, log) -> tu
 
 def _one_line(exc: BaseException) -> str:
     """A failure as one line: a UserError's message, or the type and last line of anything else."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {last_line(exc)}"
 
 
 def _evaluate(cell: Cell, ctx: Context, models: dict) -> dict:

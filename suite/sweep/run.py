@@ -27,6 +27,7 @@ from suite.commands.session import open_session
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import INFO, load_split
 from suite.distributed.session import ensure_ray
+from suite.errors import last_line
 from suite.metrics import P50, accuracy, time_models
 from suite.models import geometry
 from suite.pipeline.stage import StageResult
@@ -133,8 +134,7 @@ def _collect(grid, tracker, base_tree: dict, log) -> tuple[list[dict], list[str]
                 continue
         run_file = folder / RUN_ID_FILE
         if result.error is not None:
-            lines = [l for l in str(result.error).splitlines() if l.strip()]
-            failed[name] = lines[-1][:300] if lines else repr(result.error)
+            failed[name] = last_line(result.error)[:300]
         else:
             stopped.append(name)
         if run_file.exists():  # the trial actor was killed mid-training: close its MLflow runs
