@@ -7,7 +7,8 @@
 The baseline of the config (model, dataset, batch size, optimizer) trains side by side in one
 run on the same images:
 
-- plain: a bare loop in this process on ``--threads`` threads;
+- plain: a bare loop (DataLoader, no ``fit``) as one Ray task on what a one-worker training
+  gets: ``--threads`` CPU threads, or a GPU where the run trains on GPUs;
 - ``fit`` with N workers (``--workers``): one worker runs as a warm Ray task, more on Ray
   Train (TorchTrainer, sharded batches, DDP); a checkpoint and a report every epoch,
   ``--threads // N`` threads per worker on CPU, or one GPU per worker where the cluster has
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -33,27 +35,46 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.data import INFO, load_split
+from suite.distributed import gpus
+from suite.distributed.session import ensure_ray, use_gpu
 from suite.distributed.training import TrainJob, fit
 from suite.models import create_model, geometry
 from suite.training import EpochLoop, make_objective, make_optimizer
 
 
-def plain_loop(job: TrainJob, threads: int) -> tuple[float, float]:
-    """(images/s of the last epoch, wall seconds) of the suite's epoch loop in this process, no Ray."""
+def plain_loop(job: TrainJob, threads: int, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(images/s of the last epoch, wall seconds) of the suite's epoch loop with a DataLoader, no
+    ``fit``: on this process's GPU where Ray reserved one for it, else on ``threads`` CPU threads."""
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    device = gpus.device()
     cfg = TrainConfig(**job.train)
-    ds = load_split(DataConfig(**job.data), "train")
-    model = create_model(job.model, **job.model_kwargs)
-    loader = DataLoader(TensorDataset(ds.images, ds.labels), batch_size=cfg.batch_size, shuffle=True,
-                        drop_last=len(ds) > cfg.batch_size)
+    model = create_model(job.model, **job.model_kwargs).to(device)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=cfg.batch_size, shuffle=True,
+                        drop_last=len(images) > cfg.batch_size, pin_memory=device.type == "cuda")
     opt, sched = make_optimizer(model.parameters(), cfg, cfg.epochs * len(loader))
-    loop = EpochLoop(model, make_objective(job.objective), cfg, opt, sched, flip=ds.info.channels == 3)
+    loop = EpochLoop(model, make_objective(job.objective), cfg, opt, sched, device=device,
+                     flip=INFO[DataConfig(**job.data).dataset].channels == 3)
     rate = 0.0
     for epoch in range(cfg.epochs):
         rate = loop.run_epoch(loader, epoch)["images_per_second"]
     return rate, time.perf_counter() - t_start
+
+
+def plain_on_ray(job: TrainJob, runtime: RuntimeConfig, threads: int) -> tuple[float, float]:
+    """``plain_loop`` as a Ray task on what a one-worker training gets (a GPU where the run trains
+    on GPUs): the reference is timed on the same kind of device as the ``fit`` runs, not on the
+    driver's CPU. Its images come through the object store, as a training's do."""
+    import ray  # deferred: --help needs no Ray
+    import ray.cloudpickle
+
+    if __name__ != "__main__":  # imported (jobs/scaling.py): the workers cannot import this file, so ship it
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ds = load_split(DataConfig(**job.data), "train")
+    gpu = use_gpu(runtime)
+    task = ray.remote(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=0)(plain_loop)
+    return ray.get(task.remote(job, threads, ds.images, ds.labels))
 
 
 def ray_train(job: TrainJob, runtime: RuntimeConfig, workers: int, threads: int, storage: Path) -> tuple[float, float]:
@@ -90,10 +111,11 @@ def main(argv: list[str] | None = None) -> None:
                    data=data.model_dump(), train=train.model_dump(), progress=False)
     print(f"{cfg.baseline.model} on {args.images} {data.dataset} images, batch {train.batch_size}, {args.epochs} epochs, "
           f"{args.threads} threads")
-    plain_rate, plain_wall = plain_loop(job, args.threads)
-    rows = [("plain PyTorch loop", plain_rate, plain_wall)]
     runtime = cfg.runtime.model_copy(update={"num_cpus": args.threads, "progress": False})
     with ray_session(runtime), tempfile.TemporaryDirectory() as tmp:
+        ensure_ray()
+        plain_rate, plain_wall = plain_on_ray(job, runtime, args.threads)
+        rows = [(f"plain PyTorch loop ({'GPU' if use_gpu(runtime) else 'CPU'})", plain_rate, plain_wall)]
         for workers in args.workers:
             rate, wall = ray_train(job, runtime, workers, args.threads, Path(tmp))
             rows.append(("warm task, 1 worker" if workers == 1 else f"Ray Train, {workers} workers", rate, wall))

@@ -236,8 +236,11 @@ class RuntimeConfig(_Strict):
     workers: int = Field(default=1, ge=1)  # Ray Train data-parallel workers per training
     cpus_per_worker: float = Field(default=2, gt=0)  # Ray resources each training worker reserves
     threads_per_worker: int | None = Field(default=None, ge=1)  # torch threads; null: cpus_per_worker rounded up
-    use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: GPUs when the cluster has one per worker, else CPU
-    gpus_per_worker: float = Field(default=1.0, gt=0)  # fractions share a GPU between workers
+    # auto: GPUs when the cluster has or can autoscale enough for a training, else CPU; yes: GPUs,
+    # or stop before the first stage; decided once per run (suite.distributed.gpus)
+    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    # Below 1: one-worker trainings share a GPU (0.25: four at once); data-parallel ranks cannot (NCCL)
+    gpus_per_worker: float = Field(default=1.0, gt=0)
     max_failures: int = Field(default=2, ge=0)  # worker restarts, resuming from checkpoints
     # auto: a one-worker training runs as a Ray task on a warm worker process (same checkpoints,
     # retries and MLflow record; ~15 s less start-up per training on 2 cores, benchmarks/overhead.py);
@@ -285,6 +288,14 @@ class RuntimeConfig(_Strict):
         except (KeyError, IndexError, ValueError):
             raise ValueError(f"{text!r}: the only placeholder is {{name}} (the config's name)") from None
         return text
+
+    @model_validator(mode="after")
+    def _whole_gpus_for_ranks(self) -> "RuntimeConfig":
+        if self.workers > 1 and self.gpus_per_worker < 1 and self.use_gpu != "no":
+            raise ValueError(f"gpus_per_worker {self.gpus_per_worker:g} with workers {self.workers}: the ranks of a data-parallel "
+                             f"training need a GPU each (NCCL refuses two on one GPU); set gpus_per_worker to 1, or workers to 1 "
+                             f"to share GPUs between trainings")
+        return self
 
     def model_name(self, name: str) -> str | None:
         """The registered model's name for a run named ``name``; None: do not register."""

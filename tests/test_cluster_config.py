@@ -53,3 +53,29 @@ def test_head_type_must_exist(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(ClusterConfigError, match="head_node_type"):
         validate_cluster_config(bad)
+
+
+def test_the_nodes_run_the_suites_own_environment():
+    """Ray's default AMI (Ubuntu 18.04, CUDA 11.2) cannot install a Python 3.11 suite: the nodes
+    run Ray's image for the pinned Ray and the suite's Python, on an AMI with a CUDA 13 driver."""
+    import re
+    import tomllib
+
+    import ray
+    import torch
+    from packaging.specifiers import SpecifierSet
+
+    config = validate_cluster_config(ROOT / "cluster.yaml")
+    image = config["docker"]["image"]
+    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py3(\d+)-cu(\d+)", image)
+    assert match, image
+    ray_version, python_minor, cuda = match.groups()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert f"3.{python_minor}" in SpecifierSet(project["requires-python"])  # the image's Python
+    pinned_ray = next(d for d in project["dependencies"] if d.startswith("ray["))
+    assert ray_version in SpecifierSet(pinned_ray.split("]", 1)[1]) and ray_version == ray.__version__
+    if torch.version.cuda:  # the image's CUDA major is the torch wheel's
+        assert cuda[:2] == torch.version.cuda.split(".")[0]
+    for node in config["available_node_types"].values():
+        assert node["node_config"]["ImageId"].startswith("resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver")
+    assert any("580" in c and "nvidia-smi" in c for c in config["initialization_commands"])  # the driver CUDA 13.0 needs

@@ -142,3 +142,14 @@ def test_a_crafted_cifar_batch_is_refused_and_never_runs(tmp_path):
     assert _unpickle(batch)["labels"] == [1, 2]
 
 
+
+
+def test_use_gpu_yes_without_a_gpu_stops_before_anything(tmp_path, cli, monkeypatch):
+    """It used to print `[baseline] running` and wait for ever for a GPU no node has."""
+    import ray
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # as on CI, also where a GPU is
+    out = cli(["run", MNIST, "--smoke", "--set", "runtime.use_gpu=yes", "--set", f"runtime.cache_dir={tmp_path / 'artifacts'}"])
+    one_line(out, "runtime.use_gpu is yes, but this machine has 0 GPU(s)", "or set runtime.use_gpu=auto")
+    assert not (tmp_path / "artifacts").exists() and "MLflow run" not in out.stdout and not ray.is_initialized()

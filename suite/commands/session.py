@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from suite.config import ExperimentConfig, to_yaml
 from suite.data import load_split
-from suite.distributed import storage
+from suite.distributed import gpus, storage
 from suite.distributed.session import ray_session
 from suite.pipeline import run_info
 from suite.pipeline.context import Context, cache_root
@@ -71,6 +71,7 @@ def open_session(cfg: ExperimentConfig, run_name: str | None = None, params: dic
     cfg = cfg.effective()
     # fail fast, before Ray or MLflow start, on data that is missing or corrupt
     splits = {split: load_split(cfg.data, split) for split in ("train", "test")} if check_data else {}
+    gpus.preflight(cfg.runtime)  # `use_gpu: yes` on a machine without a GPU: one line, before MLflow and Ray
     if run_name is None:
         yield Session(cfg, cache_root(cfg), None, None, log)
         return

@@ -34,7 +34,8 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tens
     v = values.flatten().double()
     lo, hi = float(v.min()), float(v.max())
     k = min(k, int(torch.unique(v).numel()))
-    centroids = torch.linspace(lo, hi, k, dtype=torch.float64)
+    # Everything on the weights' device: bucketize refuses boundaries on another one
+    centroids = torch.linspace(lo, hi, k, dtype=torch.float64, device=v.device)
 
     def nearest(c):
         return torch.bucketize(v, (c[1:] + c[:-1]) / 2)  # c sorted
@@ -55,8 +56,8 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tens
         centroids = new
     assign = nearest(centroids)
     used = torch.unique(assign)
-    remap = torch.full((len(centroids),), -1, dtype=torch.long)
-    remap[used] = torch.arange(len(used))
+    remap = torch.full((len(centroids),), -1, dtype=torch.long, device=v.device)
+    remap[used] = torch.arange(len(used), device=v.device)
     return centroids[used].float(), remap[assign].view(values.shape)
 
 

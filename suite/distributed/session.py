@@ -25,7 +25,7 @@ import ray
 import torch
 
 from suite.config import RuntimeConfig
-from suite.distributed import storage
+from suite.distributed import gpus, storage
 from suite.locks import file_lock
 
 _lock = threading.RLock()
@@ -33,6 +33,7 @@ _pending: tuple[RuntimeConfig, Path | None, bool] | None = None  # the open sess
 _started_here = False  # this process started (or joined) Ray for the open session: it shuts it down
 _interrupted = False  # the last session ended by Ctrl-C: no stage thread may use Ray any more
 _on_close: list = []  # called before Ray shuts down (the epoch relay, the cached data refs)
+_gpu: bool | None = None  # the open session's GPU decision (suite.distributed.gpus), made once as it opens
 
 
 def on_close(hook) -> None:
@@ -47,6 +48,22 @@ def session_key() -> tuple[str, str]:
     earlier session are useless in a later one)."""
     ctx = ray.get_runtime_context()
     return ctx.get_node_id(), ctx.get_job_id()
+
+
+def use_gpu(runtime: RuntimeConfig) -> bool:
+    """Whether this run's trainings take GPUs: the decision made when its session opened (one
+    run never mixes CPU and GPU trainings as nodes come and go); outside a session, made now."""
+    with _lock:
+        if _gpu is not None:
+            return _gpu
+    return gpus.decide(runtime, gpus.describe(runtime, joined=ray.is_initialized(), probe=False))
+
+
+def _decide_gpu(runtime: RuntimeConfig, joined: bool, probe: bool) -> None:
+    global _gpu
+    decision = gpus.decide(runtime, gpus.describe(runtime, joined=joined, probe=probe))
+    with _lock:
+        _gpu = decision
 
 
 def ensure_ray() -> None:
@@ -147,7 +164,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
     (``storage.check_shared``). ``tune``: the block runs Ray Tune (a local Ray then starts with
     its dashboard, ``needs_dashboard``).
     """
-    global _pending, _started_here, _interrupted
+    global _pending, _started_here, _interrupted, _gpu
     # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
     # later head (PITFALLS.md). Users with token auth set RAY_AUTH_MODE themselves.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -155,7 +172,12 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
     if ray.is_initialized():  # inside a Tune trial, or a caller's own session
         if cache_root is not None:
             storage.check_shared(runtime, cache_root)
-        yield
+        # No GPU probe here: a trial's GPUs may all be held by trials (the driver probed).
+        _decide_gpu(runtime, joined=True, probe=False)
+        try:
+            yield
+        finally:
+            _gpu = None
         return
     _interrupted = False
     with contextlib.ExitStack() as stack:
@@ -169,6 +191,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
         try:
             if os.environ.get("RAY_ADDRESS"):
                 ensure_ray()
+            _decide_gpu(runtime, joined=ray.is_initialized(), probe=True)  # before any stage: `yes` without a GPU stops here
             yield
         except KeyboardInterrupt:
             interrupted = True
@@ -178,11 +201,11 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
                 # Ctrl-C: leave at once, without the lock a Ray still starting holds for ~5 s.
                 # The shutdown is queued, not awaited: Ray's reaper ends a local Ray with this
                 # process, and the stage threads may no longer start one (_pending is gone).
-                _pending, _started_here, _interrupted = None, False, True
+                _pending, _started_here, _interrupted, _gpu = None, False, True, None
                 _lifecycle().submit(ray.shutdown)
             else:
                 with _lock:
-                    started, _pending, _started_here = _started_here, None, False
+                    started, _pending, _started_here, _gpu = _started_here, None, False, None
                 if started:
                     for hook in _on_close:
                         hook()

@@ -40,13 +40,14 @@ from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.data import load_split
 from suite.distributed import progress, relay
 from suite.distributed import storage as store
-from suite.distributed.session import ensure_ray, on_close, resources, session_key
+from suite.distributed.session import ensure_ray, on_close, session_key, use_gpu
 from suite.distributed.worker import train_loop_per_worker, train_task
 from suite.errors import UserError, last_line
 from suite.training import checkpoints
 from suite.training.job import TrainingError, TrainJob
 
-__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "use_gpu", "worker_config"]
+__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "task_options", "train_task_remote", "use_gpu",
+           "worker_config"]
 
 
 # ---------------------------------------------------------------------------- driver: inputs
@@ -91,20 +92,19 @@ def _inputs(job: TrainJob) -> dict:
 # ---------------------------------------------------------------------------- driver side
 
 
-def use_gpu(runtime: RuntimeConfig) -> bool:
-    """``runtime.use_gpu`` resolved: auto means GPUs when the cluster has enough for every
-    worker (an autoscaling cluster with none up yet needs ``yes`` to ask for them)."""
-    gpus = resources(total=True).get("GPU", 0)
-    return runtime.use_gpu == "yes" or (runtime.use_gpu == "auto" and gpus >= runtime.workers * runtime.gpus_per_worker)
-
-
-def scaling_config(runtime: RuntimeConfig):
-    """Ray Train's ScalingConfig for ``runtime`` (CPU workers, or GPU workers per ``use_gpu``)."""
+def scaling_config(runtime: RuntimeConfig, gpu: bool):
+    """Ray Train's ScalingConfig for ``runtime``: CPU workers, or (``gpu``) one GPU share per worker."""
     from ray.train import ScalingConfig  # deferred (here and below): ray.train takes 1.2 s to import
 
-    gpu = use_gpu(runtime)
     per_worker = {"CPU": runtime.cpus_per_worker, **({"GPU": runtime.gpus_per_worker} if gpu else {})}
     return ScalingConfig(num_workers=runtime.workers, use_gpu=gpu, resources_per_worker=per_worker)
+
+
+def task_options(job: TrainJob, runtime: RuntimeConfig, gpu: bool) -> dict:
+    """The Ray options of a one-worker training's task (``train_task_remote(gpu)`` runs it)."""
+    return {"name": f"train:{job.name}", "num_cpus": runtime.cpus_per_worker, "num_gpus": runtime.gpus_per_worker if gpu else 0,
+            "num_returns": "streaming", "max_retries": 0,  # retried by _fit_task, from the newest checkpoint
+            "scheduling_strategy": "DEFAULT"}  # inside a Tune trial: not the trial's placement group
 
 
 def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> dict:
@@ -177,7 +177,7 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=worker_config(job, runtime, epoch_relay),
-        scaling_config=scaling_config(runtime),
+        scaling_config=scaling_config(runtime, use_gpu(runtime)),
         run_config=RunConfig(
             name=f"attempt-{_attempts(storage)}",
             storage_path=storage,
@@ -199,9 +199,15 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
 
 
 @functools.cache
-def _train_task():
-    """``train_task`` as a Ray remote function, made once (each ``ray.remote`` exports anew)."""
-    return ray.remote(train_task)
+def train_task_remote(gpu: bool):
+    """``train_task`` as a Ray remote function, made once (each ``ray.remote`` exports anew).
+
+    On a GPU, ``max_calls=1``: one training, one process. Ray's one-call default for GPU tasks
+    holds only for ``ray.remote(num_gpus=...)``, not for GPUs given in ``.options()`` (which
+    cannot set ``max_calls``), so a warm process would keep its CUDA context (memory on a GPU
+    Ray counts as free) and, on a node with several GPUs, stay on the GPU it first saw when Ray
+    hands it another. CPU trainings keep their warm processes (torch imported, ~2 s saved)."""
+    return ray.remote(max_calls=1)(train_task) if gpu else ray.remote(train_task)
 
 
 def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
@@ -209,11 +215,8 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
     times, each retry resuming from the newest checkpoint. Each epoch's metrics stream back
     as the task yields them and are logged here, each epoch once (a retry repeats the epoch
     it resumed from; one the driver already logged is dropped)."""
-    task = _train_task().options(
-        name=f"train:{job.name}", num_cpus=runtime.cpus_per_worker,
-        num_gpus=runtime.gpus_per_worker if use_gpu(runtime) else 0,
-        num_returns="streaming", max_retries=0,  # retried below, from the newest checkpoint
-        scheduling_strategy="DEFAULT")  # inside a Tune trial: not the trial's placement group
+    gpu = use_gpu(runtime)
+    task = train_task_remote(gpu).options(**task_options(job, runtime, gpu))
     config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}
     log = relay.EpochLogger(job.mlflow_uri, job.mlflow_run_id) if job.mlflow_uri and job.mlflow_run_id else None
     epochs = TrainConfig(**job.train).epochs

@@ -19,6 +19,7 @@ import logging
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +31,7 @@ from suite.compression import prunable_weights
 from suite.compression.sharing import cluster_weights
 from suite.config import DataConfig, TrainConfig
 from suite.data import INFO, split_train_val
+from suite.distributed import gpus
 from suite.distributed import storage as store
 from suite.distributed.progress import PROGRESS, epoch_line
 from suite.models import create_model
@@ -79,47 +81,68 @@ def _with_progress(steps, pending: list[dict]):
             yield {PROGRESS: pending.pop(0)}
 
 
-def run_job(config: dict, session) -> Iterator[dict]:
-    """Train one ``TrainJob``, resumable from its newest checkpoint; yields each epoch's
-    metrics after its checkpoint is persisted (and, first, the metrics of a checkpoint it
-    resumed from that may never have reached the driver), and between batches, progress
-    records (``{PROGRESS: ...}``) for the driver's bars."""
-    started = time.time()
-    job, inputs = TrainJob(**config["job"]), config["inputs"]
+@dataclass
+class Training:
+    """A training set up and ready for its first (or resumed) epoch."""
+
+    job: TrainJob
+    model: torch.nn.Module  # what the loop calls (DDP-wrapped under Ray Train)
+    core: torch.nn.Module  # the model itself
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loop: EpochLoop
+    loader: TensorBatches
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    start_epoch: int  # 0, or the epoch after the checkpoint it resumed from
+    resumed_meta: dict | None  # that checkpoint's epoch and metrics
+    unreported: bool  # the driver may never have seen that checkpoint's metrics
+    pending: list  # progress records made inside an epoch, sent between its batches
+
+
+def fetch_inputs(inputs: dict) -> dict:
+    """The worker's inputs (object refs, ``worker_config``) as arrays and tensors."""
+    return {"split": ray.get(inputs["split"]), "extra": {k: ray.get(v) for k, v in inputs["extra"].items()},
+            "init": {prefix: ray.get(ref) for prefix, ref in inputs["init"].items()}}
+
+
+def setup(job: TrainJob, arrays: dict, session, channels_last: bool = False, bf16: bool = False) -> Training:
+    """Build the model, optimizer, hooks and batches of ``job`` on ``session.device``, resumed
+    from the session's newest checkpoint.
+
+    The order is what makes a GPU resume work: the model reaches its device
+    (``session.prepare_model``) *before* the optimizer is built and its saved state loaded,
+    because ``Optimizer.load_state_dict`` puts momentum and Adam moments on the parameters'
+    device at load time. Loaded into a CPU model, they would stay on the CPU, and the first
+    step on the GPU would fail, at every retry (tests/test_gpu_placement.py)."""
     cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    torch.manual_seed(data.seed)
     rank, world, device = session.rank, session.world, session.device
     objective = make_objective(job.objective, job.kd)
 
-    images, labels = (torch.from_numpy(np.array(a)) for a in ray.get(inputs["split"]))
-    y = objective.targets(images, labels, {k: ray.get(v) for k, v in inputs["extra"].items()})
+    images, labels = (torch.from_numpy(np.array(a)) for a in arrays["split"])
+    y = objective.targets(images, labels, arrays["extra"])
     val = torch.from_numpy(split_train_val(len(images), data.val_fraction, data.seed))
     x_tr, y_tr, x_val, y_val = images[~val], y[~val], images[val], y[val]
 
     model = create_model(job.model, **job.model_kwargs)
-    _load_init(model, {prefix: ray.get(ref) for prefix, ref in inputs["init"].items()})
+    _load_init(model, arrays["init"])
     for name in job.freeze:
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
     loader = TensorBatches(x_tr, y_tr, cfg.batch_size // world, drop_last=len(x_tr) > cfg.batch_size,
-                           rank=rank, world=world, seed=data.seed)
-    channels_last = bool(config.get("channels_last")) and any(p.dim() == 4 for p in model.parameters())
+                           rank=rank, world=world, seed=data.seed, device=device)
+    channels_last = channels_last and any(p.dim() == 4 for p in model.parameters())
     if channels_last:  # 17-33% faster conv training on CPU (benchmarks/overhead.py)
         model = model.to(memory_format=torch.channels_last)
-    opt, sched = make_optimizer(_param_groups(model, job.lr_scale, cfg.lr), cfg, cfg.epochs * len(loader))
     state, meta, unreported = session.resume(job)
-    start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
+    model = session.prepare_model(model)  # on its device (and DDP-wrapped) before the optimizer exists
+    core = model.module if hasattr(model, "module") else model
+    opt, sched = make_optimizer(_param_groups(core, job.lr_scale, cfg.lr), cfg, cfg.epochs * len(loader))
+    if state is not None:  # now the saved moments land on the parameters' device
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        start_epoch = meta["epoch"] + 1
-    if unreported and rank == 0:
-        session.replay(meta["metrics"])
-        yield meta["metrics"]
-    model = session.prepare_model(model)
-    core = model.module if hasattr(model, "module") else model
 
     hooks = []
     if float(job.prune.get("ratio", 0.0)) > 0:
@@ -127,30 +150,49 @@ def run_job(config: dict, session) -> Iterator[dict]:
     if job.share:  # snap to k shared values per layer; a resumed run finds them already shared
         assignments = cluster_weights(core, int(job.share["clusters"]))
         hooks.append(WeightSharing(prunable_weights(core), assignments))
-    pending: list[dict] = []  # progress records made inside the epoch, sent between its batches
+    pending: list[dict] = []
     if job.progress and rank == 0:
         hooks.append(ProgressLines(cfg.epochs, job.progress_every_s, pending.append))
     loop = EpochLoop(model, objective, cfg, opt, sched, device, flip=INFO[data.dataset].channels == 3, frozen=list(job.freeze),
-                     hooks=hooks, world=world, channels_last=channels_last,
-                     bf16=config.get("precision") == "bf16")
+                     hooks=hooks, world=world, channels_last=channels_last, bf16=bf16)
+    return Training(job, model, core, opt, sched, loop, loader, x_val, y_val,
+                    meta["epoch"] + 1 if state is not None else 0, meta, unreported, pending)
+
+
+def run_job(config: dict, session) -> Iterator[dict]:
+    """Train one ``TrainJob``, resumable from its newest checkpoint; yields each epoch's
+    metrics after its checkpoint is persisted (and, first, the metrics of a checkpoint it
+    resumed from that may never have reached the driver), and between batches, progress
+    records (``{PROGRESS: ...}``) for the driver's bars."""
+    started = time.time()
+    job = TrainJob(**config["job"])
+    cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    torch.manual_seed(data.seed)
+    t = setup(job, fetch_inputs(config["inputs"]), session, channels_last=bool(config.get("channels_last")),
+              bf16=config.get("precision") == "bf16")
+    if t.unreported and session.rank == 0:
+        session.replay(t.resumed_meta["metrics"])
+        yield t.resumed_meta["metrics"]
+    objective, device = t.loop.objective, session.device
 
     # Where a training's time goes outside its epochs (benchmarks/overhead.py reads these;
     # keys starting with "_" are timestamps, not logged to MLflow).
     timing = {"_started_at": started, "setup_seconds": time.time() - started, "report_seconds": 0.0}
-    for epoch in range(start_epoch, cfg.epochs):
-        loader.set_epoch(epoch)
-        metrics = yield from _with_progress(loop.epoch_steps(loader, epoch), pending)
-        metrics["started_at_epoch"] = start_epoch  # >0 when this worker (group) resumed from a checkpoint
+    for epoch in range(t.start_epoch, cfg.epochs):
+        t.loader.set_epoch(epoch)
+        metrics = yield from _with_progress(t.loop.epoch_steps(t.loader, epoch), t.pending)
+        metrics["started_at_epoch"] = t.start_epoch  # >0 when this worker (group) resumed from a checkpoint
         t_eval = time.perf_counter()
-        metrics.update(evaluate(objective, core, x_val, y_val, device, channels_last=channels_last))
+        metrics.update(evaluate(objective, t.core, t.x_val, t.y_val, device, channels_last=t.loop.channels_last))
         metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
-        if rank == 0:  # to the worker's log file (the driver prints its own line; `caenet -v` shows this one)
+        if session.rank == 0:  # to the worker's log file (the driver prints its own line; `caenet -v` shows this one)
             # Not print(): Ray Train patches it to also log, which shows every line twice.
             sys.stdout.write(epoch_line(job.label, cfg.epochs, metrics) + "\n")
             sys.stdout.flush()
         t_report = time.perf_counter()
-        session.report(metrics, lambda folder: checkpoints.write(folder, core.state_dict(), opt.state_dict(),
-                                                                  sched.state_dict(), epoch, metrics))
+        session.report(metrics, lambda folder: checkpoints.write(folder, t.core.state_dict(), t.optimizer.state_dict(),
+                                                                  t.scheduler.state_dict(), epoch, metrics))
         timing["report_seconds"] += time.perf_counter() - t_report  # this one is in the next epoch's numbers
         yield metrics
 
@@ -167,6 +209,7 @@ class RayTrainSession:
         import ray.train
         import ray.train.torch  # deferred: ray.train takes 1.2 s to import
 
+        gpus.check_reserved()  # a reserved GPU where CUDA does not work: one line, not a silent CPU run
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -241,8 +284,8 @@ class TaskSession:
 
     def __init__(self, attempt: str):
         self.attempt = attempt  # this run's folder under the job's storage, as Ray Train names its runs
-        gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
-        self.device = torch.device("cuda" if gpu else "cpu")
+        gpus.check_reserved()  # a reserved GPU where CUDA does not work: one line, not a silent CPU run
+        self.device = gpus.device()
 
     def prepare_model(self, model):
         return model.to(self.device)

@@ -66,12 +66,18 @@ def subflow(base: str, base_kwargs: dict, ratios: list[float], **geometry) -> nn
     model.subflow_ratios = sorted(ratios)
     model.subflow_ratio = 1.0  # used in eval mode
     model._subflow_step_ratio = 1.0
+    # Training forward passes so far: a buffer, so that a resumed training draws what it would have
+    model.register_buffer("subflow_steps", torch.tensor(0))
 
     def pick_ratio(module, args):
         if module.training:
             if not bool(module.subflow_ranked):  # first step after loading the starting weights
                 rank(module)
-            module._subflow_step_ratio = random.choice(module.subflow_ratios)
+            # A draw that depends on the step alone: every data-parallel worker trains the same
+            # width in the same step (an unseeded draw gave each its own), run after run.
+            # (One int() per step: SubFlow's only sync, beside its per-layer masks.)
+            module._subflow_step_ratio = random.Random(int(module.subflow_steps)).choice(module.subflow_ratios)
+            module.subflow_steps += 1
 
     def mask_hook(i):
         def hook(module, args, out):

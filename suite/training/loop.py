@@ -91,7 +91,7 @@ class EpochLoop:
     bf16: bool = False  # forward (and so backward) under bfloat16 autocast; weights, optimizer and loss stay float32
     # running numbers of the epoch in progress, for hooks
     seen: int = 0
-    total_loss: float = 0.0
+    total_loss: float | torch.Tensor = 0.0  # a tensor on the device once a step ran
     started: float = 0.0
 
     def core(self) -> nn.Module:
@@ -130,13 +130,14 @@ class EpochLoop:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
-            self.total_loss += float(loss.detach()) * len(xb)
+            # On the device, in float64 (as Python's float): no GPU sync per step; read at the epoch's end
+            self.total_loss = self.total_loss + loss.detach().double() * len(xb)
             self.seen += len(xb)
             for hook in self.hooks:
                 hook.step_end(self, step, steps)
             yield step
         seconds = time.perf_counter() - self.started
-        metrics = {"epoch": epoch + 1, "train_loss": self.total_loss / max(self.seen, 1), "epoch_seconds": seconds,
+        metrics = {"epoch": epoch + 1, "train_loss": float(self.total_loss) / max(self.seen, 1), "epoch_seconds": seconds,
                    "images_per_second": self.seen * self.world / max(seconds, 1e-9)}
         for hook in self.hooks:
             hook.epoch_end(self, epoch, metrics)
@@ -187,5 +188,5 @@ class ProgressLines(Hook):
         self.shown_at = now
         elapsed = now - loop.started
         self.emit({"epoch": self.epoch + 1, "epochs": self.epochs, "step": step, "steps": steps,
-                   "loss": loop.total_loss / loop.seen, "images_per_second": loop.seen * loop.world / elapsed,
+                   "loss": float(loop.total_loss) / loop.seen, "images_per_second": loop.seen * loop.world / elapsed,
                    "left_s": (steps - step) * elapsed / step})
