@@ -29,6 +29,11 @@ if [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 
   (apt-get update -qq && apt-get install -y -qq openssh-server) >/dev/null 2>&1 \
     || echo "setup: could not install openssh-server (the edge tests need /usr/sbin/sshd)" >&2
 fi
+# tmux: tests/test_terminal.py reads the main job's screen on a real terminal.
+if ! command -v tmux >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq tmux) >/dev/null 2>&1 \
+    || echo "setup: could not install tmux (the terminal test will skip)" >&2
+fi
 # The offline datasets beside the checkout, when this machine has them.
 if [ -z "${CAENET_DATA:-}" ] && [ -d ../shared/data ]; then
   echo "setup: datasets from $(cd ../shared/data && pwd)"

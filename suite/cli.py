@@ -32,6 +32,7 @@ import traceback
 
 from suite import __version__, commands
 from suite.commands import catalog
+from suite.console import lines_through_bars
 from suite.errors import INTERRUPTED, UserError
 
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
     try:
-        return args.func(args)
+        with lines_through_bars():  # on a terminal: no printed line cut in two by a progress bar
+            return args.func(args)
     except UserError as exc:  # one handler for every command: a new command gets it for free
         if args.debug or os.environ.get("CAENET_DEBUG") == "1":
             traceback.print_exc()

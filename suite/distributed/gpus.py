@@ -92,13 +92,11 @@ def _autoscaler_config() -> dict:
 
 
 def cuda_problem() -> str | None:
-    """Why CUDA does not work in this process, or None where it does."""
-    try:
-        if torch.cuda.is_available():
-            torch.zeros(1, device=torch.device("cuda", torch.cuda.current_device()))
-            return None
-    except Exception as exc:  # a driver too old for the wheel raises on first use
-        return str(exc).splitlines()[0][:200]
+    """Why CUDA does not work in this process, or None where it does. ``is_available`` is False
+    for a driver too old for the wheel; it makes no CUDA context (which would hold GPU memory
+    in the driver's process all run long)."""
+    if torch.cuda.is_available():
+        return None
     return f"torch {torch.__version__} sees no usable CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
 
 

@@ -66,6 +66,24 @@ def _run_label(summary: dict) -> str:
     return f"the run's ({', '.join(parts)})" if parts else "transfer + KD"
 
 
+def _parameters(ratio) -> str:
+    """CAE-Net's parameter count against the baseline's, read the right way round."""
+    if ratio is None:
+        return "parameters: n/a"
+    if ratio >= 1:
+        return f"parameters: {ratio:.3g}x fewer than the baseline"
+    return f"parameters: {1 / ratio:.3g}x more than the baseline"
+
+
+def _ablation(value, variant: str, summary: dict) -> str:
+    """An ablation's accuracy, or why there is none."""
+    if value is not None:
+        return _fmt(value, True)
+    if variant == "no_kd" and (summary.get("caenet_kd") or {}).get("alpha") == 0:
+        return "= this run's (it uses no KD)"
+    return f"n/a (not trained: add {variant} to caenet.ablations)"
+
+
 def table(summary: dict) -> str:
     b, c = summary["baseline"], summary["caenet"]
     rows = [
@@ -79,10 +97,11 @@ def table(summary: dict) -> str:
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r)) for r in rows]
     rec, tr = summary["reconstruction_mse"], summary["accuracy_transfer"]
     lines += [
-        f"speed-up (p50): {_fmt(summary['speedup_p50'])}x   parameters: {_fmt(summary['parameter_ratio'])}x fewer",
+        f"speed-up (p50): {_fmt(summary['speedup_p50'])}x   {_parameters(summary['parameter_ratio'])}",
         f"CAE reconstruction MSE (val): clustered {_fmt(rec['clustered'])} vs one target per class {_fmt(rec['unclustered'])}"
         f"   (mean k = {_fmt(summary['clusters_per_class_mean'])})",
-        f"CAE-Net accuracy: {_run_label(summary)} {_fmt(tr['with_transfer_kd'], True)}, transfer only {_fmt(tr['no_kd'], True)}, "
-        f"no transfer {_fmt(tr['no_transfer'], True)}",
+        f"CAE-Net test accuracy: this run's {_fmt(tr['with_transfer_kd'], True)}"
+        f" | without KD {_ablation(tr['no_kd'], 'no_kd', summary)}"
+        f" | trained from scratch {_ablation(tr['no_transfer'], 'no_transfer', summary)}",
     ]
     return "\n".join(lines)
