@@ -17,6 +17,7 @@ from suite.models import create_model
 from suite.training.job import TrainJob
 from suite.training.loop import make_optimizer
 from tests.fake_cuda import DeviceMismatch, fake_cuda
+from tests.test_cuda import _Session  # the engine side of a training (device, resume)
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +39,6 @@ def test_the_fake_device_fails_where_cuda_would():
         with pytest.raises(DeviceMismatch):
             torch.bucketize(x, torch.tensor([1.0, 3.0]))
         assert torch.equal(x.cpu(), torch.arange(6.0)) and x.cpu().device.type == "cpu"
-
-
-class _Session:
-    """The engine side of a training, on the fake GPU, resuming from ``state``."""
-
-    rank, world = 0, 1
-
-    def __init__(self, device, state=None):
-        self.device, self.state = device, state
-
-    def prepare_model(self, model):
-        return model.to(self.device)
-
-    def resume(self, job):
-        return (self.state, {"epoch": 0, "metrics": {"epoch": 1}}, False) if self.state else (None, None, False)
 
 
 def _job(data: DataConfig, optimizer: str, **extra) -> TrainJob:
@@ -80,7 +66,7 @@ def test_a_resumed_training_keeps_its_optimizer_state_on_the_gpu(mnist_split, op
     job = _job(data, optimizer)
     state = _cpu_checkpoint(job)
     with fake_cuda() as cuda:
-        t = setup(job, {"split": split, "extra": {}, "init": {}}, _Session(cuda, state))
+        t = setup(job, {"split": split, "extra": {}, "init": {}}, _Session(cuda, state, {"epoch": 0, "metrics": {"epoch": 1}}))
         assert t.start_epoch == 1
         params = {p.device for p in t.core.parameters()}
         moments = {v.device for s in t.optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0}

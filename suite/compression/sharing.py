@@ -72,9 +72,9 @@ def cluster_weights(model: nn.Module, k: int, prefixes: list[str] | None = None)
             continue
         centroids, assign = kmeans_1d(w[nonzero], k - 1 if bool((~nonzero).any()) else k)
         full = torch.zeros(w.shape, dtype=torch.long, device=w.device)  # cluster 0: the zeros
-        full[nonzero] = assign.to(w.device) + 1
+        full[nonzero] = assign + 1  # kmeans_1d works on the weights' device
         w.zero_()
-        w[nonzero] = centroids.to(w.device, w.dtype)[assign.to(w.device)]
+        w[nonzero] = centroids.to(w.dtype)[assign]
         assignments[name] = full
     return assignments
 
