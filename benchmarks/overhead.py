@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from suite.config import DataConfig, TrainConfig, load_config
+from suite.config import load_config
 from suite.data import INFO, load_split, split_train_val
 from suite.distributed.training import TrainJob, fit
 from suite.models import create_model, geometry
@@ -59,7 +59,7 @@ def plain(job: TrainJob, threads: int, lean: bool, bf16: bool = False) -> dict:
     DataLoader, NCHW and float32, as it ran before."""
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
-    cfg, data = TrainConfig(**job.train), DataConfig(**job.data)
+    cfg, data = job.train, job.data
     torch.manual_seed(data.seed)
     ds = load_split(data, "train")
     val = torch.from_numpy(split_train_val(len(ds), data.val_fraction, data.seed))
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", default=["auto", "ray-train"], choices=["auto", "ray-train"],
                         help="runtime.trainer values to time")
     args = parser.parse_args(argv)
-    from suite.distributed.session import ensure_ray, ray_session
+    from suite.distributed.ray_runtime import ensure_ray, ray_session
 
     cfg = load_config(args.config, args.set)
     train = cfg.baseline.train.model_copy(update={"epochs": args.epochs or cfg.baseline.train.epochs})

@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from suite.config import DataConfig, RuntimeConfig, TrainConfig
+from suite.config import RuntimeConfig
 from suite.data import INFO, load_split
 from suite.distributed import gpus
-from suite.distributed.session import ensure_ray, use_gpu
+from suite.distributed.ray_runtime import ensure_ray, use_gpu
 from suite.distributed.training import TrainJob, fit
 from suite.models import create_model, geometry
 from suite.training import EpochLoop, make_objective, make_optimizer
@@ -49,13 +49,13 @@ def plain_loop(job: TrainJob, threads: int, images: torch.Tensor, labels: torch.
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = gpus.device()
-    cfg = TrainConfig(**job.train)
+    cfg = job.train
     model = create_model(job.model, **job.model_kwargs).to(device)
     loader = DataLoader(TensorDataset(images, labels), batch_size=cfg.batch_size, shuffle=True,
                         drop_last=len(images) > cfg.batch_size, pin_memory=device.type == "cuda")
     opt, sched = make_optimizer(model.parameters(), cfg, cfg.epochs * len(loader))
     loop = EpochLoop(model, make_objective(job.objective), cfg, opt, sched, device=device,
-                     flip=INFO[DataConfig(**job.data).dataset].channels == 3)
+                     flip=INFO[job.data.dataset].channels == 3)
     rate = 0.0
     for epoch in range(cfg.epochs):
         rate = loop.run_epoch(loader, epoch)["images_per_second"]
@@ -71,7 +71,7 @@ def plain_on_ray(job: TrainJob, runtime: RuntimeConfig, threads: int) -> tuple[f
 
     if __name__ != "__main__":  # imported (jobs/scaling.py): the workers cannot import this file, so ship it
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ds = load_split(DataConfig(**job.data), "train")
+    ds = load_split(job.data, "train")
     gpu = use_gpu(runtime)
     task = ray.remote(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=0)(plain_loop)
     return ray.get(task.remote(job, threads, ds.images, ds.labels))
@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from suite.config import load_config
-    from suite.distributed.session import ray_session
+    from suite.distributed.ray_runtime import ray_session
+    from suite.experiment import load as load_config
 
     cfg = load_config(args.config, args.set)
     train = cfg.baseline.train.model_copy(update={"epochs": args.epochs})

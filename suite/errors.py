@@ -14,9 +14,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-# Set by the CLI on Ctrl-C. The KeyboardInterrupt reaches the main thread only; a stage in a
-# pool thread fails afterwards, when Ray's shutdown breaks its calls, and is KILLED all the same.
-# Here, not beside the stages, so that the CLI sets it without importing them (torch, Ray).
+# The one Ctrl-C flag: set when a Ray session (suite.distributed.ray_runtime) or the CLI sees
+# Ctrl-C. The KeyboardInterrupt reaches the main thread only; a stage in a pool thread fails
+# afterwards, when Ray's shutdown breaks its calls, and is KILLED all the same; no stage thread
+# starts Ray again. Here, at the bottom, so that every layer reads the same flag.
 INTERRUPTED = threading.Event()
 
 

@@ -22,15 +22,6 @@ P50, P90, P99, MEAN = "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "lat
 ENERGY_MJ = "energy_mj"  # per inference, on a board with a power source; None (N/A) otherwise
 SPEEDUP = "speedup"  # the baseline's p50 over this model's, on the same machine
 
-# Board results written before the names were one set (edge_results.json of older runs).
-_OLD_NAMES = {"p50_ms": P50, "p90_ms": P90, "p99_ms": P99, "mean_ms": MEAN}
-
-
-def current_names(row: dict) -> dict:
-    """``row`` with the older latency names of board results renamed (reading old files)."""
-    return {_OLD_NAMES.get(k, k): v for k, v in row.items()}
-
-
 def latency_stats(ms: np.ndarray) -> dict:
     """p50 / p90 / p99 / mean of batch-1 call times in ms: every latency the suite reports."""
     ms = np.asarray(ms, dtype=float)

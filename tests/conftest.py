@@ -73,7 +73,7 @@ def load_job_line(job: str, argv: list[str]):
     from train_throughput import build_parser as scaling_parser
 
     from suite.cli import build_parser
-    from suite.config import load_config
+    from suite.experiment import load as load_config
     from suite.study.config import load_study
     from suite.sweep.config import load_sweep
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from suite.commands.cache import human
-from suite.config import load_config
+from suite.experiment import load as load_config
 from suite.stages.graph import plan
 
 REPO = Path(__file__).resolve().parents[1]

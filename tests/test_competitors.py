@@ -100,9 +100,16 @@ def test_weight_pruning_reaches_sparsity_and_keeps_it_through_finetuning(mnist):
 # ------------------------------------------------------------------------ WC
 
 
+def distinct_values(model) -> dict[str, int]:
+    """Number of distinct values in each conv / linear weight."""
+    from suite.compression.pruning import prunable_weights
+
+    return {name: int(torch.unique(w.detach()).numel()) for name, w in prunable_weights(model).items()}
+
+
 def test_weight_clustering_leaves_at_most_k_values_per_layer_through_finetuning(mnist):
     from suite.compression.pruning import apply_masks, magnitude_masks, prunable_weights, sparsity
-    from suite.compression.sharing import cluster_weights, distinct_values, packed_bytes, share
+    from suite.compression.sharing import cluster_weights, packed_bytes, share
     from suite.metrics import serialized_bytes
 
     x, y = mnist

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.distributed.session import local_ray_lock
+from suite.distributed.ray_runtime import local_ray_lock
 from suite.pipeline.stage import StageRunner
 from tests.test_cli_e2e import REPO
 

@@ -2,26 +2,27 @@ from pathlib import Path
 
 import pytest
 
-from suite.config import ConfigError, from_dict, load_config, parse_override
+from suite import experiment
+from suite.config import ConfigError, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml") if p.name != "boards.example.yaml"))
 def test_shipped_configs_load(name):
-    cfg = load_config(REPO / "configs" / name)
+    cfg = experiment.load(REPO / "configs" / name)
     assert cfg.data.dataset in ("cifar10", "mnist")
     assert cfg.baseline.train.epochs >= 1
 
 
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match=r"baseline\.train\.epoch: unknown key"):
-        from_dict({"baseline": {"train": {"epoch": 3}}})
+        experiment.from_tree({"baseline": {"train": {"epoch": 3}}})
 
 
 def test_wrong_type_is_named():
     with pytest.raises(ConfigError, match=r"baseline\.train\.epochs: .*'three'"):
-        from_dict({"baseline": {"train": {"epochs": "three"}}})
+        experiment.from_tree({"baseline": {"train": {"epochs": "three"}}})
 
 
 @pytest.mark.parametrize("tree, key", [
@@ -32,7 +33,7 @@ def test_wrong_type_is_named():
 ])
 def test_impossible_values_are_named(tree, key):
     with pytest.raises(ConfigError) as err:
-        from_dict(tree)
+        experiment.from_tree(tree)
     msg = str(err.value)
     assert key in msg and "\n" not in msg
 
@@ -41,68 +42,66 @@ def test_malformed_yaml_gives_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  dataset: [cifar10\n")
     with pytest.raises(ConfigError, match=r"malformed YAML at line"):
-        load_config(bad)
+        experiment.load(bad)
 
 
 def test_missing_file():
     with pytest.raises(ConfigError, match="no such config file"):
-        load_config("does/not/exist.yaml")
+        experiment.load("does/not/exist.yaml")
 
 
 def test_overrides_are_typed_and_validated():
-    cfg = load_config(REPO / "configs" / "mnist_lenet.yaml", ["baseline.train.epochs=2", "caenet.ablations=[no_kd]"])
+    cfg = experiment.load(REPO / "configs" / "mnist_lenet.yaml", ["baseline.train.epochs=2", "caenet.ablations=[no_kd]"])
     assert cfg.baseline.train.epochs == 2 and cfg.caenet.ablations == ["no_kd"]
     with pytest.raises(ConfigError, match="runtime.workers"):
-        load_config(REPO / "configs" / "mnist_lenet.yaml", ["runtime.workers=-1"])
+        experiment.load(REPO / "configs" / "mnist_lenet.yaml", ["runtime.workers=-1"])
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_override("no-equals-sign")
 
 
 def test_smoke_shrinks_the_same_experiment():
-    cfg = load_config(REPO / "configs" / "cifar10_alexnet.yaml", ["smoke=true"]).effective()
+    cfg = experiment.load(REPO / "configs" / "cifar10_alexnet.yaml", ["smoke=true"]).effective()
     assert cfg.data.train_limit == 400 and cfg.baseline.train.epochs == 1 and cfg.caenet.train.epochs == 1
     assert cfg.baseline.model == "alexnet"  # same experiment, smaller
-    full = load_config(REPO / "configs" / "cifar10_alexnet.yaml").effective()
+    full = experiment.load(REPO / "configs" / "cifar10_alexnet.yaml").effective()
     ada = {m.name: m for m in cfg.compare.methods}["AdaDeep"]
     assert (ada.trials, ada.search_steps) == (4, 20) and {m.name: m for m in full.compare.methods}["AdaDeep"].trials == 10
     assert [m.name for m in cfg.compare.methods] == [m.name for m in full.compare.methods]
 
 
 def test_compare_methods_are_checked_on_load():
-    from suite.config import ConfigError, load_config
 
     config = REPO / "configs" / "mnist_lenet.yaml"
     with pytest.raises(ConfigError, match="'of: Nope' names no earlier method"):
-        load_config(config, ["compare.methods=[{name: X, kind: weight_cluster, of: Nope}]"])
+        experiment.load(config, ["compare.methods=[{name: X, kind: weight_cluster, of: Nope}]"])
     with pytest.raises(ConfigError, match=r"compare.methods\['X'\].ratio: Field required"):
-        load_config(config, ["compare.methods=[{name: X, kind: weight_prune}]"])
+        experiment.load(config, ["compare.methods=[{name: X, kind: weight_prune}]"])
     with pytest.raises(ConfigError, match="needs a latency budget"):
-        load_config(config, ["compare.slo_ms=null"])  # SubFlow in that config has no budget of its own
-    slo = load_config(config, ["compare.slo_ms=null", "compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2}]"])
+        experiment.load(config, ["compare.slo_ms=null"])  # SubFlow in that config has no budget of its own
+    slo = experiment.load(config, ["compare.slo_ms=null", "compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2}]"])
     assert slo.compare.methods[0].speedup == 2
     # each kind takes its own keys: a SubFlow key on a weight-pruning row is a mistake, named as one
     with pytest.raises(ConfigError, match=r"compare.methods\['X'\].ratios: unknown key"):
-        load_config(config, ["compare.methods=[{name: X, kind: weight_prune, ratio: 0.5, ratios: [0.5]}]"])
+        experiment.load(config, ["compare.methods=[{name: X, kind: weight_prune, ratio: 0.5, ratios: [0.5]}]"])
     with pytest.raises(ConfigError, match=r"\['X'\]: unknown kind 'wieght_prune'; known: adadeep, branchy, channel_prune"):
-        load_config(config, ["compare.methods=[{name: X, kind: wieght_prune, ratio: 0.5}]"])
+        experiment.load(config, ["compare.methods=[{name: X, kind: wieght_prune, ratio: 0.5}]"])
     with pytest.raises(ConfigError, match="slo_prune ratios remove that share of channels"):
-        load_config(config, ["compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2, ratios: [0.5, 1.0]}]"])
+        experiment.load(config, ["compare.methods=[{name: S, kind: slo_prune, of: caenet, speedup: 2, ratios: [0.5, 1.0]}]"])
 
 
 def test_profiles_overlay_a_config_before_set():
-    from suite.config import ConfigError, load_config
 
     config = REPO / "configs" / "cifar10_alexnet.yaml"
-    plain = load_config(config)
-    gpu = load_config(config, ["baseline.train.epochs=5"], profiles=["gpu"])
+    plain = experiment.load(config)
+    gpu = experiment.load(config, ["baseline.train.epochs=5"], profiles=["gpu"])
     assert gpu.runtime.use_gpu == "yes" and gpu.autoencoder.train.epochs == 40 and gpu.runtime.cpus_per_worker == 4
     assert gpu.baseline.train.epochs == 5  # --set wins over the profile
     assert gpu.baseline.train.optimizer == plain.baseline.train.optimizer  # sections merge, keys the profile leaves keep the config's
     assert gpu.compare.methods == plain.compare.methods
-    cluster = load_config(config, profiles=["cluster"])
+    cluster = experiment.load(config, profiles=["cluster"])
     assert cluster.runtime.workers == 4 and cluster.clustering.backend == "ray"
     with pytest.raises(ConfigError, match=r"no such profile \(known profiles: cluster, cpu, gpu; or give a YAML file\)"):
-        load_config(config, profiles=["gpux"])
+        experiment.load(config, profiles=["gpux"])
 
 
 def test_a_config_extends_another(tmp_path):
@@ -111,12 +110,12 @@ def test_a_config_extends_another(tmp_path):
     (tmp_path / "base.yaml").write_text("name: base\ndata: {dataset: mnist, val_fraction: 0.2}\n"
                                          "caenet: {classifier_hidden: 64, ablations: [no_kd]}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\ncaenet: {head: conv, ablations: []}\n")
-    cfg = load_config(tmp_path / "child.yaml", ["caenet.head_filters=8"])
+    cfg = experiment.load(tmp_path / "child.yaml", ["caenet.head_filters=8"])
     assert (cfg.name, cfg.data.dataset, cfg.data.val_fraction) == ("child", "mnist", 0.2)
     assert (cfg.caenet.head, cfg.caenet.head_filters, cfg.caenet.classifier_hidden, cfg.caenet.ablations) == ("conv", 8, 64, [])
     (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
     with pytest.raises(ConfigError, match="a cycle"):
-        load_config(tmp_path / "child.yaml")
+        experiment.load(tmp_path / "child.yaml")
     (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\n")
     with pytest.raises(ConfigError, match="nowhere.yaml: no such config file"):
-        load_config(tmp_path / "orphan.yaml")
+        experiment.load(tmp_path / "orphan.yaml")

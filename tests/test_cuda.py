@@ -15,9 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from suite.models import create_model
-
 from suite.config import DataConfig, TrainConfig
+from suite.models import create_model
 from suite.training import checkpoints
 from suite.training.job import TrainJob
 
@@ -63,7 +62,8 @@ def test_branchynet_trains_and_exits_on_cuda():
 @needs_cuda
 def test_weight_pruning_and_sharing_hold_on_cuda():
     from suite.compression.pruning import apply_masks, magnitude_masks, prunable_weights, sparsity
-    from suite.compression.sharing import cluster_weights, distinct_values, share
+    from suite.compression.sharing import cluster_weights, share
+    from tests.test_competitors import distinct_values
 
     model = create_model("alexnet").to(DEV)
     weights = prunable_weights(model)
@@ -149,7 +149,7 @@ def _recipe_job(objective: str) -> TrainJob:
 def test_the_training_recipe_runs_on(device, objective):
     """The worker's own setup and epoch loop: augmentation, channels-last, bf16 autocast, the
     classification, KD and autoencoder losses, and evaluation, all on ``device``."""
-    from suite.distributed.worker import setup
+    from suite.training.fit import setup
     from suite.training.loop import evaluate
 
     images, labels = _random_split()
@@ -168,7 +168,7 @@ def test_a_checkpoint_round_trip_resumes_on(device, tmp_path):
     """Epoch 1, a checkpoint written and read back (on the CPU, as storage gives it), then a new
     worker resumes it on ``device``: weights as saved, optimizer moments beside the weights,
     and epoch 2 trains."""
-    from suite.distributed.worker import setup
+    from suite.training.fit import setup
 
     images, labels = _random_split()
     arrays = {"split": (images, labels), "extra": {}, "init": {}}

@@ -13,9 +13,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from suite.config import DataConfig
+from suite.config import ConfigError, DataConfig
 from suite.data import INFO, DataError, check, load_split, registry, sources
 from suite.data.registry import DatasetInfo, DatasetSource, register
+from suite.experiment import from_tree
 
 BUILTINS = ["mnist", "fashion-mnist", "cifar10", "cifar100"]
 
@@ -132,8 +133,8 @@ def test_unknown_dataset_is_one_line_listing_the_known(tmp_path):
             call()
         assert str(err.value) == expected and "\n" not in str(err.value)
     assert all(name in expected for name in BUILTINS)
-    with pytest.raises(ValueError, match=f"unknown dataset 'mnistt'; known: {', '.join(registry.names())}"):
-        _cfg("mnistt", root=str(tmp_path))  # a config naming it fails on load, before load_split
+    with pytest.raises(ConfigError, match=f"data.dataset: unknown dataset 'mnistt'; known: {', '.join(registry.names())}$"):
+        from_tree({"data": {"dataset": "mnistt", "root": str(tmp_path)}})  # a config naming it fails on load, before load_split
 
 
 def test_a_dropped_in_npz_source_is_listed_read_and_checked(drop_in, tmp_path):
@@ -219,6 +220,6 @@ def test_a_broken_source_fails_at_registration(drop_in):
 
 def test_config_accepts_a_new_source(drop_in, tmp_path):
     drop_in("toy", NPZ_SOURCE)
-    assert DataConfig(dataset="toy").dataset == "toy"
-    with pytest.raises(ValueError, match="toy"):  # the config's error lists the registered names
-        DataConfig(dataset="nope")
+    assert from_tree({"data": {"dataset": "toy"}}).data.dataset == "toy"
+    with pytest.raises(ConfigError, match="toy"):  # the config's error lists the registered names
+        from_tree({"data": {"dataset": "nope"}})

@@ -54,19 +54,22 @@ def test_export_checks_against_pytorch(smoke_run):
         names = {m["name"] for m in manifest["models"]}
         assert names == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
         assert all(m["max_abs_diff"] <= 1e-4 and m["checked_on"] == 64 for m in manifest["models"])
-    # Each file is an MLflow model of the export run too (issue 15, item 2): the ONNX CAE-Net
-    # loads through mlflow.pyfunc and gives the file's outputs.
+    # Each file is an MLflow LoggedModel of the export run too (issue 15, item 2; issue 27): the
+    # ONNX CAE-Net loads through mlflow.pyfunc and gives the file's outputs.
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{smoke_run['cwd'] / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("caenet").experiment_id], "tags.kind = 'export'")[0]
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "onnx")} >= {"onnx/caenet", "onnx/manifest.json"}
+    assert "onnx/manifest.json" in {a.path for a in client.list_artifacts(run.info.run_id, "onnx")}
+    models = {m.name: m for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])
+              if m.source_run_id == run.info.run_id}
+    assert {"onnx-caenet", "torchscript-caenet"} <= set(models)
     inputs = np.load(folder / "onnx" / "caenet.inputs.npy")
     mlflow.set_tracking_uri(uri)
     try:
-        got = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/onnx/caenet").predict(inputs)
+        got = mlflow.pyfunc.load_model(f"models:/{models['onnx-caenet'].model_id}").predict(inputs)
     finally:
         mlflow.set_tracking_uri(None)
     got = np.asarray(next(iter(got.values())) if isinstance(got, dict) else got)

@@ -12,9 +12,9 @@ from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.data import load_split
 from suite.distributed import gpus
 from suite.distributed.gpus import GpuCluster, GpuError, autoscaler_gpus, decide
-from suite.distributed.worker import setup
+from suite.training.fit import setup
 from suite.models import create_model
-from suite.training.job import TrainJob
+from suite.training.job import ShareWeights, TrainJob
 from suite.training.loop import make_optimizer
 from tests.fake_cuda import DeviceMismatch, fake_cuda
 from tests.test_cuda import _Session  # the engine side of a training (device, resume)
@@ -49,7 +49,7 @@ def _job(data: DataConfig, optimizer: str, **extra) -> TrainJob:
 
 def _cpu_checkpoint(job: TrainJob) -> dict:
     """A checkpoint as a CPU worker (or torch.load with map_location="cpu") leaves it: momentum buffers and all."""
-    cfg = TrainConfig(**job.train)
+    cfg = job.train
     model = create_model(job.model, **job.model_kwargs)
     opt, sched = make_optimizer(model.parameters(), cfg, 10)
     model(torch.rand(4, 1, 28, 28)).sum().backward()
@@ -85,7 +85,7 @@ def test_loading_optimizer_state_before_placing_the_model_is_caught(mnist_split)
     state = _cpu_checkpoint(job)
     with fake_cuda() as cuda:
         model = create_model(job.model, **job.model_kwargs)
-        opt, _ = make_optimizer(model.parameters(), TrainConfig(**job.train), 10)
+        opt, _ = make_optimizer(model.parameters(), job.train, 10)
         opt.load_state_dict(state["optimizer"])
         model.to(cuda)
         for p in model.parameters():
@@ -101,7 +101,7 @@ def test_weight_sharing_runs_on_the_gpu(mnist_split):
 
     data, split = mnist_split
     with fake_cuda() as cuda:
-        t = setup(_job(data, "sgd", share={"clusters": 8}), {"split": split, "extra": {}, "init": {}}, _Session(cuda))
+        t = setup(_job(data, "sgd", hooks=[ShareWeights(8)]), {"split": split, "extra": {}, "init": {}}, _Session(cuda))
         weights = prunable_weights(t.core)
         assert {w.device for w in weights.values()} == {cuda}
         masks = magnitude_masks(weights, 0.5)  # WC after WP, as Deep Compression chains them
@@ -170,8 +170,9 @@ def test_yes_without_a_usable_gpu_stops_in_one_line():
 
 
 def test_autoscaler_gpus_from_the_node_types():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "cluster.yaml").read_text())
     assert autoscaler_gpus(config) == 8  # worker.gpu: 1 GPU x max_workers 8; the head adds none

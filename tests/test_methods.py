@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import suite.methods as registry
-from suite.config import ConfigError, from_dict
+from suite.config import ConfigError
 from suite.data import INFO
+from suite.experiment import from_tree
+from suite.methods import stage as competitors
 from suite.models import create_model, geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult, StageRunner
-from suite.stages import competitors
 from suite.stages.common import Trained
 
 HERE = Path(__file__).parent
@@ -54,7 +55,7 @@ def test_every_built_in_kind_is_registered_with_a_summary():
 
 
 def test_cache_keys_of_existing_rows_are_unchanged():
-    cfg = from_dict({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}}).effective()
+    cfg = from_tree({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}}).effective()
     keys = {m.name: m.key(cfg) for m in cfg.compare.methods}
     assert {m.kind for m in cfg.compare.methods} == BUILT_IN
     assert json.loads(json.dumps(keys)) == json.loads((HERE / "data" / "method_cache_keys.json").read_text())
@@ -62,8 +63,8 @@ def test_cache_keys_of_existing_rows_are_unchanged():
 
 def test_a_config_round_trips_through_its_dump():
     """Sweep trials rebuild the config from its JSON dump: every kind's own keys survive."""
-    cfg = from_dict({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}})
-    again = from_dict(cfg.model_dump(mode="json"))
+    cfg = from_tree({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}})
+    again = from_tree(cfg.model_dump(mode="json"))
     assert again.compare.methods == cfg.compare.methods
     assert [type(m) for m in again.compare.methods] == [type(m) for m in cfg.compare.methods]
 
@@ -76,7 +77,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from suite.config import MethodParams
+from suite.methods.base import MethodParams
 from suite.methods import register
 from suite.stages.common import write_spec
 
@@ -112,8 +113,8 @@ def plugin(tmp_path, monkeypatch):
 def test_a_new_method_file_is_validated_listed_and_run_as_a_cached_stage(plugin, tmp_path):
     assert "copy_of" in registry.methods()
     with pytest.raises(ConfigError, match=r"\['C'\].scale: Input should be greater than 0"):
-        from_dict({**BASE, "compare": {"methods": [{"name": "C", "kind": "copy_of", "scale": 0}]}})
-    cfg = from_dict({**BASE, "compare": {"methods": [{"name": "C", "kind": "copy_of", "scale": 2.0}]}}).effective()
+        from_tree({**BASE, "compare": {"methods": [{"name": "C", "kind": "copy_of", "scale": 0}]}})
+    cfg = from_tree({**BASE, "compare": {"methods": [{"name": "C", "kind": "copy_of", "scale": 2.0}]}}).effective()
     method = cfg.compare.methods[0]
     assert type(method).__name__ == "CopyOf" and method.key(cfg)["method"] == {"kind": "copy_of", "scale": 2.0}
 

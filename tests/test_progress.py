@@ -46,8 +46,9 @@ def test_one_bar_per_running_training_on_a_terminal(monkeypatch, capsys):
 def test_a_local_ray_starts_its_dashboard_only_for_what_needs_it():
     """Ray Tune and multi-worker Ray Train query the dashboard's State API; one-worker trainings
     (warm tasks) do not, and a run without them starts Ray without it."""
-    from suite.config import RuntimeConfig, load_config
-    from suite.distributed.session import needs_dashboard
+    from suite.config import RuntimeConfig
+    from suite.distributed.ray_runtime import needs_dashboard
+    from suite.experiment import load as load_config
     from tests.test_cli_e2e import REPO
 
     assert not needs_dashboard(RuntimeConfig(), tune=False)

@@ -36,12 +36,13 @@ def test_pruned_cae_training_keeps_sparsity(ray_local, data_root, tmp_path):
 
     from suite.config import DataConfig, RuntimeConfig, TrainConfig
     from suite.distributed.training import TrainJob, fit
+    from suite.training.job import PruneWeights
 
     np.save(tmp_path / "targets.npy", np.arange(300))  # identity targets: enough for the mechanics
     job = TrainJob(name="prune", model="cae", model_kwargs={"in_channels": 1, "image_size": 28},
                    data=DataConfig(dataset="mnist", root=str(data_root), train_limit=300).model_dump(),
                    train=TrainConfig(epochs=2, batch_size=64, optimizer="adam", lr=1e-3).model_dump(),
-                   objective="reconstruct", targets_path=str(tmp_path / "targets.npy"), prune={"ratio": 0.8},
+                   objective="reconstruct", targets_path=str(tmp_path / "targets.npy"), hooks=[PruneWeights(0.8)],
                    storage_path=str(tmp_path / "ray"), progress=False)
     metrics = fit(job, RuntimeConfig(workers=1, cpus_per_worker=1, max_failures=0), tmp_path / "cae.pt")
     model = create_model("cae", in_channels=1, image_size=28)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from suite import storage
 from suite.config import ConfigError, RuntimeConfig
-from suite.distributed import storage
 from suite.training import checkpoints
 from tests.conftest import Payload
 

@@ -56,7 +56,7 @@ def test_cae_without_skips_and_the_authors_head():
 
 def test_finetuned_encoder_learns_at_its_own_rate():
     from suite.config import TrainConfig
-    from suite.distributed.worker import _param_groups
+    from suite.training.fit import _param_groups
 
     model = create_model("caenet", in_channels=1, image_size=28)
     groups = _param_groups(model, {"encoder": 0.1}, 0.01)

@@ -103,7 +103,7 @@ def test_a_file_store_without_the_opt_in_is_one_line(tmp_path, monkeypatch):
 
 def test_params_are_the_changed_keys_and_the_config_goes_beside(tmp_path):
     """Params: only keys that differ from the defaults, methods flattened by name (item 5)."""
-    from suite.config import from_dict
+    from suite.experiment import from_tree as from_dict
     from suite.pipeline.run_info import changed_params
 
     cfg = from_dict({"name": "x", "data": {"dataset": "mnist"}, "baseline": {"train": {"epochs": 3}},
@@ -134,8 +134,9 @@ def test_source_tags_name_the_commit_and_the_command(monkeypatch):
 def test_a_pipeline_run_records_models_data_source_and_config(smoke_run, monkeypatch):
     """The session's smoke ``caenet run``, read back from its SQLite store as the MLflow UI would:
     the parent holds the changed keys as params, ``config.yaml``, the source tags and both data
-    splits; every training stage holds an MLflow model; the registered CAE-Net predicts the
-    classes of the cached ``model.pt`` (issue 15, items 2-5)."""
+    splits; every training stage's run logged its model as an MLflow LoggedModel, with the stage's
+    metrics (issue 27); the registered CAE-Net predicts the classes of the cached ``model.pt``
+    (issue 15, items 2-5)."""
     import json
     from pathlib import Path
 
@@ -144,8 +145,9 @@ def test_a_pipeline_run_records_models_data_source_and_config(smoke_run, monkeyp
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from suite.config import from_dict, load_config
     from suite.data import load_split
+    from suite.experiment import from_tree as from_dict
+    from suite.experiment import load as load_config
     from suite.pipeline.run_info import dataset_digest
     from suite.stages.graph import trained_models
 
@@ -166,10 +168,13 @@ def test_a_pipeline_run_records_models_data_source_and_config(smoke_run, monkeyp
     digests = {d.dataset.name: d.dataset.digest for d in parent.inputs.dataset_inputs}
     assert digests["mnist-test"] == dataset_digest(test.images, test.labels) and "mnist-train" in digests
     stages = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    logged = {m.model_id: m for m in client.search_logged_models(experiment_ids=[exp.experiment_id])}
     for name in ("baseline", "autoencoder", "caenet"):
-        # the run that trained the stage holds its model (the baseline was trained by the stopped run)
-        trained_by = json.loads((Path(stages[name].data.tags["stage_dir"]) / "mlflow_model.json").read_text())["run_id"]
-        assert "model/MLmodel" in {a.path for a in client.list_artifacts(trained_by, "model")}, name
+        # the run that trained the stage logged its model (the baseline was trained by the stopped run)
+        info = json.loads((Path(stages[name].data.tags["stage_dir"]) / "mlflow_model.json").read_text())
+        model = logged[info["model_uri"].removeprefix("models:/")]
+        assert (model.name, model.source_run_id, str(model.status)) == (name, info["run_id"], "READY")
+        assert model.metrics and {m.run_id for m in model.metrics} == {info["run_id"]}, name
         assert {d.dataset.name for d in stages[name].inputs.dataset_inputs} == {"mnist-train", "mnist-test"}
 
     model_name, version = parent.data.tags["registered_model"].split("/")
@@ -186,3 +191,166 @@ def test_a_pipeline_run_records_models_data_source_and_config(smoke_run, monkeyp
     x = test.floats()
     with torch.no_grad():
         assert torch.equal(registered(x).argmax(1), cached(x).argmax(1))
+
+
+def _tiny_tracker(tmp_path, monkeypatch):
+    """A tracker on SQLite in ``tmp_path/store`` run from ``tmp_path/cwd``, with no process-wide
+    tracking URI (as in ``caenet run``): MLflow calls that fall back on it would use, and create,
+    ``cwd/mlflow.db``."""
+    import mlflow
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    return Tracker(RuntimeConfig(tracking_uri=f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", experiment="t"))
+
+
+def _tiny_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+
+
+def test_a_stage_model_is_a_logged_model_linked_to_its_run_and_metrics(tmp_path, monkeypatch):
+    """Issue 27: a stage's model is an MLflow LoggedModel (the experiment's Models tab), named
+    after the stage, from its run, with the run's last-epoch and final metrics; the returned
+    ``models:/`` URI loads the TorchScript model with ``mlflow.pytorch`` and ``mlflow.pyfunc``."""
+    import mlflow
+    import mlflow.pyfunc
+    import mlflow.pytorch
+
+    tracker = _tiny_tracker(tmp_path, monkeypatch)
+    tracker.start_parent("pipeline", {})
+    run = tracker.start_child("baseline", {"train": {"epochs": 3}})
+    other = tracker.start_child("autoencoder", {})
+    for epoch, loss in ((1, 2.0), (2, 1.0), (3, 0.5)):
+        tracker.log_metrics(run, {"train_loss": loss, "epoch": epoch}, step=epoch)
+    tracker.log_metrics(other, {"train_loss": 9.0}, step=1)
+    net, x = _tiny_net(), np.random.default_rng(0).random((1, 4), dtype=np.float32)
+
+    uri = tracker.log_model(run, net, x)
+    tracker.log_final_metrics(run, {"train_loss": 0.5, "epoch": 3, "test_acc": 0.75}, step=3)
+    tracker.log_metrics(other, {"train_loss": 8.0}, step=2)  # another run's metric: not the model's
+
+    models = tracker.client.search_logged_models(experiment_ids=[tracker.experiment_id])
+    assert len(models) == 1
+    model = models[0]
+    assert uri == f"models:/{model.model_id}"
+    assert (model.name, model.source_run_id, str(model.status)) == ("baseline", run, "READY")
+    assert model.params == {"train.epochs": "3"}
+    assert sorted((m.key, m.step, m.value) for m in model.metrics) == [("epoch", 3, 3.0), ("test_acc", 3, 0.75),
+                                                                      ("train_loss", 3, 0.5)]
+    assert [(o.model_id, o.step) for o in tracker.client.get_run(run).outputs.model_outputs] == [(model.model_id, 3)]
+    # linking the last epoch to the model adds no second point to the run's curve
+    assert [(m.step, m.value) for m in tracker.client.get_metric_history(run, "train_loss")] == [(1, 2.0), (2, 1.0), (3, 0.5)]
+    assert not (tmp_path / "cwd" / "mlflow.db").exists()
+
+    mlflow.set_tracking_uri(tracker.uri)
+    try:
+        loaded = mlflow.pytorch.load_model(uri)
+        assert isinstance(loaded, torch.jit.ScriptModule)  # TorchScript: loads without the suite
+        with torch.no_grad():
+            want = net(torch.from_numpy(x))
+            assert torch.allclose(loaded(torch.from_numpy(x)), want)
+        assert np.allclose(np.asarray(mlflow.pyfunc.load_model(uri).predict(x)), want.numpy())
+        info = mlflow.models.get_model_info(uri)
+        assert info.signature is not None and info.saved_input_example_info is not None
+        assert info.model_id == model.model_id and info.run_id == run
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_register_takes_the_logged_model_uri(tmp_path, monkeypatch):
+    """``register`` makes a version from ``log_model``'s ``models:/<id>`` URI without a
+    process-wide tracking URI (MLflow's SQL registry looks the model up through it), leaves that
+    URI as it was, reuses the version of a stage key, and lists the versions on the LoggedModel;
+    a ``runs:/`` model URI that an older suite wrote still registers."""
+    import json
+    import os
+    import tempfile
+
+    import mlflow
+    import mlflow.pytorch
+
+    tracker = _tiny_tracker(tmp_path, monkeypatch)
+    run = tracker.start_parent("stage", {})
+    net, x = _tiny_net(), np.zeros((1, 4), dtype=np.float32)
+    uri = tracker.log_model(run, net, x)
+    model_id = uri.split("/")[-1]
+
+    assert tracker.register("tiny", uri, run, {"test_acc": 0.5}, key="abc") == (1, True)
+    assert tracker.register("tiny", uri, run, {"test_acc": 0.5}, key="abc") == (1, False)
+    assert tracker.register("tiny", uri, run, {"test_acc": 0.6}, key="def") == (2, True)
+    version = tracker.client.get_model_version("tiny", "1")
+    assert (version.source, version.run_id, version.tags["test_acc"]) == (uri, run, "0.5")
+    assert json.loads(tracker.client.get_logged_model(model_id).tags["mlflow.modelVersions"]) == [
+        {"name": "tiny", "version": "1"}, {"name": "tiny", "version": "2"}]
+    assert not (tmp_path / "cwd" / "mlflow.db").exists() and "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'cwd' / 'mlflow.db'}"  # MLflow's default, untouched
+
+    with tempfile.TemporaryDirectory() as folder:  # a stage logged by an older suite
+        mlflow.pytorch.save_model(torch.jit.trace(net, torch.from_numpy(x)), f"{folder}/model", serialization_format="pickle",
+                                  pip_requirements=["torch"])
+        tracker.client.log_artifacts(run, f"{folder}/model", "model")
+    assert tracker.register("tiny", f"runs:/{run}/model", run, {}, key="old") == (3, True)
+    mlflow.set_tracking_uri(tracker.uri)
+    try:
+        with torch.no_grad():
+            for v in ("1", "3"):
+                assert torch.allclose(mlflow.pytorch.load_model(f"models:/tiny/{v}")(torch.from_numpy(x)), net(torch.from_numpy(x)))
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_models_logged_from_threads_go_to_their_own_runs(tmp_path, monkeypatch):
+    """Stages log their models at once from threads, each to its own run (no active run, no
+    process-wide tracking URI): each LoggedModel names its stage and comes from its run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tracker = _tiny_tracker(tmp_path, monkeypatch)
+    tracker.start_parent("pipeline", {})
+    runs = {name: tracker.start_child(name, {}) for name in ("baseline", "autoencoder", "caenet")}
+    x = np.zeros((1, 4), dtype=np.float32)
+    with ThreadPoolExecutor(3) as pool:
+        uris = dict(zip(runs, pool.map(lambda run: tracker.log_model(run, _tiny_net(), x), runs.values())))
+    models = {m.model_id: m for m in tracker.client.search_logged_models(experiment_ids=[tracker.experiment_id])}
+    assert {name: (models[uri.split("/")[-1]].name, models[uri.split("/")[-1]].source_run_id) for name, uri in uris.items()} == {
+        name: (name, run) for name, run in runs.items()}
+    assert {str(m.status) for m in models.values()} == {"READY"}
+
+
+def test_an_onnx_export_is_a_logged_model(tmp_path, monkeypatch):
+    """``log_onnx_model`` makes an ONNX LoggedModel of the export run, named after its path (MLflow
+    refuses "/" and "." in a model name), which ``mlflow.pyfunc`` loads and runs; the export run's
+    metrics are not its."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import mlflow
+    import mlflow.pyfunc
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w, b = rng.random((3, 4), dtype=np.float32), rng.random(3, dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1)], "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    file = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(file))
+
+    tracker = _tiny_tracker(tmp_path, monkeypatch)
+    run = tracker.start_parent("export", {})
+    tracker.log_metrics(run, {"n": 1})
+    x = rng.random((2, 4), dtype=np.float32)
+    uri = tracker.log_onnx_model(run, file, x[:1], "onnx/caenet.encoder")
+    [model] = tracker.client.search_logged_models(experiment_ids=[tracker.experiment_id])
+    assert uri == f"models:/{model.model_id}"
+    assert (model.name, model.source_run_id, str(model.status)) == ("onnx-caenet-encoder", run, "READY")
+    assert not model.metrics and run not in tracker.run_models
+    mlflow.set_tracking_uri(tracker.uri)
+    try:
+        got = mlflow.pyfunc.load_model(uri).predict(x)
+    finally:
+        mlflow.set_tracking_uri(None)
+    got = np.asarray(next(iter(got.values())) if isinstance(got, dict) else got)
+    assert np.allclose(got, x @ w.T + b, atol=1e-6)

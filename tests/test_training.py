@@ -30,7 +30,7 @@ def test_fit_saves_weights_and_resumes_from_checkpoint(ray_local, data_root, tmp
     model.load_state_dict(torch.load(tmp_path / "a.pt", weights_only=True))
 
     # The same job asked for a second epoch (as after an interrupted run) trains only that one.
-    longer = replace(job, train={**job.train, "epochs": 2})
+    longer = replace(job, train=job.train.model_copy(update={"epochs": 2}))
     second = fit(longer, RUNTIME, tmp_path / "b.pt")
     assert second["resumed_at_epoch"] == 1 and second["epoch"] == 2
 
@@ -42,7 +42,7 @@ def test_fit_saves_weights_and_resumes_from_checkpoint(ray_local, data_root, tmp
         done = fit(longer, RUNTIME, tmp_path / "c.pt")
         assert done["epoch"] == 2 and done["resumed_at_epoch"] == 2
         with pytest.raises(NeedsTraining):
-            fit(replace(job, train={**job.train, "epochs": 3}), RUNTIME, tmp_path / "d.pt")
+            fit(replace(job, train=job.train.model_copy(update={"epochs": 3})), RUNTIME, tmp_path / "d.pt")
     for key, value in torch.load(tmp_path / "b.pt", weights_only=True).items():
         torch.testing.assert_close(torch.load(tmp_path / "c.pt", weights_only=True)[key], value)
 
@@ -69,7 +69,6 @@ def test_workers_get_object_refs_and_no_driver_path(ray_local, data_root, tmp_pa
     """What a training sends its workers names no file of the driver's: the split, targets,
     teacher logits and initial weights travel as object refs (a worker on another node sees
     none of those files; tests/test_two_nodes.py runs that for real)."""
-    import json
 
     import numpy as np
     import ray
@@ -85,7 +84,7 @@ def test_workers_get_object_refs_and_no_driver_path(ray_local, data_root, tmp_pa
     inputs = config["inputs"]
     refs = [inputs["split"], *inputs["extra"].values(), *inputs["init"].values()]
     assert len(refs) == 4 and all(isinstance(r, ray.ObjectRef) for r in refs)
-    text = json.dumps(config["job"])
+    text = repr(config["job"])  # everything the workers get of the job
     assert str(data_root) not in text and "targets.npy" not in text and "cae.pt" not in text
     assert ray.get(inputs["extra"]["targets"]).tolist() == list(range(300))
     images, labels = ray.get(inputs["split"])

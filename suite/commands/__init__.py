@@ -3,7 +3,7 @@
 A command module defines ``HELP`` (its line in ``caenet --help``), ``ORDER`` (its place
 there), ``add_parser(sub)``, which adds its argparse sub-parser and sets ``func``, and that
 entry, ``main(args) -> exit code``. Commands that train, track or read the cache enter
-through ``suite.commands.session.open_session``.
+through ``suite.pipeline.session.open_session``.
 
 ``caenet --help`` reads ``HELP`` and ``ORDER`` from the files without importing them, and a
 command line imports only its own command: the modules import torch, Ray and MLflow, which
@@ -18,7 +18,7 @@ import pkgutil
 from pathlib import Path
 from types import ModuleType
 
-_HELPERS = {"session", "common"}
+_HELPERS = {"common"}
 
 
 def catalog() -> dict[str, str]:

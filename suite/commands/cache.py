@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shutil
 import time
 from collections import defaultdict
@@ -25,18 +24,15 @@ import yaml
 
 from suite.commands.common import add_set, config_of, overrides
 from suite.config import ConfigError, ExperimentConfig, RuntimeConfig
+from suite.experiment import resolve as resolve_config
 from suite.locks import try_lock
-from suite.pipeline.lookup import resolve_config
 from suite.pipeline.run_info import REPO_ROOT
-from suite.pipeline.stage import SUCCESS
+from suite.pipeline.stage import LOCK, PARTIAL, STAGE_ENTRY, SUCCESS
 from suite.stages.graph import plan
 
 ORDER = 65
 HELP = "the stage cache's size per dataset and stage; `caenet cache clean` removes stages no config uses"
 
-# <stage>-<16 hex key>, then nothing (finished or not), .partial (work in progress) or .lock
-STAGE_ENTRY = re.compile(r"^(?P<stage>.+)-(?P<key>[0-9a-f]{16})(?P<suffix>\.partial|\.lock)?$")
-PARTIAL, LOCK = ".partial", ".lock"
 STALE_LOCK = "stale lock"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from suite.config import ExperimentConfig
-from suite.pipeline.lookup import resolve_config
+from suite.experiment import resolve as resolve_config
 
 
 def add_set(parser: argparse.ArgumentParser, example: str = "--set baseline.train.epochs=3") -> None:

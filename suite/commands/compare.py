@@ -1,7 +1,7 @@
 """``caenet compare``: CAE-Net against every competitor of Tables I / II on one dataset.
 
 The pipeline's stages give the baseline and CAE-Net (cached from ``caenet run``); each
-``compare.methods`` entry is then one more cached stage (``suite.stages.competitors``),
+``compare.methods`` entry is then one more cached stage (``suite.methods.stage``),
 all in one Ray session. After Ray stops, every model is measured the same way on this
 machine: test accuracy, parameters (non-zero), size, and batch-1 latency in alternating
 rounds (BranchyNet: over real test images, since where an image exits depends on it).
@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 
 from suite.commands.common import add_set, add_smoke, config_of
-from suite.commands.session import open_session
 from suite.config import ExperimentConfig
 from suite.data import load_split
+from suite.methods import stage as competitors
 from suite.metrics import P50, accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
 from suite.models.branchy import BranchyNet
 from suite.pipeline.context import Context
+from suite.pipeline.session import open_session
 from suite.report import tables
-from suite.stages import competitors
 from suite.stages.common import Trained
 from suite.stages.graph import train_stages
 

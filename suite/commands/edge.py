@@ -11,10 +11,10 @@ from pathlib import Path
 
 from suite.commands.common import add_set, config_of
 from suite.commands.export import export_run
-from suite.commands.session import Session, open_session
 from suite.edge.bench import RUNTIME_FORMAT, bench_boards
 from suite.edge.boards import Inventory, load_inventory
 from suite.metrics import MEAN, P50, P90, P99
+from suite.pipeline.session import Session, open_session
 
 ORDER = 50
 HELP = 'edge boards: deploy and benchmark a run'"'"'s models over SSH (latency, energy)'

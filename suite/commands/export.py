@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from suite.commands.common import add_set, config_of, positive_int
-from suite.commands.session import open_session
 from suite.compression.quantize import quiet_jit
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import load_split
 from suite.edge.export import FORMATS, export_model, write_manifest
+from suite.pipeline.session import open_session
 from suite.stages.graph import trained_models
 
 ORDER = 40

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from suite.config import MethodParams
 from suite.methods import methods, summary
+from suite.methods.base import MethodParams
 
 ORDER = 90
 HELP = 'list the competitor methods compare.methods takes, with their keys'

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from suite.commands.common import add_set, config_of
-from suite.commands.session import open_session
 from suite.config import ConfigError
 from suite.pipeline.context import cache_root
+from suite.pipeline.session import open_session
 from suite.report import tables
 
 ORDER = 60

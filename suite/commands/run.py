@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from suite.commands.common import add_set, add_smoke, config_of
-from suite.commands.session import open_session
 from suite.config import ExperimentConfig, to_yaml
 from suite.errors import writable_file
 from suite.metrics import P50
+from suite.pipeline.session import open_session
 from suite.report import summary as summary_mod
 from suite.report.summary import table
 from suite.stages import evaluate

@@ -94,11 +94,6 @@ def share(weights: dict[str, torch.Tensor], assignments: dict[str, torch.Tensor]
         w.copy_(means[assign])
 
 
-def distinct_values(model: nn.Module) -> dict[str, int]:
-    """Number of distinct values in each conv/linear weight (what the WC test pins)."""
-    return {name: int(torch.unique(w.detach()).numel()) for name, w in prunable_weights(model).items()}
-
-
 def packed_bytes(model: nn.Module, k: int) -> int:
     """Serialized size with every conv/linear weight as packed ceil(log2 k)-bit indices + codebook."""
     bits = max(1, math.ceil(math.log2(k)))

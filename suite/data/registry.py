@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from suite.data import sources  # the plug-in folder: its modules are imported on first lookup
 from suite.data.formats import DataError
 
 
@@ -90,8 +91,6 @@ def _registered() -> dict[str, DatasetSource]:
     if not _scanned:
         with _scan_lock:
             if not _scanned:
-                from suite.data import sources  # the plug-in folder, imported on first lookup
-
                 for module in pkgutil.iter_modules(sources.__path__, sources.__name__ + "."):
                     importlib.import_module(module.name)
                 _scanned = True

@@ -17,8 +17,8 @@ import threading
 
 from tqdm import tqdm
 
-# Progress records: the worker's numbers inside an epoch (ProgressLines), keyed like this in the stream
-PROGRESS = "_progress"
+from suite.training.reports import epoch_line, progress_line
+
 TTY_EVERY_S = 1.0  # how often a worker sends progress when the driver draws bars
 
 
@@ -30,21 +30,6 @@ def interactive() -> bool:
 def every_s(configured: float) -> float:
     """How often a worker sends progress: often enough to move a bar on a terminal."""
     return min(configured, TTY_EVERY_S) if interactive() else configured
-
-
-def epoch_line(label: str, epochs: int, metrics: dict) -> str:
-    """``[name] epoch e/E  train_loss=...  val_acc=...  (Ns)``: one line per finished epoch
-    (``label``: the training's ``TrainJob.label``, e.g. ``[caenet]``)."""
-    shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in ("train_loss", "images_per_second", "val_loss", "val_acc",
-                                                        "weight_sparsity") if k in metrics)
-    return f"{label} epoch {int(metrics.get('epoch', 0))}/{epochs}  {shown}  ({metrics.get('epoch_seconds', 0.0):.1f}s)"
-
-
-def progress_line(label: str, p: dict) -> str:
-    """A line inside an epoch: batches done, loss so far, images/s, time left in the epoch."""
-    step, steps = p["step"], p["steps"]
-    return (f"{label} epoch {p['epoch']}/{p['epochs']}: {step}/{steps} batches ({100 * step // steps}%), "
-            f"loss {p['loss']:.4g}, {p['images_per_second']:.0f} img/s, ~{p['left_s']:.0f}s left in the epoch")
 
 
 def _line(text: str) -> None:

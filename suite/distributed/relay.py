@@ -12,6 +12,7 @@ epoch whose checkpoint never registered (a worker killed mid-report) is not logg
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from queue import Empty
@@ -20,8 +21,9 @@ import ray
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from suite.distributed.progress import PROGRESS, display
-from suite.distributed.session import on_close, session_key
+from suite.distributed.progress import display
+from suite.distributed.ray_runtime import on_close, session_key
+from suite.training.reports import PROGRESS
 
 _SKIP = ("epoch", "started_at_epoch")
 
@@ -120,10 +122,34 @@ def callback(uri: str | None, run_id: str | None, name: str, epochs: int):
             _drain = None
         if _drain is None:
             _drain = _Drain(key)
-        # Deferred on purpose: ``ray.train`` takes 1.2 s to import, and only Ray Train needs it.
-        from suite.distributed.relay_callback import EpochRelay
+        return _epoch_relay_class()(_drain.queue.actor, (uri, run_id, name, epochs))
 
-        return EpochRelay(_drain.queue.actor, (uri, run_id, name, epochs))
+
+@functools.cache
+def _epoch_relay_class():
+    """The Ray Train callback class, made on first use: its base lives in ``ray.train``, which
+    takes ~2.6 s to import, and only data-parallel trainings need it. (Defined here, Ray pickles
+    the class with its instances: controller and workers need no import of it.)"""
+    try:
+        from ray.train import UserCallback  # deferred: ray.train takes ~2.6 s to import
+    except ImportError:  # older Ray: the callback base moved
+        from ray.train.v2.api.callback import UserCallback  # deferred, as above
+
+    class EpochRelay(UserCallback):
+        def __init__(self, queue_actor, target: tuple):
+            self.queue_actor, self.target = queue_actor, target  # (tracking URI, run id, training name, epochs)
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics and metrics[0]:
+                self.send(metrics[0])
+
+        def send(self, metrics: dict) -> None:
+            """Also called by a worker that resumed from a checkpoint the controller never saw
+            reported (its worker died right after persisting it): that epoch is logged too."""
+            # Fire and forget: the controller's event loop must not block on the queue.
+            self.queue_actor.put_nowait.remote((self.target, metrics))
+
+    return EpochRelay
 
 
 def wait_for(name: str, run_id: str | None, step: int, timeout_s: float = 15.0) -> None:

@@ -27,7 +27,7 @@ import contextlib
 import functools
 import json
 import threading
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +36,16 @@ import ray
 import torch
 from ray.exceptions import RayError, RayTaskError
 
-from suite.config import DataConfig, RuntimeConfig, TrainConfig
+from suite import storage as store
+from suite.config import DataConfig, RuntimeConfig
 from suite.data import load_split
 from suite.distributed import progress, relay
-from suite.distributed import storage as store
-from suite.distributed.session import ensure_ray, on_close, session_key, use_gpu
+from suite.distributed.ray_runtime import ensure_ray, on_close, session_key, use_gpu
 from suite.distributed.worker import train_loop_per_worker, train_task
 from suite.errors import UserError, last_line
 from suite.training import checkpoints
 from suite.training.job import TrainingError, TrainJob
+from suite.training.reports import PROGRESS
 
 __all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "task_options", "train_task_remote", "use_gpu",
            "worker_config"]
@@ -57,13 +58,13 @@ _split_refs: dict[tuple, object] = {}  # (Ray session, data config) -> object re
 _split_lock = threading.Lock()
 
 
-def _split_ref(data: dict):
+def _split_ref(data: DataConfig):
     """The training split as (uint8 images, labels) numpy arrays in the object store, put once
     per Ray session and shared by every training that reads the same data."""
-    key = (session_key(), json.dumps({k: v for k, v in data.items() if k not in ("root", "download")}, sort_keys=True))
+    key = (session_key(), json.dumps(data.model_dump(exclude={"root", "download"}), sort_keys=True))
     with _split_lock:
         if key not in _split_refs:
-            ds = load_split(DataConfig(**data), "train")
+            ds = load_split(data, "train")
             _split_refs[key] = ray.put((ds.images.numpy(), ds.labels.numpy()))
         return _split_refs[key]
 
@@ -111,8 +112,8 @@ def worker_config(job: TrainJob, runtime: RuntimeConfig, epoch_relay=None) -> di
     """What the workers get: the job without any of the driver's paths (the storage aside,
     which every node reaches), its inputs as object refs, and the relay for resumed epochs."""
     for_workers = replace(job, targets_path=None, teacher_logits_path=None, init_from={}, mlflow_uri=None,
-                          data={**job.data, "root": None})
-    return {"job": asdict(for_workers), "inputs": _inputs(job), "threads": runtime.threads(),
+                          data=job.data.model_copy(update={"root": None}))
+    return {"job": for_workers, "inputs": _inputs(job), "threads": runtime.threads(),
             "channels_last": runtime.channels_last, "precision": runtime.precision, "relay": epoch_relay}
 
 
@@ -134,9 +135,9 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: boo
     scheduler such as ASHA can stop a trial that trails).
     """
     storage = job.storage_path if store.is_uri(job.storage_path) else str(Path(job.storage_path).resolve())
-    job = TrainJob(**{**asdict(job), "storage_path": storage, "progress_every_s": progress.every_s(job.progress_every_s)})
+    job = replace(job, storage_path=storage, progress_every_s=progress.every_s(job.progress_every_s))
     latest, resume_epoch = checkpoints.latest(storage)  # the worker resumes from it; reported below
-    epochs = TrainConfig(**job.train).epochs
+    epochs = job.train.epochs
     if latest is not None and resume_epoch + 1 >= epochs:
         # Every epoch is already checkpointed (the process died, or Tune stopped the trial,
         # after the last report): finish from the checkpoint without starting workers.
@@ -168,7 +169,7 @@ def _fit_ray_train(job: TrainJob, runtime: RuntimeConfig, storage: str, report_t
     )
     from ray.train.torch import TorchTrainer  # deferred: ray.train takes 1.2 s to import
 
-    epoch_relay = relay.callback(job.mlflow_uri, job.mlflow_run_id, job.label, TrainConfig(**job.train).epochs)
+    epoch_relay = relay.callback(job.mlflow_uri, job.mlflow_run_id, job.label, job.train.epochs)
     callbacks = [epoch_relay]
     if report_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback  # deferred: sweep trials only
@@ -219,7 +220,7 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
     task = train_task_remote(gpu).options(**task_options(job, runtime, gpu))
     config = {**worker_config(job, runtime), "attempt": f"attempt-{_attempts(storage)}"}
     log = relay.EpochLogger(job.mlflow_uri, job.mlflow_run_id) if job.mlflow_uri and job.mlflow_run_id else None
-    epochs = TrainConfig(**job.train).epochs
+    epochs = job.train.epochs
     if report_to_tune:
         from ray import tune  # deferred: ~0.8 s to import, and only sweep trials report to Tune
     logged, failures = 0, 0
@@ -228,8 +229,8 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         try:
             for ref in stream:
                 metrics = ray.get(ref)
-                if progress.PROGRESS in metrics:  # inside an epoch: a bar (or a line) here
-                    progress.display.progress(job.label, metrics[progress.PROGRESS])
+                if PROGRESS in metrics:  # inside an epoch: a bar (or a line) here
+                    progress.display.progress(job.label, metrics[PROGRESS])
                     continue
                 epoch = int(metrics.get("epoch", 0))
                 if epoch <= logged:

@@ -30,19 +30,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, get_type_hints
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
+                      field_validator, model_validator)
 
-from suite.config import ConfigError, _one_line, read_yaml
+from suite.config import ConfigError, one_line, read_yaml
 from suite.edge import power_sources
 
 
@@ -133,7 +124,7 @@ def load_inventory(path: str | Path, only: list[str] | None = None) -> Inventory
     try:
         inventory = Inventory.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_one_line(exc)}") from None
+        raise ConfigError(f"{path}: {one_line(exc)}") from None
     if only:
         known = [b.name for b in inventory.boards]
         unknown = [n for n in only if n not in known]

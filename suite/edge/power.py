@@ -20,12 +20,6 @@ class Energy:
     samples: int
     source: str
 
-    def per_inference_mj(self, inferences: int) -> float | None:
-        """Millijoules per inference (total, idle included: what the battery pays)."""
-        if self.joules is None or inferences <= 0:
-            return None
-        return 1e3 * self.joules / inferences
-
     def dynamic_per_inference_mj(self, inferences: int, seconds: float) -> float | None:
         """Millijoules per inference above the idle draw (what the model itself costs)."""
         if self.joules is None or self.idle_watts is None or inferences <= 0:

@@ -17,6 +17,7 @@ writes ``result.json``:
 import argparse
 import contextlib
 import glob
+import importlib
 import json
 import os
 import platform
@@ -24,10 +25,8 @@ import sys
 import threading
 import time
 
-if __package__:  # imported on the controller, as suite.edge.runner
-    from . import power_sources
-else:  # on the board: bench.py copies the package next to this file
-    import power_sources
+# On the controller this is suite.edge.runner; on the board, bench.py copies the package next to this file.
+power_sources = importlib.import_module(".power_sources" if __package__ else "power_sources", __package__ or None)
 
 read = power_sources.read
 

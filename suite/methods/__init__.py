@@ -1,6 +1,6 @@
 """The competitor methods of Tables I / II, one module each: a plug-in folder.
 
-A method is a ``MethodParams`` subclass (``suite.config``) decorated with ``@register``: its
+A method is a ``MethodParams`` subclass (``suite.methods.base``) decorated with ``@register``: its
 fields are what a ``compare.methods`` entry of that ``kind`` takes (typed and validated on
 load), its class variables tell the comparison stage what it needs, and ``run(job)`` trains
 or compresses the model and returns its metrics. Every module in this package is imported on
@@ -16,10 +16,11 @@ import typing
 
 from pydantic import ValidationError
 
-from suite.config import MethodParams, _one_line
+from suite.config import CompareConfig, one_line
+from suite.methods.base import MethodParams
 
 _METHODS: dict[str, type[MethodParams]] = {}
-_HELPERS = {"common"}  # modules of this package that hold no method
+_HELPERS = {"base", "common", "stage"}  # modules of this package that hold no method
 _discovered = False  # every module of the folder imported (a direct import registers one alone)
 
 
@@ -65,4 +66,18 @@ def parse_method(entry, index: int) -> MethodParams:
     try:
         return known[kind].model_validate(entry)
     except ValidationError as exc:
-        raise ValueError(_one_line(exc, prefix=f"[{label}]")) from None
+        raise ValueError(one_line(exc, prefix=f"[{label}]")) from None
+
+
+def parse_methods(compare: CompareConfig) -> list[MethodParams]:
+    """``compare.methods`` as their kinds' classes, each ``of`` naming an earlier row and each
+    kind's own ``check`` passed; ValueError in one line otherwise."""
+    parsed, seen = [], {"baseline", "caenet"}
+    for index, entry in enumerate(compare.methods):
+        method = entry if isinstance(entry, MethodParams) else parse_method(entry.model_dump(exclude_unset=True), index)
+        method.check(compare)
+        if not method.fresh and method.of not in seen:
+            raise ValueError(f"method {method.name!r}: 'of: {method.of}' names no earlier method (have {sorted(seen)})")
+        seen.add(method.name)
+        parsed.append(method)
+    return parsed

@@ -36,7 +36,7 @@ from suite.compression.factorize import can_apply, factorize
 from suite.compression.quantize import quantize_int8, scripted_bytes
 from suite.compression.structured import prune_channels
 from suite.config import ConfigError, LatencyConfig, TrainConfig
-from suite.distributed.session import ensure_ray
+from suite.distributed.ray_runtime import ensure_ray
 from suite.distributed.training import TrainingError
 from suite.methods import register
 from suite.methods.common import MethodJob, TimesItself, base_kwargs, calibration, save_int8

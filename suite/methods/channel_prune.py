@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from suite.config import MethodParams
 from suite.methods import register
+from suite.methods.base import MethodParams
 from suite.methods.common import MethodJob, prune_structure
 from suite.stages.common import write_spec
 

@@ -13,9 +13,9 @@ from pydantic import Field
 
 from suite.compression.quantize import quantize_int8, quiet_jit, scripted_bytes
 from suite.compression.structured import prune_channels
-from suite.config import MethodParams
 from suite.data import fit_and_val
 from suite.distributed.training import TrainJob, fit
+from suite.methods.base import MethodParams
 from suite.metrics import count_parameters
 from suite.models import geometry
 from suite.models.resized import resized_spec

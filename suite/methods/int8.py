@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from suite.config import MethodParams
 from suite.methods import register
+from suite.methods.base import MethodParams
 from suite.methods.common import MethodJob, calibration, save_int8
 
 

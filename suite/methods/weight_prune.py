@@ -8,10 +8,11 @@ from typing import Literal
 from pydantic import Field
 
 from suite.compression.pruning import sparse_bytes
-from suite.config import MethodParams
 from suite.methods import register
+from suite.methods.base import MethodParams
 from suite.methods.common import MethodJob
 from suite.stages.common import load_model, write_spec
+from suite.training.job import PruneWeights
 
 
 @register
@@ -25,7 +26,7 @@ class WeightPrune(MethodParams):
         name, kwargs = job.source.model, job.source.kwargs
         out = job.work / "model.pt"
         metrics = job.fit(out, model=name, model_kwargs=kwargs, init_from={"": str(job.source.stage.file("model.pt"))},
-                          prune={"ratio": self.ratio})
+                          hooks=[PruneWeights(self.ratio)])
         size = sparse_bytes(load_model(name, kwargs, out))
         write_spec(job.work, name, kwargs, size)
         return {**metrics, "compressed_size_bytes": size}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from suite import storage
 from suite.config import ExperimentConfig
 from suite.data import INFO, DatasetInfo, load_split
-from suite.distributed import storage
 from suite.pipeline.stage import StageRunner
 from suite.pipeline.tracking import Tracker
 

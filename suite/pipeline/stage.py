@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 import time
@@ -19,12 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from suite.distributed import storage as checkpoint_storage
+from suite import storage as checkpoint_storage
 from suite.errors import INTERRUPTED, UserError
 from suite.locks import file_lock
 from suite.pipeline.tracking import Tracker
 
+# The cache layout, in one place (``caenet cache`` reads it from here): a stage's folder is
+# <stage>-<16 hex key>; beside it <folder>.partial while it runs and <folder>.lock while a
+# process holds it; a finished folder holds SUCCESS.
 SUCCESS = "_SUCCESS"
+PARTIAL, LOCK = ".partial", ".lock"
+STAGE_ENTRY = re.compile(r"^(?P<stage>.+)-(?P<key>[0-9a-f]{16})(?P<suffix>\.partial|\.lock)?$")
+
+
+def stage_folder(cache_root: Path, name: str, key: str) -> Path:
+    return cache_root / f"{name}-{key}"
 
 
 @dataclass
@@ -44,6 +54,19 @@ def stage_key(name: str, version: int, params: dict, inputs: list[StageResult]) 
     blob = json.dumps({"stage": name, "version": version, "params": params, "inputs": [i.key for i in inputs]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def changed(section, **keys: str) -> dict:
+    """The cache-key rule for options added after a stage shipped: ``{key: value}`` for each
+    ``field=key`` of config ``section`` whose value differs from the field's default, nothing for
+    one at its default. So a new option, left at its default, does not change the key of a
+    finished stage (as ``MethodParams.key`` does for the methods)."""
+    out = {}
+    for field, key in keys.items():
+        value = getattr(section, field)
+        if value != type(section).model_fields[field].get_default(call_default_factory=True):
+            out[key] = value.model_dump() if hasattr(value, "model_dump") else value
+    return out
 
 
 class StageMissing(UserError, RuntimeError):
@@ -67,7 +90,7 @@ class StageRunner:
         self.planned: list[StageResult] = []
 
     def _folder(self, name: str, key: str) -> Path:
-        return self.cache_root / f"{name}-{key}"
+        return stage_folder(self.cache_root, name, key)
 
     def finished(self, name: str, version: int, params: dict, inputs: list[StageResult]) -> bool:
         """Whether the stage is in the cache, finished (its inputs' keys must be known)."""
@@ -105,7 +128,7 @@ class StageRunner:
         if self.require_cached:
             raise StageMissing(f"stage '{name}' has not finished for this config under {self.cache_root}; "
                                "run `caenet run` with the same config first")
-        work = final.with_name(final.name + ".partial")
+        work = final.with_name(final.name + PARTIAL)
         work.mkdir(parents=True, exist_ok=True)
         (work / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True, default=str))
         run_id = tracker.start_child(name, params, {"cache_hit": "false", "stage_key": key, "stage_dir": str(final)}) if tracker else None
@@ -150,7 +173,7 @@ def _final_step(metrics: dict) -> int:
 def _stage_lock(final: Path, waiting: Callable[[Path], None]):
     """An exclusive lock on ``<stage>.lock``: one process runs a stage, the others wait
     (``waiting`` is told once) and then find it finished."""
-    path = final.with_name(final.name + ".lock")
+    path = final.with_name(final.name + LOCK)
     return file_lock(path, lambda _: waiting(path))
 
 

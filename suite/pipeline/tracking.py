@@ -7,9 +7,10 @@ made absolute because Ray workers and jobs run in other directories. An experime
 creates on a SQLite store keeps its artifacts beside the database: MLflow's default,
 ``./mlruns`` of the working directory, is a temporary copy inside ``ray job submit``.
 
-Trained models are logged as MLflow models (TorchScript, so loading one needs torch but not
-this suite), with a signature and a real input example; ``register`` puts one in the Model
-Registry.
+Trained models are logged as MLflow LoggedModels (TorchScript, so loading one needs torch but
+not this suite), with a signature and a real input example: the experiment's Models tab lists
+them, each linked to the run that logged it and, for a stage's own model, to its metrics.
+``register`` puts one in the Model Registry.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class Tracker:
         self._lock = threading.Lock()
         # The session's data (``DatasetInput``s), recorded on the parent and on every stage run.
         self.datasets: list = []
+        # run id -> id of the LoggedModel that is that run's model (see ``log_model``): the
+        # metrics logged to the run from then on are linked to it
+        self.run_models: dict[str, str] = {}
 
     def start_parent(self, name: str, params: dict, tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags or {})
@@ -129,9 +133,12 @@ class Tracker:
         self.client.log_inputs(run_id, datasets=self.datasets)
 
     def log_model(self, run_id: str, model, example: np.ndarray, path: str = "model") -> str:
-        """Log ``model`` (an ``nn.Module``, or TorchScript already) as an MLflow PyTorch model at
-        ``path`` of the run, with its signature and ``example`` (one real input); returns its
-        ``runs:/`` URI, which ``mlflow.pytorch.load_model`` and ``mlflow.pyfunc.load_model`` take."""
+        """Log ``model`` (an ``nn.Module``, or TorchScript already) as an MLflow PyTorch
+        LoggedModel of the run, with its signature and ``example`` (one real input); returns its
+        ``models:/<model id>`` URI, which ``mlflow.pytorch.load_model``, ``mlflow.pyfunc.load_model``
+        and ``register`` take. The default ``path`` makes it the run's model: it takes the run's
+        name (the stage) and the run's metrics link to it (see ``_log_logged_model``); another
+        ``path`` (``onnx/<name>``, ``models/<label>``) names it."""
         import mlflow.pytorch  # deferred: mlflow (see __init__)
         from mlflow.models import infer_signature  # deferred: mlflow (see __init__)
 
@@ -141,33 +148,91 @@ class Tracker:
             warnings.simplefilter("ignore")  # torch 2.14 deprecates TorchScript; MLflow's pytorch flavour takes it
             scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.trace(model, x, check_trace=False)
             out = model(x)
-        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.pytorch", "mlflow.utils.requirements_utils", "mlflow.models"):
-            folder = Path(tmp) / path.rsplit("/", 1)[-1]
-            mlflow.pytorch.save_model(scripted, str(folder), signature=infer_signature(x.numpy(), out.numpy()),
-                                      input_example=x.numpy(), serialization_format="pickle",  # TorchScript: torch.jit.save
+
+        def save(folder: str, mlflow_model) -> None:
+            mlflow.pytorch.save_model(scripted, folder, mlflow_model=mlflow_model,
+                                      signature=infer_signature(x.numpy(), out.numpy()), input_example=x.numpy(),
+                                      serialization_format="pickle",  # TorchScript: torch.jit.save, not MLflow 3's pt2
                                       pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-            self.client.log_artifacts(run_id, str(folder), path)
-        return f"runs:/{run_id}/{path}"
+
+        with _quiet("mlflow.pytorch", "mlflow.utils.requirements_utils", "mlflow.models"):
+            return self._log_logged_model(run_id, path, save)
 
     def log_onnx_model(self, run_id: str, onnx_file: Path, example: np.ndarray, path: str) -> str:
-        """Log an exported ONNX file as an MLflow ONNX model (``mlflow.onnx.load_model`` /
-        ``mlflow.pyfunc.load_model`` take its URI), its signature read off ``example``."""
+        """Log an exported ONNX file as an MLflow ONNX LoggedModel of the run, named after
+        ``path``, its signature read off ``example``; returns its ``models:/<model id>`` URI
+        (``mlflow.onnx.load_model`` / ``mlflow.pyfunc.load_model`` take it)."""
         import mlflow.onnx  # deferred: mlflow (see __init__)
         import onnx  # deferred: only ONNX exports need it
 
-        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.onnx", "mlflow.utils.requirements_utils", "mlflow.models"):
-            folder = Path(tmp) / "model"
-            mlflow.onnx.save_model(onnx.load(str(onnx_file)), str(folder), input_example=np.ascontiguousarray(example, dtype=np.float32),
+        def save(folder: str, mlflow_model) -> None:
+            mlflow.onnx.save_model(onnx.load(str(onnx_file)), folder, mlflow_model=mlflow_model,
+                                   input_example=np.ascontiguousarray(example, dtype=np.float32),
                                    pip_requirements=["onnx", "onnxruntime"], save_as_external_data=False)
-            self.client.log_artifacts(run_id, str(folder), path)
-        return f"runs:/{run_id}/{path}"
+
+        with _quiet("mlflow.onnx", "mlflow.utils.requirements_utils", "mlflow.models"):
+            return self._log_logged_model(run_id, path, save)
+
+    def _log_logged_model(self, run_id: str, path: str, save) -> str:
+        """What ``mlflow.<flavour>.log_model(name=...)`` (``Model.log``) does, through this
+        tracker's client: ``Model.log`` logs to the process's global tracking URI and, with no
+        ``run_id``, to the thread's active run, while stages log to their own runs from threads.
+        Creates a LoggedModel with ``source_run_id`` = ``run_id`` and the run's params, has
+        ``save(folder, mlflow_model)`` write the flavour's files, uploads them as the model's
+        artifacts, records the model as an output of the run, and marks it READY (FAILED on an
+        error). A run's model (``path`` "model") also gets the run's metrics: their latest values
+        now, and every one ``log_metrics`` logs to the run from now on."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus  # deferred: mlflow (see __init__)
+        from mlflow.models import Model  # deferred: mlflow (see __init__)
+
+        run = self.client.get_run(run_id)
+        runs_model = path == "model"
+        name = _model_name(run.info.run_name if runs_model and run.info.run_name else path)
+        logged = self.client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
+                                                 params=dict(run.data.params))
+        try:
+            mlflow_model = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
+                                 model_id=logged.model_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = str(Path(tmp) / "model")
+                save(folder, mlflow_model)
+                self.client.log_model_artifacts(logged.model_id, folder)
+            step = self._link_metrics(run, logged.model_id) if runs_model else 0
+            self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        logged = self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        if runs_model:
+            with self._lock:
+                self.run_models[run_id] = logged.model_id
+        return mlflow_model.get_model_info(logged).model_uri
+
+    def _link_metrics(self, run, model_id: str) -> int:
+        """Link the latest point of each of ``run``'s metrics to LoggedModel ``model_id`` (logged
+        again with the model's id, as ``Model.log`` does for its step: a SQL store keeps one point
+        in the run's history); returns the last step, the step the model was logged at."""
+        from mlflow.entities import Metric  # deferred: mlflow (see __init__)
+
+        latest = []
+        for key in run.data.metrics:
+            history = self.client.get_metric_history(run.info.run_id, key)
+            if history:
+                m = max(history, key=lambda m: (m.step, m.timestamp))
+                latest.append(Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id))
+        for i in range(0, len(latest), 1000):
+            self.client.log_batch(run.info.run_id, metrics=latest[i : i + 1000])
+        return max((m.step for m in latest), default=0)
 
     def register(self, name: str, source: str, run_id: str, tags: dict, key: str) -> tuple[int, bool]:
-        """A version of registered model ``name`` from ``source`` (a ``runs:/`` model URI) with
-        ``tags``; a version already registered for stage ``key`` is reused (a cached re-run
-        adds none). Returns (version, created)."""
+        """A version of registered model ``name`` from ``source`` (the ``models:/<model id>`` URI
+        ``log_model`` returns, or an older stage's ``runs:/`` model URI) with ``tags``; a version
+        already registered for stage ``key`` is reused (a cached re-run adds none). The LoggedModel
+        lists its versions (tag ``mlflow.modelVersions``, as ``mlflow.register_model`` sets it).
+        Returns (version, created)."""
         from mlflow.exceptions import MlflowException  # deferred: mlflow (see __init__)
 
+        model_id = _logged_model_id(source)
         with _store_lock(self.uri):
             try:
                 self.client.create_registered_model(name, description="CAE-Net from the caenet-suite pipeline")
@@ -177,9 +242,20 @@ class Tracker:
             for version in self.client.search_model_versions(f"name = '{name}'"):
                 if version.tags.get("stage_key") == key:
                     return int(version.version), False
-            version = self.client.create_model_version(name, source, run_id=run_id,
-                                                       tags={**{k: str(v) for k, v in tags.items()}, "stage_key": key})
+            with _default_tracking_uri(self.uri) if model_id else contextlib.nullcontext():
+                version = self.client.create_model_version(name, source, run_id=run_id, model_id=model_id,
+                                                           tags={**{k: str(v) for k, v in tags.items()}, "stage_key": key})
+            if model_id:
+                self._list_version(model_id, version.name, version.version)
         return int(version.version), True
+
+    def _list_version(self, model_id: str, name: str, version) -> None:
+        """Add ``name`` ``version`` to LoggedModel ``model_id``'s ``mlflow.modelVersions`` (a
+        tracking server adds it itself; a local store leaves it to the client)."""
+        entry = {"name": name, "version": str(version)}
+        have = json.loads(self.client.get_logged_model(model_id).tags.get("mlflow.modelVersions") or "[]")
+        if entry not in have:
+            self.client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(have + [entry])})
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param  # deferred: mlflow (see __init__)
@@ -193,7 +269,9 @@ class Tracker:
         from mlflow.entities import Metric  # deferred: mlflow (see __init__)
 
         now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in flatten(metrics).items() if _is_number(v)]
+        model_id = self.run_models.get(run_id)  # the run's model, once logged: the Models tab shows these
+        items = [Metric(metric_name(k), float(v), now, step or 0, model_id=model_id)
+                 for k, v in flatten(metrics).items() if _is_number(v)]
         if items:
             self.client.log_batch(run_id, metrics=items)
 
@@ -214,9 +292,6 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
-
-    def log_dict(self, run_id: str, data: dict, name: str) -> None:
-        self.client.log_text(run_id, json.dumps(data, indent=2, default=str), name)
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
@@ -257,6 +332,42 @@ class Tracker:
                 for child in children:
                     self.end(child, status)
             self.end(run_id, status)
+
+
+# Model names MLflow refuses: "/", ":", ".", "%" and quotes.
+_BAD_MODEL_NAME = re.compile(r"""[/:.%"']""")
+
+
+def _model_name(text: str) -> str:
+    """A LoggedModel name from a run name or a path (``onnx/caenet.encoder`` -> ``onnx-caenet-encoder``)."""
+    return _BAD_MODEL_NAME.sub("-", text) or "model"
+
+
+def _logged_model_id(uri: str) -> str | None:
+    """The model id of a ``models:/<model id>`` URI (None for ``models:/<name>/<version>``, ``runs:/``)."""
+    m = re.fullmatch(r"models:/([^/@]+)", uri)
+    return m.group(1) if m else None
+
+
+_DEFAULT_URI_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _default_tracking_uri(uri: str):
+    """MLflow's local registry stores (SQL and file) look the LoggedModel of a ``models:/<model
+    id>`` source up through the process's default tracking URI, not the calling client's (a TODO
+    in their ``create_model_version``): point that default at ``uri`` for the call, one thread at
+    a time, and put it back. The module variable is set, not ``mlflow.set_tracking_uri``, which
+    would also set and then unset ``$MLFLOW_TRACKING_URI`` (``resolve_tracking_uri`` reads it)."""
+    from mlflow.tracking._tracking_service import utils  # deferred: mlflow (see Tracker.__init__)
+
+    with _DEFAULT_URI_LOCK:
+        saved = utils._tracking_uri
+        utils._tracking_uri = uri
+        try:
+            yield
+        finally:
+            utils._tracking_uri = saved
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from suite.config import ConfigError
 from suite.data import load_split
-from suite.metrics import P50, current_names, describe
-from suite.report.plots import save, subplots
+from suite.metrics import P50, describe
+from suite.plots import save, subplots
 from suite.stages.graph import trained_models
 
 TITLES = {"cifar10": "Table I (CIFAR-10)", "mnist": "Table II (MNIST)"}
@@ -43,7 +43,7 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
         for r in result["rows"]:
             if r["board"] not in boards:
                 boards.append(r["board"])
-    measured = {(r["board"], r["model"]): current_names(r) for result in edge for r in result["rows"]}  # older files too
+    measured = {(r["board"], r["model"]): r for result in edge for r in result["rows"]}
     table = []
     for label, m in models.items():
         row = {"method": label, **m, "boards": {}}

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 
 from suite.data import load_split
 from suite.distributed.training import TrainJob, fit
+from suite.training.job import PruneWeights
 from suite.models import geometry
 from suite.pipeline.context import Context
-from suite.pipeline.stage import StageResult
-from suite.report.plots import conversion_grid, save
+from suite.pipeline.stage import StageResult, changed
+from suite.plots import conversion_grid, save
 from suite.stages import targets as targets_stage
 from suite.stages.common import load_model, log_model
 
@@ -40,10 +41,8 @@ def comparison_variant(acfg) -> str | None:
 def model_spec(ctx: Context) -> tuple[str, dict]:
     g = geometry(ctx.info)
     acfg = ctx.cfg.autoencoder
-    kwargs = {"in_channels": g["in_channels"], "image_size": g["image_size"], "width": acfg.width}
-    if not acfg.skips:  # only then: CAEs with skips keep their cache keys
-        kwargs["skips"] = False
-    return acfg.model, kwargs
+    return acfg.model, {"in_channels": g["in_channels"], "image_size": g["image_size"], "width": acfg.width,
+                        **changed(acfg, skips="skips")}
 
 
 def run(ctx: Context, targets: StageResult, variant: str | None = None) -> StageResult:
@@ -54,16 +53,15 @@ def run(ctx: Context, targets: StageResult, variant: str | None = None) -> Stage
     main = variant is None
     variant = VARIANT_OF_TARGETS[acfg.targets] if main else variant
     stage_name = "autoencoder" if main else f"autoencoder_{variant}"
-    params = {"data": ctx.data_params(), "model": name, "model_kwargs": kwargs, "variant": variant, "train": acfg.train.model_dump()}
-    if acfg.prune.weight_ratio > 0:  # only then: unpruned runs keep their cache keys
-        params["prune"] = acfg.prune.model_dump()
+    params = {"data": ctx.data_params(), "model": name, "model_kwargs": kwargs, "variant": variant,
+              "train": acfg.train.model_dump(), **changed(acfg, prune="prune")}
 
     def body(work, run_id):
         table = pq.read_table(targets.file("images.parquet"))
         target_index = targets_stage.for_mode(table, TARGETS_OF_VARIANT[variant], ctx.cfg.data.seed)
         np.save(work / "targets.npy", target_index)
         job = TrainJob(name=stage_name, model=name, model_kwargs=kwargs, train=acfg.train.model_dump(), objective="reconstruct",
-                       targets_path=str(work / "targets.npy"), prune={"ratio": acfg.prune.weight_ratio},
+                       targets_path=str(work / "targets.npy"), hooks=[PruneWeights(acfg.prune.weight_ratio)] if acfg.prune.weight_ratio > 0 else [],
                        **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt")
         metrics["reconstruction_mse"] = metrics.pop("val_loss", float("nan"))

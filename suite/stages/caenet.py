@@ -16,7 +16,7 @@ from __future__ import annotations
 from suite.distributed.training import TrainJob, fit
 from suite.models import geometry
 from suite.pipeline.context import Context
-from suite.pipeline.stage import StageResult
+from suite.pipeline.stage import StageResult, changed
 from suite.stages.common import log_model
 
 VERSION = 1
@@ -34,10 +34,9 @@ VARIANTS = {
 
 def model_spec(ctx: Context) -> tuple[str, dict]:
     ccfg = ctx.cfg.caenet
-    kwargs = {**geometry(ctx.info), "width": ctx.cfg.autoencoder.width, "hidden": ccfg.classifier_hidden}
-    if ccfg.head != "dense":  # only then: dense heads keep their cache keys
-        kwargs.update(head=ccfg.head, filters=ccfg.head_filters)
-    return "caenet", kwargs
+    head = changed(ccfg, head="head")  # the dense head takes no filters
+    return "caenet", {**geometry(ctx.info), "width": ctx.cfg.autoencoder.width, "hidden": ccfg.classifier_hidden,
+                      **head, **({"filters": ccfg.head_filters} if head else {})}
 
 
 def stage_name(variant: str) -> str:
@@ -52,10 +51,10 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
     params = {"data": ctx.data_params(), "model_kwargs": kwargs, "variant": variant, "train": ccfg.train.model_dump(),
               "kd": ccfg.kd.model_dump() if kd else None}
     lr_scale = {}
-    if variant != "no_transfer" and ccfg.encoder != "frozen":  # only then: the method's CAE-Nets keep their cache keys
+    if variant != "no_transfer" and changed(ccfg, encoder="encoder"):  # trained from scratch: no encoder to choose
         init, freeze = ENCODER[ccfg.encoder]
-        params["encoder"] = ccfg.encoder
-        if ccfg.encoder == "finetune":
+        params.update(changed(ccfg, encoder="encoder"))
+        if ccfg.encoder == "finetune":  # the only encoder trained at a scaled rate
             lr_scale = {"encoder": ccfg.finetune_lr_scale}
             params["encoder_lr_scale"] = ccfg.finetune_lr_scale
     inputs = ([autoencoder] if init else []) + ([entropy] if kd else [])

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from suite.distributed.clustering import cluster_all_classes
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.report.plots import save, subplots
+from suite.plots import save, subplots
 
 VERSION = 1
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from suite import storage
 from suite.compression.quantize import quiet_jit
-from suite.distributed import storage
 from suite.models import create_model
 from suite.pipeline.stage import StageResult
 

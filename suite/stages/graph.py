@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from suite.config import ExperimentConfig
-from suite.distributed.session import resources
+from suite.distributed.ray_runtime import resources
 from suite.distributed.training import use_gpu
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.stage import StageResult, StageRunner

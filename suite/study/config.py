@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from suite.config import ExperimentConfig, from_dict, load_wrapper
+from suite import experiment
+from suite.config import ExperimentConfig, load_wrapper
 
 
 class _Strict(BaseModel):
@@ -87,6 +88,6 @@ def load_study(path: str | Path, overrides: list[str] | None = None,
     cells = []
     for variant in study.variants:
         for seed in study.seeds:
-            cfg = from_dict(base, [*variant.set, f"{study.seed_key}={seed}"], source=f"{path}: variant {variant.name!r}")
+            cfg = experiment.from_tree(base, [*variant.set, f"{study.seed_key}={seed}"], source=f"{path}: variant {variant.name!r}")
             cells.append(Cell(variant.name, seed, cfg))
     return study, cells

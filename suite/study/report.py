@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from suite.report.plots import save, subplots
+from suite.plots import save, subplots
 
 # cell column -> (column title, scale for display, digits)
 COLUMNS = {

@@ -21,13 +21,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from suite.commands.session import open_session
-from suite.distributed import storage
 from suite.errors import UserError, last_line
 from suite.metrics import P50, PARAMETERS, TEST_ACC
 from suite.pipeline import run_info
-from suite.pipeline.context import Context, cache_root
-from suite.pipeline.stage import StageRunner
+from suite.pipeline.context import Context
+from suite.pipeline.session import open_session, stage_context
 from suite.stages import evaluate
 from suite.stages.graph import concurrent_slots, train_stages
 from suite.study.config import Cell, StudyConfig
@@ -51,9 +49,8 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
         out_dir.mkdir(parents=True, exist_ok=True)
         runs = {c: tracker.start_child(c.label, {**run_info.changed_params(c.cfg), "variant": c.variant, "seed": c.seed},
                                        {"kind": "study-cell", "variant": c.variant, "seed": str(c.seed)}) for c in cells}
-        contexts = {c: Context(c.cfg, StageRunner(cache_root(c.cfg), tracker.under(runs[c]), _prefixed(log, c),
-                                                  storage=storage.configured(c.cfg.runtime)), tracker.under(runs[c]),
-                               console_prefix=f"({c.label}) ") for c in cells}
+        contexts = {c: stage_context(c.cfg, tracker.under(runs[c]), _prefixed(log, c), console_prefix=f"({c.label}) ")
+                    for c in cells}
         t0 = time.perf_counter()
         with session.ray():
             trained, errors = _train_all(study, cells, contexts, log)
@@ -64,7 +61,7 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
                 try:
                     row = _evaluate(cell, contexts[cell], trained[cell])
                 except Exception as exc:  # one cell's evaluation: the others' results still make the table
-                    errors[cell] = _one_line(exc)
+                    errors[cell] = _failure_line(exc)
             if cell in errors:
                 rows.append({"variant": cell.variant, "seed": cell.seed, "error": errors[cell]})
                 tracker.set_tag(runs[cell], "error", errors[cell][:500])
@@ -110,7 +107,7 @@ def _train_all(study: StudyConfig, cells: list[Cell], contexts: dict, log) -> tu
             try:
                 trained[cell] = future.result()
             except Exception as exc:  # this cell failed (a training past its retries, a store error): the others go on
-                errors[cell] = _one_line(exc)
+                errors[cell] = _failure_line(exc)
                 log(f"({cell.label}) failed: {errors[cell]}")
     except KeyboardInterrupt:  # leave at once; Ray's shutdown stops the trainings, checkpoints stay
         pool.shutdown(wait=False, cancel_futures=True)
@@ -119,7 +116,7 @@ def _train_all(study: StudyConfig, cells: list[Cell], contexts: dict, log) -> tu
     return trained, errors
 
 
-def _one_line(exc: BaseException) -> str:
+def _failure_line(exc: BaseException) -> str:
     """A failure as one line: a UserError's message, or the type and last line of anything else."""
     return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {last_line(exc)}"
 

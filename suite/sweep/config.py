@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from suite.config import ConfigError, ExperimentConfig, _one_line, _set_dotted, load_wrapper
+from suite import experiment
+from suite.config import ConfigError, ExperimentConfig, load_wrapper, one_line, set_dotted
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
@@ -122,6 +123,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None,
     """(sweep, base experiment) with every trial's settings validated; raises ConfigError.
     ``overrides``: ``--set`` values (``suite.config.split_overrides``); ``profiles`` overlay the base."""
     sweep, base = load_wrapper(path, SweepConfig, "sweep file", "see configs/sweeps/", overrides, profiles)
+    experiment.check(base, str(path))
     tree = base.model_dump(mode="json")
     for key, spec in sweep.space.items():  # each value (or bound) alone, against the base
         for value in candidate_values(spec):
@@ -136,8 +138,9 @@ def trial_config(base_tree: dict, params: dict, source: str = "trial") -> Experi
     """The experiment one trial runs: the base config with the trial's dotted values set."""
     tree = copy.deepcopy(base_tree)
     for key, value in params.items():
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     try:
-        return ExperimentConfig.model_validate(tree)
+        cfg = ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_one_line(exc)}") from None
+        raise ConfigError(f"{source}: {one_line(exc)}") from None
+    return experiment.check(cfg, source)

@@ -23,13 +23,13 @@ from ray._raylet import RAY_NODE_ID_KEY
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from suite.commands.session import open_session
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import INFO, load_split
-from suite.distributed.session import ensure_ray
+from suite.distributed.ray_runtime import ensure_ray
 from suite.errors import last_line
 from suite.metrics import P50, accuracy, time_models
 from suite.models import geometry
+from suite.pipeline.session import open_session
 from suite.pipeline.stage import StageResult
 from suite.pipeline.tracking import resolve_tracking_uri
 from suite.stages import baseline, entropy, features

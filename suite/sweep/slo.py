@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from suite.report.plots import save, subplots
+from suite.plots import save, subplots
 
 
 @dataclass

@@ -19,11 +19,9 @@ from pathlib import Path
 import ray.tune
 
 from suite.data import load_split
-from suite.distributed import storage
 from suite.distributed.training import NeedsTraining, finish_only
 from suite.metrics import describe
-from suite.pipeline.context import Context, cache_root
-from suite.pipeline.stage import StageRunner
+from suite.pipeline.session import stage_context
 from suite.pipeline.tracking import Tracker
 from suite.stages.graph import train_stages
 from suite.sweep.config import trial_config
@@ -37,8 +35,7 @@ def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run
     cfg = trial_config(base_tree, params, source=trial_name).effective()
     tracker = Tracker(cfg.runtime)
     tracker.parent_id = run_id  # the trial's stages nest under the trial's run
-    runner = StageRunner(cache_root(cfg), tracker, storage=storage.configured(cfg.runtime))
-    ctx = Context(cfg, runner, tracker, tune_stage=tune_stage)
+    ctx = stage_context(cfg, tracker, print, tune_stage=tune_stage)
     try:
         models = train_stages(ctx)
         trained = models["caenet"]

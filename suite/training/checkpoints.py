@@ -2,7 +2,7 @@
 file cannot run code) and the epoch and metrics in ``meta.json``.
 
 A checkpoint folder is Ray Train's ``<storage>/attempt-N/checkpoint_*/``; ``storage`` is a
-local folder or a ``runtime.storage`` URI (``suite.distributed.storage``).
+local folder or a ``runtime.storage`` URI (``suite.storage``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from suite.distributed import storage as store
+from suite import storage as store
 
 STATE, META = "state.pt", "meta.json"
 _CHECKPOINT = re.compile(r"attempt-\d+/checkpoint_[^/]+/" + re.escape(META) + "$")

@@ -11,7 +11,6 @@ import subprocess
 import threading
 from datetime import datetime
 
-import numpy as np
 
 from . import Polled, PowerParseError, register
 
@@ -47,22 +46,6 @@ def tegrastats_line_time(line: str) -> float | None:
     if not m:
         return None
     return datetime.strptime(m.group(1), "%m-%d-%Y %H:%M:%S").timestamp()
-
-
-def parse_tegrastats(text: str, interval_s: float, start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """(times, watts, skipped lines) of a tegrastats log sampled every ``interval_s`` seconds."""
-    times, watts, skipped = [], [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            w = parse_tegrastats_line(line)
-        except PowerParseError:
-            skipped += 1
-            continue
-        times.append(start_s + interval_s * len(watts))
-        watts.append(w)
-    return np.asarray(times), np.asarray(watts), skipped
 
 
 def _end(proc: subprocess.Popen, stop: threading.Event | None = None) -> None:

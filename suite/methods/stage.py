@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from suite.config import ConfigError, MethodParams
+from suite.config import ConfigError
+from suite.methods.base import MethodParams
 from suite.methods.common import MethodJob
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult

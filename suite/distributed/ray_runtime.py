@@ -24,14 +24,15 @@ from pathlib import Path
 import ray
 import torch
 
+from suite import storage
 from suite.config import RuntimeConfig
-from suite.distributed import gpus, storage
+from suite.distributed import gpus
+from suite.errors import INTERRUPTED
 from suite.locks import file_lock
 
 _lock = threading.RLock()
 _pending: tuple[RuntimeConfig, Path | None, bool] | None = None  # the open session (runtime, cache root, dashboard)
 _started_here = False  # this process started (or joined) Ray for the open session: it shuts it down
-_interrupted = False  # the last session ended by Ctrl-C: no stage thread may use Ray any more
 _on_close: list = []  # called before Ray shuts down (the epoch relay, the cached data refs)
 _gpu: bool | None = None  # the open session's GPU decision (suite.distributed.gpus), made once as it opens
 
@@ -70,18 +71,18 @@ def ensure_ray() -> None:
     """Start the open session's Ray now, if it is not up yet (thread-safe)."""
     global _started_here
     with _lock:
-        if _interrupted:  # a stage thread still running after Ctrl-C: no new work
+        if INTERRUPTED.is_set():  # a stage thread still running after Ctrl-C: no new work
             raise RuntimeError("the run was interrupted")
         if ray.is_initialized():
             return
         if _pending is None:
             # After the session closed (Ctrl-C, an error) a stage thread still running must
             # not start a fresh local Ray (issue 14).
-            raise RuntimeError("Ray is needed but no Ray session is open (suite.distributed.session.ray_session)")
+            raise RuntimeError("Ray is needed but no Ray session is open (suite.distributed.ray_runtime.ray_session)")
         runtime, cache_root, dashboard = _pending
         _lifecycle().submit(_init, runtime, dashboard).result()
         _started_here = True
-        if _interrupted:  # Ctrl-C came while Ray was starting
+        if INTERRUPTED.is_set():  # Ctrl-C came while Ray was starting
             raise RuntimeError("the run was interrupted")
         if cache_root is not None:
             storage.check_shared(runtime, cache_root)
@@ -164,7 +165,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
     (``storage.check_shared``). ``tune``: the block runs Ray Tune (a local Ray then starts with
     its dashboard, ``needs_dashboard``).
     """
-    global _pending, _started_here, _interrupted, _gpu
+    global _pending, _started_here, _gpu
     # Auth must be explicit: since Ray 2.59 an implicit token file can turn auth on for a
     # later head (PITFALLS.md). Users with token auth set RAY_AUTH_MODE themselves.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -179,7 +180,7 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
         finally:
             _gpu = None
         return
-    _interrupted = False
+    INTERRUPTED.clear()  # a new session: an earlier one's Ctrl-C is over
     with contextlib.ExitStack() as stack:
         if not os.environ.get("RAY_ADDRESS"):
             stack.enter_context(local_ray_lock())
@@ -201,7 +202,8 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
                 # Ctrl-C: leave at once, without the lock a Ray still starting holds for ~5 s.
                 # The shutdown is queued, not awaited: Ray's reaper ends a local Ray with this
                 # process, and the stage threads may no longer start one (_pending is gone).
-                _pending, _started_here, _interrupted, _gpu = None, False, True, None
+                _pending, _started_here, _gpu = None, False, None
+                INTERRUPTED.set()  # no stage thread may use Ray any more
                 _lifecycle().submit(ray.shutdown)
             else:
                 with _lock:

@@ -1,10 +1,12 @@
-"""One way in and out of every command.
+"""One way in and out of every command, study and sweep trial.
 
 ``open_session(cfg, run_name)`` applies ``smoke`` (the effective config), finds the stage
 cache, checks the data when asked (before anything starts), opens the command's MLflow parent
 run, and on the way out ends it FINISHED, FAILED on an error or KILLED on Ctrl-C, with every
 stage run still open. Ray is opened inside it with ``session.ray()`` around the part that
-trains, so that timings taken after it run without Ray's daemons.
+trains, so that timings taken after it run without Ray's daemons. ``stage_context`` is the one
+place a stage context (config, stage runner, MLflow tracker) is built: for a command, for each
+cell of a study and for each sweep trial.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from suite import storage
 from suite.config import ExperimentConfig, to_yaml
 from suite.data import load_split
-from suite.distributed import gpus, storage
-from suite.distributed.session import ray_session
+from suite.distributed import gpus
+from suite.distributed.ray_runtime import ray_session
 from suite.pipeline import run_info
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.stage import StageRunner
@@ -36,8 +39,7 @@ class Session:
 
     def context(self) -> Context:
         """The stage context: stages run (or are found cached) under the session's MLflow run."""
-        runner = StageRunner(self.cache_root, self.tracker, self.log, storage=storage.configured(self.cfg.runtime))
-        return Context(self.cfg, runner, self.tracker)
+        return stage_context(self.cfg, self.tracker, self.log)
 
     def ray(self, tune: bool = False):
         """A Ray session (joined, or a local Ray started on first use) for the block; ``tune``:
@@ -51,9 +53,21 @@ class Session:
         return self.cache_root / kind / name if name else self.cache_root / kind
 
 
+def stage_context(cfg: ExperimentConfig, tracker: Tracker | None, log: Callable[[str], None] = print,
+                  tune_stage: str | None = None, console_prefix: str = "") -> Context:
+    """The context stages of the effective config ``cfg`` run in: its cache, its checkpoint
+    storage, stage runs nested under ``tracker``'s parent run (None: nothing recorded)."""
+    runner = StageRunner(cache_root(cfg), tracker, log, storage=storage.configured(cfg.runtime))
+    return Context(cfg, runner, tracker, tune_stage=tune_stage, console_prefix=console_prefix)
+
+
 def _dataset_input(cfg: ExperimentConfig, split: str, data):
     """One split as an MLflow dataset input: name, digest of the arrays, where it was read, sizes."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag  # deferred: mlflow takes ~1 s to import
+    from mlflow.entities import (  # deferred: mlflow takes ~1 s to import
+        Dataset,
+        DatasetInput,
+        InputTag,
+    )
 
     schema = {"images": {"dtype": "uint8", "shape": list(data.images.shape[1:])}, "labels": {"dtype": "int64"}}
     profile = {"images": len(data), "classes": data.info.num_classes,

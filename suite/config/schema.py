@@ -1,9 +1,10 @@
-"""Typed experiment configs, validated on load.
+"""The experiment config's schema: every key with its type, default and bounds.
 
-A config is one YAML file (see ``configs/``); every key has a type and a default here, so
-the YAML only states what differs. Loading rejects unknown keys, wrong types and impossible
-values with a one-line ``ConfigError`` that names the dotted key. ``--set a.b=value``
-overrides are parsed as YAML scalars and validated the same way.
+A config is one YAML file (see ``configs/``) that states only what differs from the defaults
+here; ``suite.config.loader`` reads it. Validation rejects unknown keys, wrong types and
+impossible values. Names that plug-in registries own (datasets, model architectures, method
+kinds) are checked one layer up, by ``suite.experiment``, which also parses each
+``compare.methods`` entry as its kind's class.
 
 ``smoke: true`` shrinks the same experiment to a few hundred images and one epoch (the
 big_vision "one switch for a laptop" idea); tests and CI use it.
@@ -11,16 +12,11 @@ big_vision "one switch for a laptop" idea); tests and CI use it.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
-
-from suite.errors import ConfigError  # noqa: F401  (re-exported: raised for every config mistake)
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -37,16 +33,6 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(default=None, ge=10)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)  # held out from training
     seed: int = 0
-
-    @field_validator("dataset")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        # Deferred on purpose: suite.data imports this module (DataConfig) and torch.
-        from suite.data.registry import names
-
-        if name not in names():
-            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(names())}")
-        return name
 
 
 class TrainConfig(_Strict):
@@ -153,81 +139,42 @@ class EvaluateConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
 
 
-class MethodParams(_Strict):
-    """One competitor row of Table I / II (``caenet compare``).
+class MethodEntry(_Strict):
+    """One competitor row of Table I / II (``caenet compare``), as the config file states it.
 
-    Each ``kind`` is a subclass in its own module of ``suite/methods/`` with the fields that
-    kind takes, its checks and its ``run``; ``compare.methods`` picks the subclass by ``kind``.
-    The class variables tell the comparison stage what a kind needs.
+    The keys every row has are checked here; the rest belong to its ``kind``, whose class
+    (``suite.methods.base.MethodParams``, one module per kind in ``suite/methods/``) replaces
+    this entry when ``suite.experiment`` checks the config, and validates them then.
     """
 
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     name: str = Field(min_length=1)  # the row's label, e.g. "AlexNet-KD"
-    kind: str  # no default: it names the subclass, and is part of every cache key
+    kind: str  # no default: it names the method's class, and is part of every cache key
     of: str = "baseline"  # the model this method compresses: baseline, caenet or an earlier method's name
     train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
 
-    fresh: ClassVar[bool] = False  # trained from scratch on the data ('of' unused)
-    trains: ClassVar[bool] = True  # runs a training (int8 does not: no train settings in its key)
-    teacher: ClassVar[bool] = False  # reads the baseline's logits (the entropy stage) as soft targets
-    times_itself: ClassVar[bool] = False  # times candidates to choose one: latency settings and budget are in its key
-    uses_tune: ClassVar[bool] = False  # runs a Ray Tune search (a local Ray then starts with its dashboard)
-    artifacts: ClassVar[tuple[str, ...]] = ()  # files of its stage folder logged to MLflow besides spec.json
-
-    def train_config(self, compare: "CompareConfig") -> TrainConfig:
-        return self.train or (compare.train if self.fresh else compare.finetune)
-
-    def budget(self, compare: "CompareConfig") -> float | None:
-        """The latency budget (ms, batch-1 p50 on this machine) for kinds that time themselves."""
-        return getattr(self, "budget_ms", None) or compare.slo_ms
-
-    def check(self, compare: "CompareConfig") -> None:
-        """Checks that need the rest of ``compare``; raise ValueError with a one-line message."""
-
-    def smoke(self) -> "MethodParams":
-        """This method shrunk for ``smoke: true`` (its training is already cut to one epoch)."""
+    def smoke(self) -> "MethodEntry":
+        """This row shrunk for ``smoke: true``; a kind with settings to shrink overrides it."""
         return self
-
-    def key(self, cfg: "ExperimentConfig") -> dict:
-        """What the stage's cache key holds besides the data settings. Defaults are left out,
-        so a new option (with its default) does not invalidate finished stages."""
-        key: dict = {"method": self.model_dump(exclude={"name", "train"}, exclude_defaults=True)}
-        if self.trains:
-            key["train"] = self.train_config(cfg.compare).model_dump()
-        if self.times_itself:
-            key["latency"] = cfg.evaluate.latency.model_dump()
-            key["budget_ms"] = self.budget(cfg.compare)
-        return key
 
 
 class CompareConfig(_Strict):
     # The rows besides the baseline and CAE-Net, in order; 'of' may name an earlier row.
-    # Each entry is parsed as the MethodParams subclass its 'kind' names (``suite.methods``).
-    methods: list[SerializeAsAny[MethodParams]] = []
+    # Each entry is parsed as the class its 'kind' names (``suite.methods``) by ``suite.experiment``.
+    methods: list[SerializeAsAny[MethodEntry]] = []
     train: TrainConfig = TrainConfig(epochs=10, augment=True)  # architectures trained from scratch
     finetune: TrainConfig = TrainConfig(epochs=3, optimizer="adam", lr=5e-4, weight_decay=0.0, schedule="cosine")
     slo_ms: float | None = Field(default=None, gt=0)  # batch-1 p50 on this machine; drawn in Fig. 1
     calibration_images: int = Field(default=256, ge=8)  # int8: training images that fix activation ranges
     branchy_tolerance: float = Field(default=0.01, ge=0, lt=1)  # accuracy BranchyNet's exits may give up on val
 
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _by_kind(cls, entries):
-        # Deferred on purpose: the method modules import the training stack, which imports this module.
-        from suite.methods import parse_method
-
-        if not isinstance(entries, list):
-            return entries
-        return [parse_method(e, i) if not isinstance(e, MethodParams) else e for i, e in enumerate(entries)]
-
     @model_validator(mode="after")
-    def _order(self) -> "CompareConfig":
+    def _unique_names(self) -> "CompareConfig":
         seen = {"baseline", "caenet"}
         for m in self.methods:
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
-            m.check(self)
-            if not m.fresh and m.of not in seen:
-                raise ValueError(f"method {m.name!r}: 'of: {m.of}' names no earlier method (have {sorted(seen)})")
             seen.add(m.name)
         return self
 
@@ -334,180 +281,3 @@ class ExperimentConfig(_Strict):
         return cfg
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``a.b=value`` -> ("a.b", value), the value parsed as a YAML scalar/list."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"--set {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({exc.__class__.__name__})") from None
-    return key, value
-
-
-def _one_line(exc: ValidationError, prefix: str = "") -> str:
-    """Every error of ``exc`` on one line, each as ``key: message``; ``prefix`` goes before each
-    key (a method's entry, ``['X']``, whose errors ``compare.methods`` then reports)."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        key = (f"{prefix}.{loc}" if loc else prefix) if prefix else (loc or "<root>")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in err and err["type"] not in ("missing", "value_error"):  # a validator's message says it
-            msg = f"{msg} (got {err['input']!r})"
-        # a method's own errors start with its entry, e.g. "['X'].ratio: Field required"
-        parts.append(f"{key}{'' if msg.startswith('[') else ': '}{msg}")
-    return "; ".join(parts)
-
-
-PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
-
-
-def profile(name: str) -> dict:
-    """A profile's overlay: ``configs/profiles/<name>.yaml`` (cpu, gpu, cluster), or a YAML path."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES / f"{name}.yaml"
-    known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
-    return read_yaml(path, "profile", f"known profiles: {known}; or give a YAML file")
-
-
-def _overlay(tree: dict, overlay: dict) -> dict:
-    """``tree`` with ``overlay``'s keys set, section by section (lists and values replace)."""
-    out = dict(tree)
-    for key, value in overlay.items():
-        out[key] = _overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str = "config",
-              profiles: list[str] | None = None) -> ExperimentConfig:
-    """Validate a config tree: ``profiles`` overlaid in order, then the ``--set`` overrides."""
-    tree = copy.deepcopy(tree or {})
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(tree).__name__}")
-    for name in profiles or []:
-        tree = _overlay(tree, profile(name))
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    try:
-        cfg = ExperimentConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {_one_line(exc)}") from None
-    _check_model_names(cfg, source)
-    return cfg
-
-
-def _check_model_names(cfg: "ExperimentConfig", source: str) -> None:
-    """Every architecture a config names exists in the model registry: a typo fails here, in one
-    line, not after Ray started and the training failed its retries."""
-    from suite.models import list_models  # deferred: the registry imports torch (every command needs it anyway)
-
-    known = set(list_models())
-    named = [("baseline.model", cfg.baseline.model), ("autoencoder.model", cfg.autoencoder.model)]
-    named += [(f"compare.methods[{m.name!r}].model", m.model) for m in cfg.compare.methods if getattr(m, "model", None)]
-    for key, name in named:
-        if name not in known:
-            raise ConfigError(f"{source}: {key}: unknown model {name!r}; registered: {', '.join(sorted(known))}")
-
-
-def read_yaml(path: str | Path, kind: str, missing_hint: str, mapping: bool = True):
-    """A YAML file's content, or ConfigError in one line: missing ``kind`` (with ``missing_hint``),
-    malformed YAML (with line and column), or a top level that is not a mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such {kind} ({missing_hint})")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
-    if mapping and not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(tree).__name__}")
-    return tree
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None, profiles: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML config (``profiles`` and ``overrides`` applied); raises
-    ConfigError with a one-line message."""
-    return from_dict(_config_tree(Path(path)), overrides, source=str(path), profiles=profiles)
-
-
-def _config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A config file's keys; ``extends: other.yaml`` (relative to the file) starts from that
-    file's keys, which this one's replace section by section (``configs/*_paper.yaml``)."""
-    tree = read_yaml(path, "config file", "see configs/ for examples", mapping=False)
-    if tree is None:  # an empty file would silently run every default (the CIFAR-10 experiment)
-        raise ConfigError(f"{path}: the config file is empty; state at least data.dataset (see configs/ for examples)")
-    if not isinstance(tree, dict) or "extends" not in tree:
-        return tree
-    parent = tree.pop("extends")
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends: expected the path of another config file, got {parent!r}")
-    parent_path = (path.parent / parent).resolve()
-    if parent_path in seen or parent_path == path.resolve():
-        raise ConfigError(f"{path}: extends: {parent} extends this file again (a cycle)")
-    base = _config_tree(parent_path, (*seen, path.resolve()))
-    if not isinstance(base, dict):
-        raise ConfigError(f"{path}: extends: {parent}: the top level must be a mapping of keys, got {type(base).__name__}")
-    return _overlay(base, tree)
-
-
-def to_yaml(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def split_overrides(overrides: list[str], own: type[BaseModel]) -> tuple[list[str], list[str]]:
-    """``--set`` has one grammar on every command, ``dotted.key=value``. For a file that wraps an
-    experiment config (a sweep, a study; its model ``own``), a key whose first part is a section
-    of the experiment config (``runtime.cache_dir=/abs``, ``clustering.k=3``) applies to the
-    experiment; any other key is a key of the file (``slo.speedup=4``, ``seeds=[0,1]``, ``name=``).
-    Returns (the file's overrides, the experiment's)."""
-    experiment_keys = set(ExperimentConfig.model_fields) - set(own.model_fields)
-    mine, experiment = [], []
-    for text in overrides:
-        key, _ = parse_override(text)
-        (experiment if key.split(".")[0] in experiment_keys else mine).append(text)
-    return mine, experiment
-
-
-def load_wrapper(path: str | Path, own: type[BaseModel], kind: str, hint: str, overrides: list[str] | None = None,
-                 profiles: list[str] | None = None):
-    """(the file as ``own``, its base experiment config) for a file that wraps an experiment
-    config: an ``experiment:`` path (relative to the file) and a ``set:`` list of overrides for
-    it. ``overrides`` (``--set``) are split by ``split_overrides``; the experiment's go after the
-    file's own ``set:``, so the command line wins. Raises ConfigError in one line."""
-    path = Path(path)
-    tree = read_yaml(path, kind, hint)
-    mine, experiment_overrides = split_overrides(list(overrides or []), own)
-    for text in mine:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    if experiment_overrides:
-        tree["set"] = [*(tree.get("set") or []), *experiment_overrides]
-    try:
-        wrapper = own.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_one_line(exc)}") from None
-    experiment = Path(wrapper.experiment)
-    if not experiment.is_absolute():
-        experiment = (path.parent / experiment).resolve()
-    return wrapper, load_config(experiment, wrapper.set, profiles)
