@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/latency.py --dataset mnist # LeNet vs CAE-Net
     .venv/bin/python benchmarks/latency.py --weights-from artifacts/cifar10   # trained weights
 
-Both models are timed in alternating rounds on the same thread count (default 1), so that
-machine noise hits both alike; the ratio is the speed-up (paper: 4.05x on a Raspberry Pi 4,
+Both models are timed under the suite's one protocol (``suite/timing.py``: alternating windows
+on the same thread count, default 1, so that machine noise hits both alike, until each p50 is
+known to 2%); the paired windows' ratio is the speed-up, printed with its 95% interval (paper: 4.05x on a Raspberry Pi 4,
 5.7x on a Jetson Nano, for CIFAR-10). Dense models take the same time whatever their weights,
 so fresh weights are used unless ``--weights-from`` names a cache folder of a finished run.
 """
@@ -20,6 +21,7 @@ import torch
 from suite.data import INFO
 from suite.metrics import batch1_latency, count_parameters, fold_batchnorm
 from suite.models import create_model, geometry
+from suite.timing import WINDOW_P50, Protocol, interval, speedup
 
 SPECS = {
     "cifar10": (("alexnet", {}), ("caenet", {"hidden": 256})),
@@ -41,8 +43,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(SPECS), default="cifar10")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--runs", type=int, default=300, help="timed calls per model per round")
+    p.add_argument("--windows", type=int, default=5, help="timed windows per model, at least")
+    p.add_argument("--window-queries", type=int, default=60, help="timed calls per window, at least")
     p.add_argument("--weights-from", type=Path, help="a cache folder (artifacts/<dataset>) of a finished pipeline run")
     args = p.parse_args()
 
@@ -53,13 +55,16 @@ def main() -> None:
     params = {"baseline": count_parameters(base)["parameters"], "caenet": count_parameters(cae)["parameters"]}
     base, cae = fold_batchnorm(base), fold_batchnorm(cae)
     x = torch.rand(1, info.channels, info.size, info.size)
-    stats = batch1_latency({"baseline": base, "caenet": cae}, x, args.threads, warmup=30, runs=args.runs * args.rounds,
-                           rounds=args.rounds)
-    b, c = stats["baseline"]["latency_p50_ms"], stats["caenet"]["latency_p50_ms"]
-    print(f"dataset {args.dataset}, {args.threads} thread(s), {args.rounds} rounds x {args.runs} runs, batch 1, BN folded")
-    print(f"{bname:>8}: p50 {b:7.3f} ms  ({params['baseline']:,} parameters)")
-    print(f"{'CAE-Net':>8}: p50 {c:7.3f} ms  ({params['caenet']:,} parameters)")
-    print(f"speed-up (baseline / CAE-Net): {b / c:.2f}x   [paper, CIFAR-10: 4.05x Raspberry Pi 4, 5.7x Jetson Nano]")
+    protocol = Protocol(warmup=30, windows=args.windows, window_queries=args.window_queries, max_windows=max(20, args.windows))
+    stats = batch1_latency({"baseline": base, "caenet": cae}, x, args.threads, protocol)
+    b, c = stats["baseline"], stats["caenet"]
+    print(f"dataset {args.dataset}, {args.threads} thread(s), {b['windows']} windows x >= {args.window_queries} calls, "
+          f"batch 1, BN folded")
+    print(f"{bname:>8}: p50 {interval(b)} ms  ({params['baseline']:,} parameters)")
+    print(f"{'CAE-Net':>8}: p50 {interval(c)} ms  ({params['caenet']:,} parameters)")
+    ratio, low, high = speedup(b[WINDOW_P50], c[WINDOW_P50])
+    print(f"speed-up (baseline / CAE-Net): {ratio:.2f}x [{low:.2f}, {high:.2f}]   "
+          f"[paper, CIFAR-10: 4.05x Raspberry Pi 4, 5.7x Jetson Nano]")
 
 
 if __name__ == "__main__":

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import copy
 import io
-import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from suite.timing import MEAN, P50, P90, P99, Protocol, measure  # noqa: F401  (the latency names live with the protocol)
+
 TEST_ACC, VAL_ACC = "test_acc", "val_acc"
 PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES = "parameters", "nonzero_parameters", "size_bytes"
-P50, P90, P99, MEAN = "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms"  # batch-1, ms
 ENERGY_MJ = "energy_mj"  # per inference, on a board with a power source; None (N/A) otherwise
 SPEEDUP = "speedup"  # the baseline's p50 over this model's, on the same machine
-
-def latency_stats(ms: np.ndarray) -> dict:
-    """p50 / p90 / p99 / mean of batch-1 call times in ms: every latency the suite reports."""
-    ms = np.asarray(ms, dtype=float)
-    return {P50: float(np.percentile(ms, 50)), P90: float(np.percentile(ms, 90)),
-            P99: float(np.percentile(ms, 99)), MEAN: float(ms.mean())}
-
 
 def count_parameters(model: nn.Module) -> dict:
     total = sum(p.numel() for p in model.parameters())
@@ -68,52 +60,42 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def _time_calls(model: nn.Module, xs: torch.Tensor, warmup: int, runs: int, start: int = 0) -> np.ndarray:
-    """Time ``runs`` batch-1 calls, cycling through the images of ``xs`` from ``start``."""
-    with torch.inference_mode():
-        for i in range(warmup):
-            model(xs[i % len(xs)][None])
-        times = np.empty(runs)
-        for i in range(runs):
-            x = xs[(start + i) % len(xs)][None]
-            t0 = time.perf_counter()
-            model(x)
-            times[i] = time.perf_counter() - t0
-    return times * 1e3
+def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads: int = 1,
+                   protocol: Protocol = Protocol(), varied: set[str] | frozenset = frozenset()) -> dict[str, dict]:
+    """Batch-1 CPU latency in ms of several models under the timing ``protocol`` (suite.timing):
+    p50 / p90 / p99 with 95% intervals, the mean, each window's p50 (for paired speed-ups).
 
-
-def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads: int = 1, warmup: int = 20,
-                   runs: int = 200, rounds: int = 5, varied: set[str] | frozenset = frozenset()) -> dict[str, dict]:
-    """Batch-1 CPU latency in ms of several models, p50/p90/p99/mean over ``runs`` timed calls each.
-
-    The calls are split into ``rounds`` that alternate between the models, so that a burst of
-    load from elsewhere on the machine slows every model alike and the ratios stay honest.
-    Every model sees ``example[0]``, except those in ``varied`` (early-exit models whose
-    time depends on the image), which cycle through all images of ``example``.
+    Every model sees ``example[0]``, except those in ``varied`` (early-exit models whose time
+    depends on the image), which cycle through all images of ``example``.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     example = example.cpu()
     models = {k: m.cpu().eval() for k, m in models.items()}
-    rounds = max(1, min(rounds, runs))
-    per_round = runs // rounds
-    times: dict[str, list] = {k: [] for k in models}
+
+    def caller(label: str, model: nn.Module):
+        xs = example if label in varied else example[:1]
+        return lambda i: model(xs[i % len(xs)][None])
+
     try:
-        for r in range(rounds):
-            for label, model in models.items():
-                xs = example if label in varied else example[:1]
-                times[label].append(_time_calls(model, xs, warmup if r == 0 else max(1, warmup // rounds), per_round, r * per_round))
+        with torch.inference_mode():
+            return measure({label: caller(label, m) for label, m in models.items()}, protocol)
     finally:
         torch.set_num_threads(previous)
-    return {label: latency_stats(np.concatenate(t)) for label, t in times.items()}
 
 
-def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency) -> dict[str, dict]:
+def protocol_of(latency) -> Protocol:
+    """The timing protocol ``evaluate.latency`` (a LatencyConfig) states."""
+    return Protocol(warmup=latency.warmup, windows=latency.windows, window_queries=latency.window_queries,
+                    window_seconds=latency.window_seconds, max_windows=latency.max_windows, ci_share=latency.ci_share)
+
+
+def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency, varied=frozenset()) -> dict[str, dict]:
     """``batch1_latency`` as ``evaluate.latency`` (a LatencyConfig) asks: BN folded first when
-    set, its threads, warm-up, runs and rounds."""
+    set, its threads and protocol."""
     if latency.fold_batchnorm:
         models = {k: fold_batchnorm(m) for k, m in models.items()}
-    return batch1_latency(models, example, latency.threads, latency.warmup, latency.runs, latency.rounds)
+    return batch1_latency(models, example, latency.threads, protocol_of(latency), varied)
 
 
 def describe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> dict:

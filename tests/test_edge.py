@@ -89,7 +89,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
         loop,
         {**loop, "name": "closed", "port": free_port(), "connect_timeout_s": 5},
         {**loop, "name": "stranger", "known_hosts": str(sshd["empty"])},
-    ], "bench": {"warmup": 2, "rounds": 2, "min_runs": 20, "min_seconds": 0}}
+    ], "bench": {"warmup": 2, "windows": 2, "window_queries": 20, "window_seconds": 0, "max_windows": 2}}
     boards = tmp_path / "boards.yaml"
     boards.write_text(yaml.safe_dump(inventory))
     out = _cli(smoke_run, "edge", "bench", *smoke_run["args"], "--boards", str(boards), "--models", "baseline", "caenet")
@@ -103,7 +103,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     got = {r["model"]: r for r in summary["rows"]}
     assert set(got) == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
     for r in got.values():
-        assert r["board"] == "loopback" and r["latency_p50_ms"] > 0 and len(r["round_p50_ms"]) == 2 and r["inferences"] == 40
+        assert r["board"] == "loopback" and r["latency_p50_ms"] > 0 and len(r["window_p50_ms"]) == 2 and r["latency_p50_ms_lo"] <= r["latency_p50_ms"] <= r["latency_p50_ms_hi"] and r["inferences"] == 40
         assert r["energy_mj"] is None and r["energy_note"].startswith("N/A")  # no power source: never a guess
     assert not Path(loop["workdir"]).exists()  # the board's work folder was cleaned up
     assert summary["systems"]["loopback"]["python"] == sys.version.split()[0]
@@ -126,8 +126,8 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     folder = smoke_run["cwd"] / "artifacts" / "mnist" / "report" / "mnist_lenet"
     table = (folder / "table.md").read_text()
-    assert table.startswith("### Table II (MNIST)") and "loopback p50 ms (speed-up)" in table
-    assert "| baseline |" in table and "(1.00x)" in table and "| caenet |" in table
+    assert table.startswith("### Table II (MNIST)") and "loopback p50 ms [95%] (speed-up [95%])" in table
+    assert "| baseline |" in table and "(1.00x [1.00, 1.00])" in table and "| caenet |" in table
     assert "N/A" in table and "pass" in table  # no power source; sub-ms latency meets a 20 ms SLO
     report = json.loads((folder / "report.json").read_text())
     assert set(report["components"]) == {"loopback/caenet"}

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -73,6 +74,7 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_pa
     assert not any(_alive(pid) for pid in killed)
     assert metrics["epoch"] == epochs
     assert metrics["started_at_epoch"] >= 1  # the restarted worker group began from a checkpoint, not epoch 0
+    assert metrics["resumed_from_epoch"] == metrics["started_at_epoch"]  # what the stage's MLflow run and summary show
     per_epoch = Counter(m.step for m in client.get_metric_history(run_id, "train_loss"))
     if trainer == "auto":  # the driver logs what the task streams back: every epoch, each once
         assert per_epoch == Counter(range(1, epochs + 1))
@@ -83,3 +85,11 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_pa
         assert set(per_epoch) <= set(range(1, epochs + 1)) and len(per_epoch) >= epochs - 1 and epochs in per_epoch
         assert sum(count - 1 for count in per_epoch.values()) <= 1
     assert (tmp_path / "model.pt").stat().st_size > 0
+    if trainer == "auto":  # issue 32: resumed in a new process, it ends where an uninterrupted run ends, bit for bit
+        import torch
+
+        again = fit(replace(job, storage_path=str(tmp_path / "whole"), mlflow_uri=None, mlflow_run_id=None),
+                    RuntimeConfig(workers=1, cpus_per_worker=1, trainer=trainer), tmp_path / "whole.pt")
+        assert "resumed_from_epoch" not in again and again["train_loss"] == metrics["train_loss"]
+        a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("model.pt", "whole.pt"))
+        assert all(torch.equal(a[k], b[k]) for k in a), "the resumed training took another path"

@@ -58,7 +58,15 @@ def test_cache_keys_of_existing_rows_are_unchanged():
     cfg = from_tree({**BASE, "compare": {**BASE["compare"], "methods": ENTRIES}}).effective()
     keys = {m.name: m.key(cfg) for m in cfg.compare.methods}
     assert {m.kind for m in cfg.compare.methods} == BUILT_IN
-    assert json.loads(json.dumps(keys)) == json.loads((HERE / "data" / "method_cache_keys.json").read_text())
+    expected = json.loads((HERE / "data" / "method_cache_keys.json").read_text())
+    keys = json.loads(json.dumps(keys))
+    assert set(keys) == set(expected)
+    for name, key in keys.items():
+        if "latency" in key:  # deliberately changed once: the timing protocol (issue 25; the README says so)
+            assert key["latency"] == json.loads(json.dumps(cfg.evaluate.latency.model_dump()))
+            assert set(expected[name]["latency"]) == {"threads", "warmup", "runs", "rounds", "fold_batchnorm"}
+            key = {**key, "latency": expected[name]["latency"]}
+        assert key == expected[name], name
 
 
 def test_a_config_round_trips_through_its_dump():

@@ -3,6 +3,7 @@ import torch
 
 from suite.metrics import batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
 from suite.models import create_model, list_models
+from suite.timing import Protocol
 
 
 def n_params(m):
@@ -63,7 +64,8 @@ def test_measurements():
     assert counts["nonzero_parameters"] == counts["parameters"] - net.head.weight.numel()
     assert serialized_bytes(net) > 4 * counts["parameters"]
     big = create_model("alexnet", in_channels=1, image_size=28)
-    lat = batch1_latency({"lenet": net, "alexnet": big}, torch.rand(1, 1, 28, 28), threads=1, warmup=2, runs=30, rounds=3)
+    lat = batch1_latency({"lenet": net, "alexnet": big}, torch.rand(1, 1, 28, 28), threads=1,
+                         protocol=Protocol(warmup=2, windows=3, window_queries=10, max_windows=3))
     for stats in lat.values():
         assert 0 < stats["latency_p50_ms"] <= stats["latency_p90_ms"] <= stats["latency_p99_ms"]
     assert lat["alexnet"]["latency_p50_ms"] > lat["lenet"]["latency_p50_ms"]  # 300M vs 0.4M multiply-adds

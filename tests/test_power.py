@@ -78,9 +78,11 @@ def test_energy_integral_and_idle():
 
 
 def _raw(readings, kind):
+    from suite.timing import summarize
+
     """A runner result: 2 s idle, then one 2 s timed window of 100 inferences for one model."""
     return {"runtime": "torch", "runtime_version": "x", "threads": 1, "idle_window": [0.0, 2.0],
-            "models": {"m": {"latencies_ms": [[1.0] * 100]}},
+            "models": {"m": summarize([[1.0] * 100])},  # what the runner's timing protocol returns
             "windows": [{"model": "m", "round": 0, "start": 3.0, "end": 5.0, "inferences": 100}],
             "power": {"kind": kind, "error": None, "readings": readings}}
 

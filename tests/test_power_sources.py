@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from suite import timing
 from suite.config import ConfigError
 from suite.edge import bench, power_sources, runner
 from suite.edge.boards import BenchConfig, BoardConfig, load_inventory
@@ -137,7 +138,7 @@ def test_new_source_sampled_by_the_runner_and_read_by_bench(fakemeter):
     assert error is None and len(w) == len(stamps) and set(w) == {5.0}
     start, end = stamps[1], stamps[-1]
     raw = {"runtime": "torch", "threads": 1, "idle_window": [stamps[0], stamps[1]],
-           "models": {"m": {"latencies_ms": [[1.0] * 100]}},
+           "models": {"m": timing.summarize([[1.0] * 100])},  # what the runner's timing protocol returns
            "windows": [{"model": "m", "round": 0, "start": start, "end": end, "inferences": 100}],
            "power": {"kind": "fakemeter", "error": None, "readings": readings}}
     row = bench.summarize(raw, board)[0]
@@ -189,7 +190,7 @@ def test_bench_ships_the_new_source_to_a_board_without_the_suite(fakemeter, tmp_
     monkeypatch.setattr(bench, "_open", lambda conn, board: None)
     board = BoardConfig(name="meter", host="h", user="u", python=sys.executable, workdir=str(tmp_path / "work"),
                         power={"kind": "fakemeter", "path": str(fakemeter), "scale": 2, "interval_ms": 20, "idle_seconds": 0.3})
-    res = bench.bench_board(board, BenchConfig(warmup=1, rounds=1, min_runs=5, min_seconds=0.5), exports,
+    res = bench.bench_board(board, BenchConfig(warmup=1, windows=2, window_queries=5, window_seconds=0.25, max_windows=2), exports,
                             [{"name": "m", "file": "m.pt", "inputs": "m_inputs.npy"}], tmp_path / "out")
     assert res.ok, res.error
     raw = json.loads((tmp_path / "out" / "result.json").read_text())
@@ -197,5 +198,6 @@ def test_bench_ships_the_new_source_to_a_board_without_the_suite(fakemeter, tmp_
     row = res.rows[0]
     assert row["power_source"] == "fakemeter" and row["energy_note"] is None
     assert row["mean_watts"] == pytest.approx(5.0) and row["idle_watts"] == pytest.approx(5.0)
-    assert row["energy_mj"] == pytest.approx(1e3 * 5.0 * (raw["windows"][0]["end"] - raw["windows"][0]["start"]) / row["inferences"])
+    timed_s = sum(w["end"] - w["start"] for w in raw["windows"])  # 5 W over every timed window
+    assert len(raw["windows"]) == 2 and row["energy_mj"] == pytest.approx(1e3 * 5.0 * timed_s / row["inferences"])
     assert not Path(board.workdir).exists()  # cleaned up as on a real board

@@ -213,7 +213,7 @@ def test_pipeline_job_survives_losing_its_worker_node(cluster):
             "--set", f"baseline.train.epochs={epochs}", "--set", "baseline.train.batch_size=32",
             "--set", "autoencoder.train.epochs=1", "--set", "caenet.train.epochs=1", "--set", "clustering.k_max=3",
             "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
-            "--set", "evaluate.latency.runs=20", "--set", "runtime.experiment=two-nodes"]
+            "--set", "evaluate.latency.window_queries=4", "--set", "runtime.experiment=two-nodes"]
     replaced: list[str] = []
 
     def lose_the_worker_node():

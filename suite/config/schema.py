@@ -127,11 +127,22 @@ class CAENetConfig(_Strict):
 
 
 class LatencyConfig(_Strict):
+    # The one timing protocol (suite/timing.py): warm-up, then windows alternating between the
+    # models, until every p50's 95% interval is within ci_share of it (or max_windows).
     threads: int = Field(default=1, ge=1)
-    warmup: int = Field(default=20, ge=0)
-    runs: int = Field(default=300, ge=5)  # timed calls per model, split over the rounds
-    rounds: int = Field(default=5, ge=1)  # alternate between models this many times
+    warmup: int = Field(default=20, ge=0)  # calls per model before the first window
+    windows: int = Field(default=5, ge=2)  # timed windows per model, at least (a speed-up's pairs)
+    window_queries: int = Field(default=60, ge=1)  # calls per window, at least ...
+    window_seconds: float = Field(default=0.0, ge=0)  # ... and at least this long
+    max_windows: int = Field(default=20, ge=2)  # more windows while an interval is wider than ci_share
+    ci_share: float = Field(default=0.02, ge=0, lt=1)  # early stop: p50's 95% half-width under this share of it
     fold_batchnorm: bool = True  # fold BN into convs for inference, as an exporter would
+
+    @model_validator(mode="after")
+    def _enough_windows(self) -> "LatencyConfig":
+        if self.max_windows < self.windows:
+            raise ValueError(f"max_windows ({self.max_windows}) must be >= windows ({self.windows})")
+        return self
 
 
 class EvaluateConfig(_Strict):
@@ -276,8 +287,10 @@ class ExperimentConfig(_Strict):
         cfg.compare.calibration_images = min(cfg.compare.calibration_images, 64)
         cfg.clustering.k_max = min(cfg.clustering.k_max, 3)
         cfg.clustering.k_min = min(cfg.clustering.k_min, cfg.clustering.k_max)
-        cfg.evaluate.latency.warmup = min(cfg.evaluate.latency.warmup, 3)
-        cfg.evaluate.latency.runs = min(cfg.evaluate.latency.runs, 20)
+        latency = cfg.evaluate.latency
+        latency.warmup, latency.window_queries = min(latency.warmup, 3), min(latency.window_queries, 4)
+        latency.window_seconds = 0.0
+        latency.max_windows = latency.windows
         return cfg
 
 

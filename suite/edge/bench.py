@@ -27,9 +27,10 @@ from suite.edge import power as power_mod
 from suite.edge import power_sources
 from suite.edge.boards import BenchConfig, BoardConfig
 from suite.errors import UserError
-from suite.metrics import latency_stats
+from suite import timing
 
 RUNNER = Path(__file__).with_name("runner.py")
+TIMING = Path(timing.__file__)
 RUNTIME_FORMAT = {"torch": "torchscript", "onnxruntime": "onnx"}
 
 
@@ -111,13 +112,12 @@ def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entrie
         result.system = {"python": versions[0], "runtime_version": versions[1] if len(versions) > 1 else None}
         work = board.workdir
         _run(conn, f"rm -rf {shlex.quote(work)} && mkdir -p {shlex.quote(work + '/power_sources')}", 60, "prepare work folder")
-        uploads = [(RUNNER, "runner.py"), *power_sources.board_files()]  # the runner imports the power sources
+        uploads = [(RUNNER, "runner.py"), (TIMING, "timing.py"), *power_sources.board_files()]  # what the runner imports
         spec_models = []
         for e in entries:
             uploads += [(export_dir / e["file"], e["file"]), (export_dir / e["inputs"], e["inputs"])]
             spec_models.append({"name": e["name"], "file": e["file"], "inputs": e["inputs"]})
-        spec = {"runtime": board.runtime, "threads": board.threads, "models": spec_models, "warmup": bench.warmup,
-                "rounds": bench.rounds, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds,
+        spec = {"runtime": board.runtime, "threads": board.threads, "models": spec_models, "protocol": bench.protocol().to_dict(),
                 "power": board.power.to_dict() if board.power.on_board else {"kind": "none"}}
         (out_dir / "spec.json").write_text(json.dumps(spec, indent=1))
         uploads.append((out_dir / "spec.json", "spec.json"))
@@ -167,12 +167,10 @@ def summarize(raw: dict, board: BoardConfig) -> list[dict]:
     times, watts, power_error = power_samples(raw, board) if board.power.kind != "none" else (None, None, None)
     idle = tuple(raw["idle_window"]) if raw.get("idle_window") and raw["idle_window"][1] > raw["idle_window"][0] else None
     rows = []
-    for name, rec in raw["models"].items():
-        rounds = [np.asarray(r) for r in rec["latencies_ms"]]
+    for name, stats in raw["models"].items():
         row = {"board": board.name, "board_kind": board.kind, "model": name, "runtime": raw["runtime"],
                "runtime_version": raw.get("runtime_version"), "threads": raw["threads"],
-               **latency_stats(np.concatenate(rounds)), "round_p50_ms": [float(np.percentile(r, 50)) for r in rounds],
-               "inferences": int(sum(len(r) for r in rounds)), "power_source": board.power.kind,
+               **stats, "inferences": stats["queries"], "power_source": board.power.kind,
                "energy_mj": None, "dynamic_energy_mj": None, "idle_watts": None, "mean_watts": None, "energy_note": None}
         if board.power.kind == "none":
             row["energy_note"] = "N/A: no power source configured"

@@ -33,6 +33,7 @@ from typing import Annotated, Literal, get_type_hints
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
+from suite import timing
 from suite.config import ConfigError, one_line, read_yaml
 from suite.edge import power_sources
 
@@ -96,11 +97,20 @@ class BoardConfig(_Strict):
 
 
 class BenchConfig(_Strict):
+    """The timing protocol on the boards (suite/timing.py; the same as evaluate.latency's)."""
+
     warmup: int = Field(default=20, ge=0)
-    rounds: int = Field(default=5, ge=1)  # the paper averages five rounds
-    min_runs: int = Field(default=100, ge=1)  # per round, at least this many inferences ...
-    min_seconds: float = Field(default=2.0, ge=0)  # ... and at least this long
+    windows: int = Field(default=5, ge=2)  # at least; the paper averages five rounds
+    window_queries: int = Field(default=100, ge=1)  # per window, at least this many inferences ...
+    window_seconds: float = Field(default=2.0, ge=0)  # ... and at least this long (power meters sample slowly)
+    max_windows: int = Field(default=20, ge=2)
+    ci_share: float = Field(default=0.02, ge=0, lt=1)  # early stop: p50's 95% half-width under this share of it
     images: int = Field(default=64, ge=1)  # distinct test images cycled through
+
+    def protocol(self) -> timing.Protocol:
+        return timing.Protocol(warmup=self.warmup, windows=self.windows, window_queries=self.window_queries,
+                               window_seconds=self.window_seconds, max_windows=max(self.windows, self.max_windows),
+                               ci_share=self.ci_share)
 
 
 class Inventory(_Strict):

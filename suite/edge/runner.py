@@ -7,9 +7,10 @@ writes ``result.json``:
 1. fixes the thread count, records the CPU governor, frequency and temperature where exposed;
 2. starts the power sampler (the spec's ``power.kind``, if it samples on the board) and records
    an idle window;
-3. loads every exported model, warms it up, then times batch-1 inferences on real test images
-   in rounds that alternate between the models, each round lasting at least ``min_runs``
-   inferences and ``min_seconds``; per-call latencies and each window's wall-clock span are kept;
+3. loads every exported model and times batch-1 inferences on real test images under the
+   suite's one protocol (``timing.py``, copied beside this file: warm-up, windows alternating
+   between the models until each p50 is known to ``ci_share``); each model's statistics with
+   their 95% intervals, and each window's wall-clock span, are kept;
 4. stops the sampler and writes the raw power readings; the controller turns them into
    energy with the same source's ``samples`` (``suite.edge.power_sources``).
 """
@@ -27,6 +28,8 @@ import time
 
 # On the controller this is suite.edge.runner; on the board, bench.py copies the package next to this file.
 power_sources = importlib.import_module(".power_sources" if __package__ else "power_sources", __package__ or None)
+# the one timing protocol: suite/timing.py, copied beside this file on the board
+timing = importlib.import_module("suite.timing" if __package__ else "timing")
 
 read = power_sources.read
 
@@ -127,26 +130,16 @@ def main():
     t0 = time.time()
     time.sleep(idle_s)
     result["idle_window"] = [t0, time.time()]
-    for name, call in models.items():  # warm-up, outside every timed window
+    def caller(name, call):
         inputs, n = feeds[name], len(feeds[name])
-        for i in range(spec["warmup"]):
-            call(inputs[i % n : i % n + 1])
-        result["models"][name] = {"latencies_ms": []}
-    for r in range(spec["rounds"]):
-        for name, call in models.items():
-            inputs, n = feeds[name], len(feeds[name])
-            lat = []
-            start = time.time()
-            begin = time.perf_counter()
-            i = 0
-            while i < spec["min_runs"] or time.perf_counter() - begin < spec["min_seconds"]:
-                x = inputs[i % n : i % n + 1]
-                t = time.perf_counter()
-                call(x)
-                lat.append((time.perf_counter() - t) * 1e3)
-                i += 1
-            result["windows"].append({"model": name, "round": r, "start": start, "end": time.time(), "inferences": i})
-            result["models"][name]["latencies_ms"].append(lat)
+        return lambda i: call(inputs[i % n : i % n + 1])
+
+    def window(name, index, start, end, calls):  # energy is read over the same windows
+        result["windows"].append({"model": name, "round": index, "start": start, "end": end, "inferences": calls})
+
+    stats = timing.measure({name: caller(name, call) for name, call in models.items()},
+                           timing.Protocol(**spec["protocol"]), on_window=window)
+    result["models"] = stats
     sampler.stop()
     result["power"] = {"kind": sampler.kind, "error": sampler.error, "readings": sampler.readings}
     result["system_after"] = system_info()

@@ -11,7 +11,7 @@ import torch
 
 from suite.methods import register
 from suite.methods.common import FromScratch, MethodJob
-from suite.metrics import batch1_latency
+from suite.metrics import batch1_latency, protocol_of
 from suite.models.branchy import choose_thresholds, component_inputs
 from suite.stages.common import batched, load_model, write_spec
 
@@ -46,7 +46,7 @@ def choose_exits(job: MethodJob, name: str, kwargs: dict, weights) -> dict:
     lat = cfg.evaluate.latency
     model = model.cpu()
     example = images[:1].float() / 255.0
-    costs = {part: batch1_latency({part: module}, x, lat.threads, lat.warmup, lat.runs // 2, 1)[part]["latency_p50_ms"]
+    costs = {part: batch1_latency({part: module}, x, lat.threads, protocol_of(lat))[part]["latency_p50_ms"]
              for part, (module, x) in component_inputs(model, example).items()}
     choice = choose_thresholds(list(exits.transpose(0, 1)), labels, costs, cfg.compare.branchy_tolerance)
     model.thresholds.copy_(torch.tensor(choice["thresholds"]))

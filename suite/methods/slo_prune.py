@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from suite.methods import register
 from suite.methods.common import MethodJob, TimesItself, prune_structure
 from suite.metrics import P50, accuracy, time_models
+from suite.timing import HIGH, LOW, interval
 from suite.stages.common import load_model, write_spec
 
 
@@ -57,11 +58,11 @@ class SLOPrune(TimesItself):
         timed = time_models({"m": model, "baseline": job.rows["baseline"].load()}, example, lat)
         budget = timed["baseline"]["latency_p50_ms"] / self.speedup if self.speedup else self.budget(ctx.cfg.compare)
 
-        def candidate(ratio: float, model: nn.Module, p50_ms: float) -> dict:
-            return {"ratio": ratio, P50: p50_ms, "val_acc": accuracy(model, val_x, val_y),
-                    "parameters": sum(p.numel() for p in model.parameters()), "meets_budget": p50_ms <= budget}
+        def candidate(ratio: float, model: nn.Module, stats: dict) -> dict:
+            return {"ratio": ratio, **{k: stats[k] for k in (P50, P50 + LOW, P50 + HIGH)}, "val_acc": accuracy(model, val_x, val_y),
+                    "parameters": sum(p.numel() for p in model.parameters()), "meets_budget": stats[P50] <= budget}
 
-        tried = [candidate(0.0, model, timed["m"]["latency_p50_ms"])]
+        tried = [candidate(0.0, model, timed["m"])]
         chosen = {"name": source.model, "kwargs": source.kwargs, "weights": source.stage.file("model.pt"), **tried[0]}
         stage = job.job["name"]
         job.log(f"[{stage}] unpruned: {tried[0][P50]:.3f} ms vs budget {budget:g} ms")
@@ -76,7 +77,7 @@ class SLOPrune(TimesItself):
             metrics = job.fit(folder / "model.pt", model=name, model_kwargs=kwargs, init_from={"": str(folder / "pruned_init.pt")},
                               storage_path=ctx.storage_for(folder), name=f"{stage}-r{ratio:g}", **(job.teacher() if kd else {}))
             model = load_model(name, kwargs, folder / "model.pt")
-            row = candidate(ratio, model, time_models({"m": model}, example, lat)["m"]["latency_p50_ms"])
+            row = candidate(ratio, model, time_models({"m": model}, example, lat)["m"])
             tried.append(row)
             chosen = {"name": name, "kwargs": kwargs, "weights": folder / "model.pt", **row}
             job.log(f"[{stage}] channels -{100 * ratio:.0f}%: {row[P50]:.3f} ms, "
@@ -94,7 +95,7 @@ class SLOPrune(TimesItself):
         verdict = "met" if chosen["meets_budget"] else "not met: no ratio left (add larger ratios or relax the budget)"
         target = f"{self.speedup:g}x the baseline's speed = " if self.speedup else ""
         lines = [f"SLO loop for {self.of}: budget {target}{budget:.3g} ms batch-1 p50 on this machine; {verdict}", "",
-                 "| channels removed | p50 ms | val acc | parameters | meets |", "|---|---|---|---|---|"]
-        lines += [f"| {100 * t['ratio']:.0f}% | {t[P50]:.3f} | {100 * t['val_acc']:.2f}% | {t['parameters']:,} | "
+                 "| channels removed | p50 ms [95%] | val acc | parameters | meets |", "|---|---|---|---|---|"]
+        lines += [f"| {100 * t['ratio']:.0f}% | {interval(t)} | {100 * t['val_acc']:.2f}% | {t['parameters']:,} | "
                   f"{'yes' if t['meets_budget'] else 'no'} |" for t in tried]
         return lines

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from suite.metrics import NONZERO_PARAMETERS, P50, PARAMETERS, SIZE_BYTES, TEST_ACC
+from suite.metrics import NONZERO_PARAMETERS, P50, PARAMETERS, SIZE_BYTES, SPEEDUP, TEST_ACC
+from suite.timing import HIGH, LOW, interval
+
+ROW = (TEST_ACC, P50, P50 + LOW, P50 + HIGH, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)
 
 
 def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
@@ -17,10 +20,14 @@ def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
         return ev.get(f"{label}.{key}", float("nan"))
 
     summary = {
-        "baseline": {k: get(base, k) for k in (TEST_ACC, P50, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)},
-        "caenet": {k: get(cae, k) for k in (TEST_ACC, P50, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)},
+        "baseline": {k: get(base, k) for k in ROW},
+        "caenet": {k: get(cae, k) for k in ROW},
     }
-    summary["speedup_p50"] = summary["baseline"][P50] / summary["caenet"][P50]
+    # paired windows' p50 ratios with their 95% interval (suite.timing.speedup); an older
+    # evaluation without them: the ratio of the p50s
+    summary["speedup_p50"] = ev.get(f"{cae}.{SPEEDUP}", summary["baseline"][P50] / summary["caenet"][P50])
+    summary["speedup_p50" + LOW] = get(cae, SPEEDUP + LOW)
+    summary["speedup_p50" + HIGH] = get(cae, SPEEDUP + HIGH)
     summary["parameter_ratio"] = summary["baseline"]["parameters"] / summary["caenet"]["parameters"]
     def mse(stage: str, own: str) -> float:  # the run's CAE when its targets are of that kind, else the comparison's
         name = "autoencoder" if targets == own else stage
@@ -36,6 +43,10 @@ def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
         "no_transfer": get("caenet_no_transfer", "test_acc"),
     }
     summary["clusters_per_class_mean"] = stages.get("clustering", {}).get("k_mean", float("nan"))
+    # trainings that resumed from a checkpoint (bit-exact on a CPU: the checkpoint holds the
+    # random generators; a GPU's non-deterministic kernels may take another path)
+    summary["resumed_from_epoch"] = {name: m["resumed_from_epoch"] for name, m in stages.items()
+                                     if isinstance(m, dict) and m.get("resumed_from_epoch")}
     return _clean(summary)
 
 
@@ -55,6 +66,18 @@ def _fmt(v, pct=False) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _latency(row: dict) -> str:
+    return interval({k: (v if v is not None else float("nan")) for k, v in row.items()}, P50, 4)
+
+
+def _speedup(summary: dict) -> str:
+    """``1.15x [1.10, 1.21]``: the paired speed-up and its 95% interval."""
+    ratio, low, high = (summary.get(f"speedup_p50{s}") for s in ("", LOW, HIGH))
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.3g}x" + (f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else "")
 
 
 def _run_label(summary: dict) -> str:
@@ -89,7 +112,7 @@ def table(summary: dict) -> str:
     rows = [
         ("", "baseline", "CAE-Net"),
         ("test accuracy", _fmt(b["test_acc"], True), _fmt(c["test_acc"], True)),
-        ("batch-1 latency p50 (ms)", _fmt(b[P50]), _fmt(c[P50])),
+        ("batch-1 latency p50 (ms) [95% interval]", _latency(b), _latency(c)),
         ("parameters", _fmt(b["parameters"]), _fmt(c["parameters"])),
         ("size (KB)", _fmt(b["size_bytes"] and round(b["size_bytes"] / 1024, 1)), _fmt(c["size_bytes"] and round(c["size_bytes"] / 1024, 1))),
     ]
@@ -97,11 +120,14 @@ def table(summary: dict) -> str:
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r)) for r in rows]
     rec, tr = summary["reconstruction_mse"], summary["accuracy_transfer"]
     lines += [
-        f"speed-up (p50): {_fmt(summary['speedup_p50'])}x   {_parameters(summary['parameter_ratio'])}",
+        f"speed-up (p50): {_speedup(summary)}   {_parameters(summary['parameter_ratio'])}",
         f"CAE reconstruction MSE (val): clustered {_fmt(rec['clustered'])} vs one target per class {_fmt(rec['unclustered'])}"
         f"   (mean k = {_fmt(summary['clusters_per_class_mean'])})",
         f"CAE-Net test accuracy: this run's {_fmt(tr['with_transfer_kd'], True)}"
         f" | without KD {_ablation(tr['no_kd'], 'no_kd', summary)}"
         f" | trained from scratch {_ablation(tr['no_transfer'], 'no_transfer', summary)}",
     ]
+    resumed = summary.get("resumed_from_epoch") or {}
+    if resumed:  # the same numbers as an uninterrupted run on a CPU (the checkpoints hold the RNG states)
+        lines.append("resumed from checkpoints: " + ", ".join(f"{name} after epoch {e}" for name, e in sorted(resumed.items())))
     return "\n".join(lines)

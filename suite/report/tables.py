@@ -16,6 +16,7 @@ from pathlib import Path
 from suite.config import ConfigError
 from suite.data import load_split
 from suite.metrics import P50, describe
+from suite.timing import HIGH, LOW, WINDOW_P50, interval, speedup
 from suite.plots import save, subplots
 from suite.stages.graph import trained_models
 
@@ -51,9 +52,12 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
             r, base = measured.get((b, label)), measured.get((b, "baseline"))
             if r is None:
                 continue
-            cell = {P50: r[P50], "energy_mj": r["energy_mj"], "energy_note": r["energy_note"]}
-            if base:
-                cell["speedup"] = base[P50] / r[P50]
+            cell = {P50: r[P50], P50 + LOW: r.get(P50 + LOW), P50 + HIGH: r.get(P50 + HIGH),
+                    "energy_mj": r["energy_mj"], "energy_note": r["energy_note"]}
+            if base:  # paired windows on the same board (suite.timing.speedup), else the p50s' ratio
+                pairs = speedup(base.get(WINDOW_P50) or [], r.get(WINDOW_P50) or [])
+                cell["speedup"], cell["speedup_lo"], cell["speedup_hi"] = pairs if pairs[0] == pairs[0] else (
+                    base[P50] / r[P50], None, None)
                 if r["energy_mj"] is not None and base["energy_mj"]:
                     cell["energy_ratio"] = base["energy_mj"] / r["energy_mj"]
             if slo_ms is not None:
@@ -73,7 +77,7 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
 def markdown(report: dict, title: str) -> str:
     head = ["Method", "Accuracy", "Params (non-zero)", "Size (KB)"]
     for b in report["boards"]:
-        head += [f"{b} p50 ms (speed-up)", f"{b} energy mJ (ratio)"] + ([f"{b} SLO"] if report["slo_ms"] is not None else [])
+        head += [f"{b} p50 ms [95%] (speed-up [95%])", f"{b} energy mJ (ratio)"] + ([f"{b} SLO"] if report["slo_ms"] is not None else [])
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
         cells = [row["method"], f"{100 * row['test_acc']:.2f}%", f"{row['parameters']:,} ({row['nonzero_parameters']:,})",
@@ -83,7 +87,10 @@ def markdown(report: dict, title: str) -> str:
             if c is None:
                 cells += ["-", "-"] + (["-"] if report["slo_ms"] is not None else [])
                 continue
-            cells.append(f"{c[P50]:.3f} ({c.get('speedup', float('nan')):.2f}x)")
+            ratio = f"{c['speedup']:.2f}x" if c.get("speedup") is not None else "-"
+            if c.get("speedup_lo") is not None:
+                ratio += f" [{c['speedup_lo']:.2f}, {c['speedup_hi']:.2f}]"
+            cells.append(f"{interval(c)} ({ratio})")
             cells.append(f"{c['energy_mj']:.3f} ({c['energy_ratio']:.2f}x)" if c.get("energy_ratio") else
                          (f"{c['energy_mj']:.3f}" if c["energy_mj"] is not None else "N/A"))
             if report["slo_ms"] is not None:
@@ -100,12 +107,13 @@ def markdown(report: dict, title: str) -> str:
 def write_csv(report: dict, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "board", "test_acc", "parameters", "nonzero_parameters", "size_bytes", P50, "speedup",
-                    "energy_mj", "energy_ratio", "meets_slo"])
+        w.writerow(["method", "board", "test_acc", "parameters", "nonzero_parameters", "size_bytes", P50, P50 + LOW, P50 + HIGH,
+                    "speedup", "speedup_lo", "speedup_hi", "energy_mj", "energy_ratio", "meets_slo"])
         for row in report["rows"]:
             for b, c in row["boards"].items() or {"": {}}.items():
                 w.writerow([row["method"], b, row["test_acc"], row["parameters"], row["nonzero_parameters"], row["size_bytes"],
-                            c.get(P50), c.get("speedup"), c.get("energy_mj"), c.get("energy_ratio"), c.get("meets_slo")])
+                            c.get(P50), c.get(P50 + LOW), c.get(P50 + HIGH), c.get("speedup"), c.get("speedup_lo"),
+                            c.get("speedup_hi"), c.get("energy_mj"), c.get("energy_ratio"), c.get("meets_slo")])
 
 
 def figure1(report: dict, path: Path) -> None:

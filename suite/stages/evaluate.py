@@ -14,12 +14,13 @@ import platform
 from tqdm import tqdm
 
 from suite.data import load_split
-from suite.metrics import describe, time_models
+from suite.metrics import SPEEDUP, describe, time_models
+from suite.timing import HIGH, LOW, WINDOW_P50, speedup
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.stages.common import Trained
 
-VERSION = 2
+VERSION = 3  # 3: the timing protocol of suite/timing.py (intervals, paired speed-ups)
 
 
 def _cpu_model() -> str:
@@ -46,6 +47,9 @@ def run(ctx: Context, models: dict[str, Trained]) -> StageResult:
         latency = time_models(loaded, test.floats(slice(0, 1)), lcfg)
         for label, stats in latency.items():
             results[label].update(stats)
+            if "baseline" in latency:  # paired windows: each model's right after the baseline's
+                ratio = speedup(latency["baseline"][WINDOW_P50], stats[WINDOW_P50])
+                results[label].update(zip((SPEEDUP, SPEEDUP + LOW, SPEEDUP + HIGH), ratio))
         (work / "evaluation.json").write_text(json.dumps(results, indent=2))
         return {f"{label}.{k}": v for label, row in results.items() for k, v in row.items() if k != "model"}
 

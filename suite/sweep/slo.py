@@ -23,7 +23,13 @@ class TrialRow:
     nonzero_parameters: int
     size_bytes: int
     p50_ms: float = float("nan")
-    speedup: float = float("nan")
+    p50_ms_lo: float = float("nan")  # the p50's 95% interval (suite.timing)
+    p50_ms_hi: float = float("nan")
+    p90_ms: float = float("nan")
+    speedup: float = float("nan")  # paired windows against the baseline's, with their 95% interval
+    speedup_lo: float = float("nan")
+    speedup_hi: float = float("nan")
+    latency_cached: bool = False  # read from the latency cache, not timed in this run
     meets_slo: bool = False
     pareto: bool = False
     extra: dict = field(default_factory=dict)
@@ -58,12 +64,13 @@ def mark(rows: list[TrialRow], slo, baseline_ms: float) -> None:
 
 def markdown(rows: list[TrialRow], baseline_ms: float, slo_text: str, chosen: TrialRow | None) -> str:
     keys = sorted({k for r in rows for k in r.params})
-    head = ["trial", *keys, "val acc", "test acc", "p50 ms", "speed-up", "non-zero params", "SLO", "Pareto"]
+    head = ["trial", *keys, "val acc", "test acc", "p50 ms [95%]", "speed-up [95%]", "non-zero params", "SLO", "Pareto"]
     lines = [f"SLO: {slo_text}; baseline p50 {baseline_ms:.3f} ms", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: r.p50_ms):
-        cells = [r.trial + (" **(chosen)**" if r is chosen else ""), *[str(r.params.get(k, "")) for k in keys],
-                 f"{100 * r.val_acc:.2f}%", f"{100 * r.test_acc:.2f}%", f"{r.p50_ms:.3f}", f"{r.speedup:.2f}x",
+        cells = [r.trial + (" **(chosen)**" if r is chosen else "") + (" (cached latency)" if r.latency_cached else ""), *[str(r.params.get(k, "")) for k in keys],
+                 f"{100 * r.val_acc:.2f}%", f"{100 * r.test_acc:.2f}%", f"{r.p50_ms:.3f} [{r.p50_ms_lo:.3f}, {r.p50_ms_hi:.3f}]",
+                 f"{r.speedup:.2f}x [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]",
                  f"{r.nonzero_parameters:,}", "pass" if r.meets_slo else "fail", "yes" if r.pareto else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

@@ -1,5 +1,8 @@
 """Epoch checkpoints: tensors in ``state.pt`` (read back with ``weights_only``, so a crafted
-file cannot run code) and the epoch and metrics in ``meta.json``.
+file cannot run code) and the epoch and metrics in ``meta.json``. ``state.pt`` also holds every
+random generator the rest of the training reads (``random_state``), so that a resumed training
+draws what an uninterrupted one would have: the same batches, augmentations and dropout masks,
+and so the same weights, bit for bit on a CPU.
 
 A checkpoint folder is Ray Train's ``<storage>/attempt-N/checkpoint_*/``; ``storage`` is a
 local folder or a ``runtime.storage`` URI (``suite.storage``).
@@ -8,11 +11,13 @@ local folder or a ``runtime.storage`` URI (``suite.storage``).
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from suite import storage as store
@@ -21,9 +26,41 @@ STATE, META = "state.pt", "meta.json"
 _CHECKPOINT = re.compile(r"attempt-\d+/checkpoint_[^/]+/" + re.escape(META) + "$")
 
 
-def write(folder: Path, model_state: dict, optimizer: dict, scheduler: dict, epoch: int, metrics: dict) -> None:
-    torch.save({"model": model_state, "optimizer": optimizer, "scheduler": scheduler}, Path(folder) / STATE)
+def write(folder: Path, model_state: dict, optimizer: dict, scheduler: dict, epoch: int, metrics: dict,
+          rng: dict | None = None) -> None:
+    state = {"model": model_state, "optimizer": optimizer, "scheduler": scheduler}
+    if rng is not None:
+        state["rng"] = rng
+    torch.save(state, Path(folder) / STATE)
     (Path(folder) / META).write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
+
+
+def random_state() -> dict:
+    """Every generator a training draws from, as tensors and numbers (what ``weights_only``
+    reads back): torch's CPU generator and each CUDA device's, numpy's and Python's global ones.
+    The batch order needs nothing more: one worker draws it from torch's generator, several
+    from ``seed + epoch``."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "state": list(mt), "gauss": gauss}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict) -> None:
+    """Put back what ``random_state`` captured (CUDA's where this worker has the same devices)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def read(location: str) -> tuple[dict, dict]:

@@ -102,6 +102,7 @@ class Training:
     y_val: torch.Tensor
     start_epoch: int  # 0, or the epoch after the checkpoint it resumed from
     resumed_meta: dict | None  # that checkpoint's epoch and metrics
+    resumed_rng: dict | None  # its random generators (None: none saved, or not resumed)
     unreported: bool  # the driver may never have seen that checkpoint's metrics
     pending: list  # progress records made inside an epoch, sent between its batches
 
@@ -152,7 +153,8 @@ def setup(job: TrainJob, arrays: dict, engine: Engine, channels_last: bool = Fal
     loop = EpochLoop(model, objective, cfg, opt, sched, device, flip=INFO[data.dataset].channels == 3, frozen=list(job.freeze),
                      hooks=hooks, world=world, channels_last=channels_last, bf16=bf16)
     return Training(job, model, core, opt, sched, loop, loader, x_val, y_val,
-                    meta["epoch"] + 1 if state is not None else 0, meta, unreported, pending)
+                    meta["epoch"] + 1 if state is not None else 0, meta, state.get("rng") if state is not None else None,
+                    unreported, pending)
 
 
 def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_last: bool = False,
@@ -170,6 +172,8 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         engine.replay(t.resumed_meta["metrics"])
         yield t.resumed_meta["metrics"]
     objective, device = t.loop.objective, engine.device
+    if t.resumed_rng is not None:  # the generators where the checkpoint left them, not where setup left them
+        checkpoints.restore_random_state(t.resumed_rng)
 
     # Where a training's time goes outside its epochs (benchmarks/overhead.py reads these;
     # keys starting with "_" are timestamps, not logged to MLflow).
@@ -178,6 +182,8 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         t.loader.set_epoch(epoch)
         metrics = yield from _with_progress(t.loop.epoch_steps(t.loader, epoch), t.pending)
         metrics["started_at_epoch"] = t.start_epoch  # >0 when this worker (group) resumed from a checkpoint
+        if t.start_epoch:  # the stage's MLflow run and the run's summary say so
+            metrics["resumed_from_epoch"] = t.start_epoch
         t_eval = time.perf_counter()
         metrics.update(evaluate(objective, t.core, t.x_val, t.y_val, device, channels_last=t.loop.channels_last))
         metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
@@ -186,7 +192,8 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
             sys.stdout.write(epoch_line(job.label, cfg.epochs, metrics) + "\n")
             sys.stdout.flush()
         t_report = time.perf_counter()
+        rng = checkpoints.random_state()  # before anything else draws: the next epoch starts from here
         engine.report(metrics, lambda folder: checkpoints.write(folder, t.core.state_dict(), t.optimizer.state_dict(),
-                                                                  t.scheduler.state_dict(), epoch, metrics))
+                                                                  t.scheduler.state_dict(), epoch, metrics, rng))
         timing["report_seconds"] += time.perf_counter() - t_report  # this one is in the next epoch's numbers
         yield metrics

@@ -1,0 +1,62 @@
+"""Each architecture is timed once per machine (issue 25, item 4): a later sweep or re-run
+reuses its latency, says so, and a changed machine fingerprint measures again."""
+
+import torch
+import torch.nn as nn
+
+from suite.config import LatencyConfig
+from suite.pipeline import latency_cache
+from suite.pipeline.latency_cache import LatencyCache, time_cached
+from suite.timing import WINDOW_P50, speedup
+
+CALLS = {"n": 0}
+
+
+class Counted(nn.Module):
+    """A model that counts its forward calls (in a global: timing deep-copies models)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, width), nn.ReLU(), nn.Linear(width, 10))
+
+    def forward(self, x):
+        CALLS["n"] += 1
+        return self.net(x)
+
+
+LATENCY = LatencyConfig(warmup=1, windows=3, window_queries=5, max_windows=3)
+ARCHS = {"a": ["mlp", {"width": 64}], "b": ["mlp", {"width": 512}]}
+
+
+def _time(cache):
+    models = {"baseline": Counted(256), "a": Counted(64), "b": Counted(512)}
+    return time_cached(models, ARCHS, torch.rand(1, 1, 28, 28), LATENCY, cache)
+
+
+def test_an_architecture_is_timed_once_then_read_back(tmp_path, monkeypatch):
+    cache = LatencyCache(tmp_path / "latency")
+    CALLS["n"] = 0
+    stats, paired, cached = _time(cache)
+    assert cached == set() and CALLS["n"] > 0 and len(list((tmp_path / "latency").glob("*.json"))) == 2
+    first = stats
+
+    CALLS["n"] = 0
+    stats, paired, cached = _time(cache)
+    assert cached == {"a", "b"} and CALLS["n"] == 0  # nothing measured again
+    assert stats["a"] == first["a"] and stats["baseline"]["latency_p50_ms"] > 0
+    ratio, low, high = speedup(paired["b"][WINDOW_P50], stats["b"][WINDOW_P50])  # still a paired speed-up
+    assert low <= ratio <= high
+
+    monkeypatch.setattr(latency_cache, "fingerprint", lambda: {"cpu": "another board"})
+    CALLS["n"] = 0
+    _, _, cached = _time(cache)
+    assert cached == set() and CALLS["n"] > 0  # a changed machine measures again
+
+
+def test_a_cut_off_entry_is_measured_again(tmp_path):
+    cache = LatencyCache(tmp_path / "latency")
+    _time(cache)
+    for f in (tmp_path / "latency").glob("*.json"):
+        f.write_text(f.read_text()[:20])
+    _, _, cached = _time(cache)
+    assert cached == set()
