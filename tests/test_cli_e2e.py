@@ -97,6 +97,9 @@ def test_pipeline_end_to_end_then_cached(smoke_run, data_root):
     assert summary["reconstruction_mse"]["clustered"] > 0 and summary["reconstruction_mse"]["unclustered"] > 0
     assert set(summary["accuracy_transfer"]) == {"with_transfer_kd", "no_kd", "no_transfer"}
     assert "speed-up (p50)" in out.stdout  # the printed table
+    # Issue 30: one epoch on 400 images leaves the baseline near chance; every place says so
+    assert "near chance" in summary["not_converged"]["baseline"] and summary["baseline"]["converged"] is False
+    assert "baseline (did not converge)" in out.stdout and "WARNING: baseline did not converge: val acc" in out.stdout
 
     table = pq.read_table(next((tmp_path / "artifacts" / "mnist").glob("targets-*/images.parquet")))
     assert {"index", "label", "split", "entropy", "cluster", "target_index"} <= set(table.column_names)
@@ -126,15 +129,17 @@ def test_pipeline_end_to_end_then_cached(smoke_run, data_root):
         assert noise not in console, (noise, console[-3000:])
     base = next(r for r in children if r.info.run_name == "baseline")
     assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 1  # one point per epoch
+    assert base.data.tags["converged"] == "false" and "near chance" in base.data.tags["convergence"]
     arts = {a.path for a in client.list_artifacts(next(r for r in children if r.info.run_name == "clustering").info.run_id)}
     assert {"elbow.png", "clusters.parquet"} <= arts
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="ce", dir="/tmp"))  # Ray's folder for the re-run alone (short: socket paths)
-    again = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--summary", str(tmp_path / "s2.json")],
+    again = caenet(["run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke", "--strict", "--summary", str(tmp_path / "s2.json")],
                    tmp_path, data_root, env={"RAY_TMPDIR": str(ray_tmp)})
     started = list(ray_tmp.rglob("session_2*"))
     shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]  # --strict: the baseline did not converge (the cache knows)
+    assert "--strict: " in again.stderr and "baseline" in again.stderr.strip().splitlines()[-1]
     assert not started, started  # every stage cached: no Ray was started (its start and shutdown cost ~7 s)
     rerun = json.loads((tmp_path / "s2.json").read_text())
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{rerun['mlflow_run_id']}'")

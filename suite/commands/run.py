@@ -4,6 +4,7 @@ MLflow parent run; finished stages are reused, so a re-run resumes."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def add_parser(sub) -> None:
     add_set(run)
     add_smoke(run)
     run.add_argument("--summary", metavar="PATH", help="where to write summary.json (default: under the cache folder)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when a training did not converge (near-chance accuracy, still rising, or a diverged loss): "
+                          "for jobs, whose comparison must not be reported as a result then")
     run.add_argument("--dry-run", action="store_true",
                      help="list every stage with its cache key: which are cached and which would run; runs nothing")
     run.set_defaults(func=main)
@@ -47,6 +51,10 @@ def main(args) -> int:
     print()
     print(table(summary))
     print(f"\nsummary: {summary['summary_path']}\nMLflow run: {summary['mlflow_run_id']}")
+    if args.strict and summary["not_converged"]:
+        print(f"caenet: --strict: {len(summary['not_converged'])} training(s) did not converge: "
+              f"{', '.join(sorted(summary['not_converged']))}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -89,7 +97,8 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         if name:
             tags = {"test_acc": summary["caenet"]["test_acc"], "speedup_p50": summary["speedup_p50"],
                     P50: summary["caenet"][P50], "slo_ms": cfg.compare.slo_ms, "config": cfg.name,
-                    "dataset": cfg.data.dataset, "smoke": cfg.smoke, "pipeline_run": parent}
+                    "dataset": cfg.data.dataset, "smoke": cfg.smoke, "pipeline_run": parent,
+                    "converged": not summary["not_converged"]}  # registered either way, tagged: its page says so
             version, created = register_model(tracker, name, models["caenet"], parent, ctx.example_input, tags)
             tracker.set_tag(parent, "registered_model", f"{name}/{version}")
             log(f"Model Registry: {name} version {version}" + ("" if created else " (already registered for this stage)"))

@@ -38,7 +38,10 @@ def run(ctx: Context, method: MethodParams, done: dict[str, Trained], entropy: S
     name = stage_name(method)
 
     def body(work: Path, run_id):
-        job = dict(name=name, train=method.train_config(ctx.cfg.compare).model_dump(), **ctx.job_defaults(work, run_id))
+        epochs_key = (f"compare.methods['{method.name}'].train.epochs" if method.train else
+                      "compare.train.epochs" if method.fresh else "compare.finetune.epochs")
+        job = dict(name=name, train=method.train_config(ctx.cfg.compare).model_dump(), epochs_key=epochs_key,
+                   **ctx.job_defaults(work, run_id))
         metrics = method.run(MethodJob(ctx, method, source, done, entropy, work, job))
         spec = json.loads((work / "spec.json").read_text())
         log_model(ctx, run_id, work, spec["model"], spec["kwargs"])

@@ -119,6 +119,7 @@ class StageRunner:
             if tracker:
                 run_id = tracker.start_child(name, params, {"cache_hit": "true", "stage_key": key, "stage_dir": str(final)})
                 tracker.log_metrics(run_id, metrics, _final_step(metrics))
+                self._flag_unconverged(name, metrics, run_id)
                 tracker.end(run_id)
             self.log(f"[{name}] cached ({final})")
             result = StageResult(name, key, final, metrics, True, run_id)
@@ -145,6 +146,7 @@ class StageRunner:
             raise
         metrics = dict(metrics)
         metrics["stage_seconds"] = round(time.perf_counter() - t0, 3)
+        self._flag_unconverged(name, metrics, run_id)
         (work / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         shutil.rmtree(work / "ray", ignore_errors=True)  # checkpoints: the stage keeps final weights
         if self.storage:
@@ -162,6 +164,16 @@ class StageRunner:
         result = StageResult(name, key, final, metrics, False, run_id)
         self.results[name] = result
         return result
+
+
+    def _flag_unconverged(self, name: str, metrics: dict, run_id: str | None) -> None:
+        """A training that did not learn (suite.training.convergence): a warning line and tags on its run."""
+        if metrics.get("converged") != 0:
+            return
+        self.log(f"[{name}] WARNING: did not converge: {metrics.get('convergence', '')}")
+        if self.tracker and run_id:
+            self.tracker.set_tag(run_id, "converged", "false")
+            self.tracker.set_tag(run_id, "convergence", str(metrics.get("convergence", ""))[:500])
 
 
 def _final_step(metrics: dict) -> int:

@@ -60,7 +60,7 @@ def run(ctx: Context, targets: StageResult, variant: str | None = None) -> Stage
         table = pq.read_table(targets.file("images.parquet"))
         target_index = targets_stage.for_mode(table, TARGETS_OF_VARIANT[variant], ctx.cfg.data.seed)
         np.save(work / "targets.npy", target_index)
-        job = TrainJob(name=stage_name, model=name, model_kwargs=kwargs, train=acfg.train.model_dump(), objective="reconstruct",
+        job = TrainJob(name=stage_name, model=name, model_kwargs=kwargs, train=acfg.train.model_dump(), objective="reconstruct", epochs_key="autoencoder.train.epochs",
                        targets_path=str(work / "targets.npy"), hooks=[PruneWeights(acfg.prune.weight_ratio)] if acfg.prune.weight_ratio > 0 else [],
                        **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt")

@@ -21,6 +21,7 @@ def run(ctx: Context) -> StageResult:
 
     def body(work, run_id):
         job = TrainJob(name="baseline", model=name, model_kwargs=kwargs, train=ctx.cfg.baseline.train.model_dump(),
+                       epochs_key="baseline.train.epochs",
                        objective="classify", **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt")
         log_model(ctx, run_id, work, name, kwargs)

@@ -62,7 +62,7 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
     def body(work, run_id):
         job = TrainJob(
             name=stage_name(variant), model=name, model_kwargs=kwargs, train=ccfg.train.model_dump(),
-            objective="kd" if kd else "classify",
+            objective="kd" if kd else "classify", epochs_key="caenet.train.epochs",
             teacher_logits_path=str(entropy.file("logits.npy")) if kd else None, kd=ccfg.kd.model_dump(),
             init_from={"encoder": str(autoencoder.file("model.pt"))} if init else {},
             freeze=["encoder"] if freeze else [], lr_scale=lr_scale, **ctx.job_defaults(work, run_id))

@@ -20,7 +20,7 @@ import torch
 
 from suite.data import INFO, split_train_val
 from suite.models import create_model
-from suite.training import checkpoints
+from suite.training import checkpoints, convergence
 from suite.training.batches import TensorBatches
 from suite.training.job import TrainingError, TrainJob
 from suite.training.loop import EpochLoop, ProgressLines, evaluate, make_optimizer
@@ -178,6 +178,8 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
     # Where a training's time goes outside its epochs (benchmarks/overhead.py reads these;
     # keys starting with "_" are timestamps, not logged to MLflow).
     timing = {"_started_at": started, "setup_seconds": time.time() - started, "report_seconds": 0.0}
+    # every epoch's headline numbers, through resumes (the checkpoint's metrics carry them): the convergence check's input
+    history = list((t.resumed_meta or {}).get("metrics", {}).get("history", []))
     for epoch in range(t.start_epoch, cfg.epochs):
         t.loader.set_epoch(epoch)
         metrics = yield from _with_progress(t.loop.epoch_steps(t.loader, epoch), t.pending)
@@ -187,6 +189,13 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         t_eval = time.perf_counter()
         metrics.update(evaluate(objective, t.core, t.x_val, t.y_val, device, channels_last=t.loop.channels_last))
         metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
+        history.append({k: metrics[k] for k in ("train_loss", "val_acc") if k in metrics})
+        metrics["history"] = list(history)
+        if epoch == cfg.epochs - 1:  # the last: did it learn? (suite.training.convergence)
+            found = convergence.problems(history, INFO[job.data.dataset].num_classes, job.epochs_key)
+            metrics["converged"] = 0.0 if found else 1.0
+            if found:
+                metrics["convergence"] = "; ".join(found)
         if engine.rank == 0:  # to the worker's log file (the driver prints its own line; `caenet -v` shows this one)
             # Not print(): Ray Train patches it to also log, which shows every line twice.
             sys.stdout.write(epoch_line(job.label, cfg.epochs, metrics) + "\n")

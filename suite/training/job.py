@@ -64,6 +64,7 @@ class TrainJob:
     progress: bool = True
     console_prefix: str = ""  # before the name in the driver's console (a study's cell: "(method / seed 0) ")
     progress_every_s: float = 20.0  # a progress line inside an epoch at most this often (runtime.progress_every_s)
+    epochs_key: str = "train.epochs"  # the config key of this training's length, named when it did not converge
 
     def __post_init__(self):
         self.data = DataConfig.model_validate(self.data)

@@ -1,0 +1,34 @@
+"""Did a training learn? Judged from its epochs' numbers after its last epoch, so that no table
+reports a win over a model that did not (issue 30):
+
+- **near chance**: validation accuracy within a tenth of the way from chance (1 / classes) to 1;
+- **still rising**: validation accuracy grew by more than a point over the last two epochs
+  (more epochs would change the result);
+- **diverged**: a training loss that is NaN or infinite, or ended above where it started.
+
+Reconstruction trainings (no accuracy) are judged on their loss only.
+"""
+
+from __future__ import annotations
+
+import math
+
+RISING = 0.01  # validation accuracy points over the last two epochs that count as still rising
+
+
+def problems(history: list[dict], num_classes: int, epochs_key: str = "baseline.train.epochs") -> list[str]:
+    """Why the training of ``history`` (each epoch's train_loss / val_acc) did not converge;
+    empty when it did. ``epochs_key``: the config key that lengthens it, named in the advice."""
+    found = []
+    losses = [h.get("train_loss") for h in history if h.get("train_loss") is not None]
+    if any(not math.isfinite(v) for v in losses) or (len(losses) >= 2 and losses[-1] > losses[0]):
+        found.append(f"the training loss diverged ({losses[0]:.4g} -> {losses[-1]:.4g}); lower the learning rate")
+    accs = [h["val_acc"] for h in history if h.get("val_acc") is not None]
+    if accs:
+        chance = 1.0 / max(num_classes, 1)
+        if accs[-1] < chance + 0.1 * (1 - chance):
+            found.append(f"val acc {100 * accs[-1]:.1f}% is near chance ({100 * chance:.0f}%); train longer ({epochs_key})")
+        elif len(accs) >= 3 and accs[-1] - accs[-3] > RISING:
+            found.append(f"val acc still rising ({100 * accs[-3]:.1f}% -> {100 * accs[-1]:.1f}% over the last 2 epochs); "
+                         f"train longer ({epochs_key})")
+    return found
