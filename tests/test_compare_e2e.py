@@ -59,7 +59,9 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
         assert row["boards"]["this-cpu"]["meets_slo"], label
     assert (tmp_path / "cmp" / "figure1.png").stat().st_size > 10_000
     table = (tmp_path / "cmp" / "table.md").read_text()
-    assert "| LeNet-WC |" in table and "(1.00x [1.00, 1.00])" in table
+    assert "| LeNet-WC" in table and "(1.00x [1.00, 1.00])" in table
+    # smoke scale: the baseline stays near chance, and its row says so (issue 30)
+    assert "| lenet (baseline) (did not converge) |" in table and "WARNING: did not converge: lenet (baseline): val acc" in table
     assert "LeNet-KD" in out.stdout
     # one MLflow parent with every competitor's stage nested under it
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")

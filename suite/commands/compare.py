@@ -83,7 +83,7 @@ def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple
             for i in range(model.num_exits):
                 row[f"exit_share_{i}"] = float((exits == i).float().mean())
             varied.add(label)
-        row.update(trained.parameters or count_parameters(model))
+        row.update(trained.parameters or count_parameters(model), **tables.convergence_of(trained.stage.metrics))
         row["size_bytes"] = trained.size_bytes or serialized_bytes(model)
         table[label] = row
         loaded[label] = (fold_batchnorm(model) if lat.fold_batchnorm else model).cpu().eval()  # TorchScript: as is

@@ -33,8 +33,15 @@ def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
     rows = {}
     for label in labels or list(models):
         trained = models[label]
-        rows[label] = {"model": trained.model, **describe(trained.load(), test.images, test.labels, cfg.evaluate.batch_size)}
+        rows[label] = {"model": trained.model, **describe(trained.load(), test.images, test.labels, cfg.evaluate.batch_size),
+                       **convergence_of(trained.stage.metrics)}
     return rows
+
+
+def convergence_of(stage_metrics: dict) -> dict:
+    """``{"convergence": why}`` for a model whose training did not converge (its table row is
+    marked), else nothing."""
+    return {"convergence": stage_metrics.get("convergence", "")} if stage_metrics.get("converged") == 0 else {}
 
 
 def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> dict:
@@ -80,7 +87,7 @@ def markdown(report: dict, title: str) -> str:
         head += [f"{b} p50 ms [95%] (speed-up [95%])", f"{b} energy mJ (ratio)"] + ([f"{b} SLO"] if report["slo_ms"] is not None else [])
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
-        cells = [row["method"], f"{100 * row['test_acc']:.2f}%", f"{row['parameters']:,} ({row['nonzero_parameters']:,})",
+        cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""), f"{100 * row['test_acc']:.2f}%", f"{row['parameters']:,} ({row['nonzero_parameters']:,})",
                  f"{row['size_bytes'] / 1024:.1f}"]
         for b in report["boards"]:
             c = row["boards"].get(b)
@@ -97,6 +104,9 @@ def markdown(report: dict, title: str) -> str:
                 cells.append("pass" if c["meets_slo"] else "fail")
         lines.append("| " + " | ".join(cells) + " |")
     notes = sorted({c["energy_note"] for row in report["rows"] for c in row["boards"].values() if c.get("energy_note")})
+    unconverged = [f"{row['method']}: {row['convergence']}" for row in report["rows"] if "convergence" in row]
+    if unconverged:  # no comparison with a model that did not learn goes unmarked
+        lines += [""] + [f"WARNING: did not converge: {u}" for u in unconverged]
     if notes:
         lines += [""] + [f"Energy: {n}" for n in notes]
     if report["slo_ms"] is not None:

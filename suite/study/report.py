@@ -39,7 +39,8 @@ def aggregate(study, rows: list[dict], same_cae: dict[str, bool]) -> dict:
         done = [r for r in mine if "error" not in r]
         entry = {"name": variant.name, "set": variant.set, "note": variant.note, "seeds": [r["seed"] for r in done],
                  "errors": {r["seed"]: r["error"] for r in mine if "error" in r},
-                 "same_cae_as_reference": same_cae.get(variant.name, False)}
+                 "same_cae_as_reference": same_cae.get(variant.name, False),
+                 "not_converged": {r["seed"]: r["not_converged"] for r in done if r.get("not_converged")}}
         for column in COLUMNS:
             entry[f"{column}_mean"], entry[f"{column}_std"] = _stats([r.get(column) for r in done])
         variants.append(entry)
@@ -58,7 +59,8 @@ def markdown(summary: dict) -> str:
     head = ["variant", *(title for title, _, _ in COLUMNS.values()), "seeds", "what it changes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in summary["variants"]:
-        cells = [v["name"]]
+        unconverged = v.get("not_converged") or {}
+        cells = [v["name"] + (f" (did not converge: seed {', '.join(map(str, sorted(unconverged)))})" if unconverged else "")]
         for column, (_, scale, digits) in COLUMNS.items():
             if column == "reconstruction_mse" and v["same_cae_as_reference"]:
                 cells.append(f"same CAE as {summary['reference']}")

@@ -135,6 +135,8 @@ def _evaluate(cell: Cell, ctx: Context, models: dict) -> dict:
     row["speedup"] = row["baseline_p50_ms"] / row["caenet_p50_ms"]
     row["trained"] = [s for s in REPORTED_STAGES if s in stages and not stages[s].cached]
     row["stage_keys"] = {s: stages[s].key for s in REPORTED_STAGES if s in stages}
+    # trainings of this cell that did not learn (suite.training.convergence): the variant's row is marked
+    row["not_converged"] = sorted(n for n, r in stages.items() if r.metrics.get("converged") == 0)
     return row
 
 

@@ -178,6 +178,7 @@ def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> 
                       nonzero_parameters=r["nonzero_parameters"], size_bytes=r["size_bytes"],
                       p50_ms=latency[r["trial"]][P50],
                       extra={"mlflow_run_id": r["mlflow_run_id"], "k_mean": r.get("k_mean"),
+                             "not_converged": r.get("not_converged") or {},
                              "reconstruction_mse": r.get("reconstruction_mse")}) for r in rows]
     mark(table, sweep.slo, baseline_ms)
     for r in table:  # the intervals of the protocol (suite.timing): p50's, and the paired speed-up's

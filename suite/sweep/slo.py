@@ -68,7 +68,8 @@ def markdown(rows: list[TrialRow], baseline_ms: float, slo_text: str, chosen: Tr
     lines = [f"SLO: {slo_text}; baseline p50 {baseline_ms:.3f} ms", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: r.p50_ms):
-        cells = [r.trial + (" **(chosen)**" if r is chosen else "") + (" (cached latency)" if r.latency_cached else ""), *[str(r.params.get(k, "")) for k in keys],
+        cells = [r.trial + (" **(chosen)**" if r is chosen else "") + (" (cached latency)" if r.latency_cached else "")
+                 + (f" (did not converge: {', '.join(sorted(r.extra['not_converged']))})" if r.extra.get("not_converged") else ""), *[str(r.params.get(k, "")) for k in keys],
                  f"{100 * r.val_acc:.2f}%", f"{100 * r.test_acc:.2f}%", f"{r.p50_ms:.3f} [{r.p50_ms_lo:.3f}, {r.p50_ms_hi:.3f}]",
                  f"{r.speedup:.2f}x [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]",
                  f"{r.nonzero_parameters:,}", "pass" if r.meets_slo else "fail", "yes" if r.pareto else ""]

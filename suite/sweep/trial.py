@@ -47,7 +47,10 @@ def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run
                "weights": str(stage.file("model.pt")), "mlflow_run_id": run_id, "caenet_cached": stage.cached,
                "caenet_epochs": stage.metrics.get("epoch"),
                "reconstruction_mse": ctx.runner.results["autoencoder"].metrics.get("reconstruction_mse"),
-               "k_mean": ctx.runner.results["clustering"].metrics.get("k_mean")}
+               "k_mean": ctx.runner.results["clustering"].metrics.get("k_mean"),
+               # trainings of this trial that did not learn (suite.training.convergence): its row is marked
+               "not_converged": {n: r.metrics.get("convergence", "") for n, r in ctx.runner.results.items()
+                                 if r.metrics.get("converged") == 0}}
         tracker.log_metrics(run_id, {k: row[k] for k in ("val_acc", "test_acc", "nonzero_parameters", "size_bytes")})
         (trial_dir / TRIAL_FILE).write_text(json.dumps(row, indent=2, default=str))
     except BaseException as exc:
