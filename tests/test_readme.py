@@ -46,6 +46,19 @@ def test_every_readme_run_line_parses_and_plans(cli):
         assert "would run" in done.stdout or "cached" in done.stdout
 
 
+def test_every_readme_sweep_line_loads():
+    """Each ``caenet sweep`` example: the sweep file, its space and --set keys validate, as the
+    command loads them (a line that fails as written fails here)."""
+    from suite.cli import build_parser
+    from suite.sweep.config import load_sweep
+
+    sweeps = caenet_lines("sweep")
+    assert len(sweeps) >= 3
+    for argv in sweeps:
+        args = build_parser(argv).parse_args(argv)
+        load_sweep(REPO / args.sweep, args.set, args.profile)
+
+
 def test_every_readme_study_line_loads(cli):
     """Each ``caenet study`` example: the study file, its variants and --set keys validate."""
     studies = caenet_lines("study")
