@@ -84,18 +84,12 @@ def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads:
         torch.set_num_threads(previous)
 
 
-def protocol_of(latency) -> Protocol:
-    """The timing protocol ``evaluate.latency`` (a LatencyConfig) states."""
-    return Protocol(warmup=latency.warmup, windows=latency.windows, window_queries=latency.window_queries,
-                    window_seconds=latency.window_seconds, max_windows=latency.max_windows, ci_share=latency.ci_share)
-
-
-def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency, varied=frozenset()) -> dict[str, dict]:
+def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency) -> dict[str, dict]:
     """``batch1_latency`` as ``evaluate.latency`` (a LatencyConfig) asks: BN folded first when
     set, its threads and protocol."""
     if latency.fold_batchnorm:
         models = {k: fold_batchnorm(m) for k, m in models.items()}
-    return batch1_latency(models, example, latency.threads, protocol_of(latency), varied)
+    return batch1_latency(models, example, latency.threads, Protocol.of(latency))
 
 
 def describe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> dict:

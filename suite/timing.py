@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -49,6 +49,12 @@ class Protocol:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of(cls, settings) -> "Protocol":
+        """The protocol a config section states (``evaluate.latency``, a boards file's ``bench``):
+        the fields of the same names."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 def _t95(df: int) -> float:
@@ -136,11 +142,12 @@ def measure(calls: dict[str, Callable[[int], object]], protocol: Protocol,
     return {name: {**summarize(w), "converged": converged} for name, w in latencies.items()}
 
 
-def interval(stats: dict, key: str = P50, digits: int = 3) -> str:
-    """``0.421 [0.418, 0.425]``: a statistic with its 95% interval, for tables."""
+def interval(stats: dict, key: str = P50, fmt: str = ".3f", unit: str = "") -> str:
+    """``0.421 [0.418, 0.425]`` (``unit`` "x": ``1.15x [1.10, 1.21]``): the statistic ``key`` of
+    ``stats`` with its 95% interval (``key`` + ``_lo`` / ``_hi``), for tables; n/a when missing."""
     value, low, high = stats.get(key), stats.get(key + LOW), stats.get(key + HIGH)
     if value is None or value != value:
         return "n/a"
     if low is None or high is None or low != low or high != high:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+        return f"{value:{fmt}}{unit}"
+    return f"{value:{fmt}}{unit} [{low:{fmt}}, {high:{fmt}}]"

@@ -21,13 +21,14 @@ from suite.commands.common import add_set, add_smoke, config_of
 from suite.config import ExperimentConfig
 from suite.data import load_split
 from suite.methods import stage as competitors
-from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, protocol_of, serialized_bytes
+from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
 from suite.models.branchy import BranchyNet
 from suite.pipeline.context import Context
 from suite.pipeline.session import open_session
 from suite.report import tables
 from suite.stages.common import Trained
 from suite.stages.graph import train_stages
+from suite.timing import Protocol
 
 ORDER = 30
 HELP = 'train every competitor of Tables I/II and compare them with CAE-Net here'
@@ -89,7 +90,7 @@ def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple
         loaded[label] = (fold_batchnorm(model) if lat.fold_batchnorm else model).cpu().eval()  # TorchScript: as is
     log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), at least {lat.windows} alternating windows each")
     example = test.floats(slice(0, min(len(test.images), 200)))
-    timings = batch1_latency(loaded, example, lat.threads, protocol_of(lat), varied=varied)
+    timings = batch1_latency(loaded, example, lat.threads, Protocol.of(lat), varied=varied)
     latency_rows = [{"board": BOARD, "model": label, **t, "energy_mj": None,
                      "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"}
                     for label, t in timings.items()]

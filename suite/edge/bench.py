@@ -117,7 +117,7 @@ def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entrie
         for e in entries:
             uploads += [(export_dir / e["file"], e["file"]), (export_dir / e["inputs"], e["inputs"])]
             spec_models.append({"name": e["name"], "file": e["file"], "inputs": e["inputs"]})
-        spec = {"runtime": board.runtime, "threads": board.threads, "models": spec_models, "protocol": bench.protocol().to_dict(),
+        spec = {"runtime": board.runtime, "threads": board.threads, "models": spec_models, "protocol": timing.Protocol.of(bench).to_dict(),
                 "power": board.power.to_dict() if board.power.on_board else {"kind": "none"}}
         (out_dir / "spec.json").write_text(json.dumps(spec, indent=1))
         uploads.append((out_dir / "spec.json", "spec.json"))

@@ -33,7 +33,6 @@ from typing import Annotated, Literal, get_type_hints
 from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
-from suite import timing
 from suite.config import ConfigError, one_line, read_yaml
 from suite.edge import power_sources
 
@@ -106,11 +105,6 @@ class BenchConfig(_Strict):
     max_windows: int = Field(default=20, ge=2)
     ci_share: float = Field(default=0.02, ge=0, lt=1)  # early stop: p50's 95% half-width under this share of it
     images: int = Field(default=64, ge=1)  # distinct test images cycled through
-
-    def protocol(self) -> timing.Protocol:
-        return timing.Protocol(warmup=self.warmup, windows=self.windows, window_queries=self.window_queries,
-                               window_seconds=self.window_seconds, max_windows=max(self.windows, self.max_windows),
-                               ci_share=self.ci_share)
 
 
 class Inventory(_Strict):

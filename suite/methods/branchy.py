@@ -11,9 +11,10 @@ import torch
 
 from suite.methods import register
 from suite.methods.common import FromScratch, MethodJob
-from suite.metrics import batch1_latency, protocol_of
+from suite.metrics import batch1_latency
 from suite.models.branchy import choose_thresholds, component_inputs
 from suite.stages.common import batched, load_model, write_spec
+from suite.timing import Protocol
 
 
 @register
@@ -46,7 +47,7 @@ def choose_exits(job: MethodJob, name: str, kwargs: dict, weights) -> dict:
     lat = cfg.evaluate.latency
     model = model.cpu()
     example = images[:1].float() / 255.0
-    costs = {part: batch1_latency({part: module}, x, lat.threads, protocol_of(lat))[part]["latency_p50_ms"]
+    costs = {part: batch1_latency({part: module}, x, lat.threads, Protocol.of(lat))[part]["latency_p50_ms"]
              for part, (module, x) in component_inputs(model, example).items()}
     choice = choose_thresholds(list(exits.transpose(0, 1)), labels, costs, cfg.compare.branchy_tolerance)
     model.thresholds.copy_(torch.tensor(choice["thresholds"]))

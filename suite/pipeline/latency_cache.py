@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-from suite.metrics import protocol_of, time_models
+from suite.metrics import time_models
+from suite.timing import Protocol
 
 FOLDER = "latency"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -35,12 +37,12 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor()
 
 
 def fingerprint() -> dict:
     """What this machine's latencies depend on, besides the model."""
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
             "python": platform.python_version(), "torch": torch.__version__}
 
 
@@ -78,9 +80,9 @@ def time_cached(models: dict, architectures: dict[str, list], example: torch.Ten
     Returns (label -> stats, label -> the baseline's stats timed beside it, the labels that came
     from the cache)."""
     runs_as = {"format": "torch", "threads": latency.threads, "fold_batchnorm": latency.fold_batchnorm,
-               "protocol": protocol_of(latency).to_dict(), "machine": fingerprint()}
+               "protocol": Protocol.of(latency).to_dict(), "machine": fingerprint()}
     keys = {label: entry_key(architectures[label], runs_as) for label in models if label != baseline}
-    found = {label: entry for label, entry in ((label, cache.get(k) if cache else None) for label, k in keys.items()) if entry}
+    found = {label: entry for label, k in keys.items() if cache is not None and (entry := cache.get(k))}
     missing = [label for label in keys if label not in found]
     stats, paired = {}, {}
     if missing or not found:
@@ -93,5 +95,6 @@ def time_cached(models: dict, architectures: dict[str, list], example: torch.Ten
                                         "baseline": timed[baseline]})
     for label, entry in found.items():
         stats[label], paired[label] = entry["stats"], entry["baseline"]
-    stats.setdefault(baseline, next(iter(found.values()))["baseline"] if found else {})
+    if baseline not in stats:  # nothing timed now: the baseline as it was timed beside a cached one
+        stats[baseline] = next(iter(found.values()))["baseline"]
     return stats, paired, set(found)

@@ -24,6 +24,7 @@ from suite import storage as checkpoint_storage
 from suite.errors import INTERRUPTED, UserError
 from suite.locks import file_lock
 from suite.pipeline.tracking import Tracker
+from suite.training import convergence
 
 # The cache layout, in one place (``caenet cache`` reads it from here): a stage's folder is
 # <stage>-<16 hex key>; beside it <folder>.partial while it runs and <folder>.lock while a
@@ -165,15 +166,15 @@ class StageRunner:
         self.results[name] = result
         return result
 
-
     def _flag_unconverged(self, name: str, metrics: dict, run_id: str | None) -> None:
         """A training that did not learn (suite.training.convergence): a warning line and tags on its run."""
-        if metrics.get("converged") != 0:
+        why = convergence.verdict(metrics)
+        if why is None:
             return
-        self.log(f"[{name}] WARNING: did not converge: {metrics.get('convergence', '')}")
+        self.log(f"[{name}] WARNING: did not converge: {why}")
         if self.tracker and run_id:
             self.tracker.set_tag(run_id, "converged", "false")
-            self.tracker.set_tag(run_id, "convergence", str(metrics.get("convergence", ""))[:500])
+            self.tracker.set_tag(run_id, "convergence", str(why)[:500])
 
 
 def _final_step(metrics: dict) -> int:

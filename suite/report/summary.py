@@ -6,6 +6,7 @@ import math
 
 from suite.metrics import NONZERO_PARAMETERS, P50, PARAMETERS, SIZE_BYTES, SPEEDUP, TEST_ACC
 from suite.timing import HIGH, LOW, interval
+from suite.training.convergence import unconverged
 
 ROW = (TEST_ACC, P50, P50 + LOW, P50 + HIGH, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)
 
@@ -48,8 +49,7 @@ def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
     summary["resumed_from_epoch"] = {name: m["resumed_from_epoch"] for name, m in stages.items()
                                      if isinstance(m, dict) and m.get("resumed_from_epoch")}
     # trainings that did not learn (suite.training.convergence): every comparison with them is marked
-    summary["not_converged"] = {name: m.get("convergence", "") for name, m in stages.items()
-                                if isinstance(m, dict) and m.get("converged") == 0}
+    summary["not_converged"] = unconverged(stages)
     for label in (base, cae):
         summary[label]["converged"] = label not in summary["not_converged"]
     return _clean(summary)
@@ -71,18 +71,6 @@ def _fmt(v, pct=False) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return f"{v:,}" if isinstance(v, int) else str(v)
-
-
-def _latency(row: dict) -> str:
-    return interval({k: (v if v is not None else float("nan")) for k, v in row.items()}, P50, 4)
-
-
-def _speedup(summary: dict) -> str:
-    """``1.15x [1.10, 1.21]``: the paired speed-up and its 95% interval."""
-    ratio, low, high = (summary.get(f"speedup_p50{s}") for s in ("", LOW, HIGH))
-    if ratio is None:
-        return "n/a"
-    return f"{ratio:.3g}x" + (f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else "")
 
 
 def _run_label(summary: dict) -> str:
@@ -119,7 +107,7 @@ def table(summary: dict) -> str:
     rows = [
         ("", "baseline" + mark["baseline"], "CAE-Net" + mark["caenet"]),
         ("test accuracy", _fmt(b["test_acc"], True), _fmt(c["test_acc"], True)),
-        ("batch-1 latency p50 (ms) [95% interval]", _latency(b), _latency(c)),
+        ("batch-1 latency p50 (ms) [95% interval]", interval(b, P50, ".4f"), interval(c, P50, ".4f")),
         ("parameters", _fmt(b["parameters"]), _fmt(c["parameters"])),
         ("size (KB)", _fmt(b["size_bytes"] and round(b["size_bytes"] / 1024, 1)), _fmt(c["size_bytes"] and round(c["size_bytes"] / 1024, 1))),
     ]
@@ -127,7 +115,7 @@ def table(summary: dict) -> str:
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r)) for r in rows]
     rec, tr = summary["reconstruction_mse"], summary["accuracy_transfer"]
     lines += [
-        f"speed-up (p50): {_speedup(summary)}   {_parameters(summary['parameter_ratio'])}",
+        f"speed-up (p50): {interval(summary, 'speedup_p50', '.3g', 'x')}   {_parameters(summary['parameter_ratio'])}",
         f"CAE reconstruction MSE (val): clustered {_fmt(rec['clustered'])} vs one target per class {_fmt(rec['unclustered'])}"
         f"   (mean k = {_fmt(summary['clusters_per_class_mean'])})",
         f"CAE-Net test accuracy: this run's {_fmt(tr['with_transfer_kd'], True)}"

@@ -17,6 +17,7 @@ from suite.config import ConfigError
 from suite.data import load_split
 from suite.metrics import P50, describe
 from suite.timing import HIGH, LOW, WINDOW_P50, interval, speedup
+from suite.training.convergence import verdict
 from suite.plots import save, subplots
 from suite.stages.graph import trained_models
 
@@ -41,7 +42,8 @@ def model_rows(cfg, labels: list[str] | None = None) -> dict[str, dict]:
 def convergence_of(stage_metrics: dict) -> dict:
     """``{"convergence": why}`` for a model whose training did not converge (its table row is
     marked), else nothing."""
-    return {"convergence": stage_metrics.get("convergence", "")} if stage_metrics.get("converged") == 0 else {}
+    why = verdict(stage_metrics)
+    return {} if why is None else {"convergence": why}
 
 
 def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> dict:
@@ -94,9 +96,7 @@ def markdown(report: dict, title: str) -> str:
             if c is None:
                 cells += ["-", "-"] + (["-"] if report["slo_ms"] is not None else [])
                 continue
-            ratio = f"{c['speedup']:.2f}x" if c.get("speedup") is not None else "-"
-            if c.get("speedup_lo") is not None:
-                ratio += f" [{c['speedup_lo']:.2f}, {c['speedup_hi']:.2f}]"
+            ratio = interval(c, "speedup", ".2f", "x") if c.get("speedup") is not None else "-"
             cells.append(f"{interval(c)} ({ratio})")
             cells.append(f"{c['energy_mj']:.3f} ({c['energy_ratio']:.2f}x)" if c.get("energy_ratio") else
                          (f"{c['energy_mj']:.3f}" if c["energy_mj"] is not None else "N/A"))

@@ -51,9 +51,10 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
     params = {"data": ctx.data_params(), "model_kwargs": kwargs, "variant": variant, "train": ccfg.train.model_dump(),
               "kd": ccfg.kd.model_dump() if kd else None}
     lr_scale = {}
-    if variant != "no_transfer" and changed(ccfg, encoder="encoder"):  # trained from scratch: no encoder to choose
+    encoder = changed(ccfg, encoder="encoder") if variant != "no_transfer" else {}  # from scratch: no encoder to choose
+    if encoder:
         init, freeze = ENCODER[ccfg.encoder]
-        params.update(changed(ccfg, encoder="encoder"))
+        params.update(encoder)
         if ccfg.encoder == "finetune":  # the only encoder trained at a scaled rate
             lr_scale = {"encoder": ccfg.finetune_lr_scale}
             params["encoder_lr_scale"] = ccfg.finetune_lr_scale

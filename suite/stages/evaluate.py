@@ -17,25 +17,16 @@ from suite.data import load_split
 from suite.metrics import SPEEDUP, describe, time_models
 from suite.timing import HIGH, LOW, WINDOW_P50, speedup
 from suite.pipeline.context import Context
+from suite.pipeline.latency_cache import cpu_model
 from suite.pipeline.stage import StageResult
 from suite.stages.common import Trained
 
 VERSION = 3  # 3: the timing protocol of suite/timing.py (intervals, paired speed-ups)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def run(ctx: Context, models: dict[str, Trained]) -> StageResult:
     lcfg = ctx.cfg.evaluate.latency
-    params = {"data": ctx.data_params(), "latency": lcfg.model_dump(), "host": platform.node(), "cpu": _cpu_model(),
+    params = {"data": ctx.data_params(), "latency": lcfg.model_dump(), "host": platform.node(), "cpu": cpu_model(),
               "models": {k: [m.model, m.kwargs] for k, m in models.items()}}
 
     def body(work, run_id):

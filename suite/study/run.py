@@ -30,6 +30,7 @@ from suite.stages import evaluate
 from suite.stages.graph import concurrent_slots, train_stages
 from suite.study.config import Cell, StudyConfig
 from suite.study.report import aggregate, markdown, plot, write_cells
+from suite.training.convergence import unconverged
 
 # the stages whose outputs each cell reports, and whether the cell trained them or found them cached
 REPORTED_STAGES = ("baseline", "clustering", "autoencoder", "caenet")
@@ -136,7 +137,7 @@ def _evaluate(cell: Cell, ctx: Context, models: dict) -> dict:
     row["trained"] = [s for s in REPORTED_STAGES if s in stages and not stages[s].cached]
     row["stage_keys"] = {s: stages[s].key for s in REPORTED_STAGES if s in stages}
     # trainings of this cell that did not learn (suite.training.convergence): the variant's row is marked
-    row["not_converged"] = sorted(n for n, r in stages.items() if r.metrics.get("converged") == 0)
+    row["not_converged"] = sorted(unconverged({n: r.metrics for n, r in stages.items()}))
     return row
 
 

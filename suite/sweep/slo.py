@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from suite.plots import save, subplots
+from suite.timing import interval
 
 
 @dataclass
@@ -70,8 +71,8 @@ def markdown(rows: list[TrialRow], baseline_ms: float, slo_text: str, chosen: Tr
     for r in sorted(rows, key=lambda r: r.p50_ms):
         cells = [r.trial + (" **(chosen)**" if r is chosen else "") + (" (cached latency)" if r.latency_cached else "")
                  + (f" (did not converge: {', '.join(sorted(r.extra['not_converged']))})" if r.extra.get("not_converged") else ""), *[str(r.params.get(k, "")) for k in keys],
-                 f"{100 * r.val_acc:.2f}%", f"{100 * r.test_acc:.2f}%", f"{r.p50_ms:.3f} [{r.p50_ms_lo:.3f}, {r.p50_ms_hi:.3f}]",
-                 f"{r.speedup:.2f}x [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]",
+                 f"{100 * r.val_acc:.2f}%", f"{100 * r.test_acc:.2f}%", interval(vars(r), "p50_ms"),
+                 interval(vars(r), "speedup", ".2f", "x"),
                  f"{r.nonzero_parameters:,}", "pass" if r.meets_slo else "fail", "yes" if r.pareto else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

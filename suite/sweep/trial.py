@@ -25,6 +25,7 @@ from suite.pipeline.session import stage_context
 from suite.pipeline.tracking import Tracker
 from suite.stages.graph import train_stages
 from suite.sweep.config import trial_config
+from suite.training.convergence import unconverged
 
 TRIAL_FILE = "trial.json"
 RUN_ID_FILE = "mlflow_run_id"
@@ -49,8 +50,7 @@ def _result(params: dict, base_tree: dict, trial_name: str, trial_dir: Path, run
                "reconstruction_mse": ctx.runner.results["autoencoder"].metrics.get("reconstruction_mse"),
                "k_mean": ctx.runner.results["clustering"].metrics.get("k_mean"),
                # trainings of this trial that did not learn (suite.training.convergence): its row is marked
-               "not_converged": {n: r.metrics.get("convergence", "") for n, r in ctx.runner.results.items()
-                                 if r.metrics.get("converged") == 0}}
+               "not_converged": unconverged({n: r.metrics for n, r in ctx.runner.results.items()})}
         tracker.log_metrics(run_id, {k: row[k] for k in ("val_acc", "test_acc", "nonzero_parameters", "size_bytes")})
         (trial_dir / TRIAL_FILE).write_text(json.dumps(row, indent=2, default=str))
     except BaseException as exc:

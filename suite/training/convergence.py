@@ -16,6 +16,17 @@ import math
 RISING = 0.01  # validation accuracy points over the last two epochs that count as still rising
 
 
+def verdict(metrics: dict) -> str | None:
+    """Why the training behind a stage's final ``metrics`` did not converge (``problems``, as its
+    last epoch recorded them), or None: it did, or the stage trained nothing."""
+    return metrics.get("convergence", "") if metrics.get("converged") == 0 else None
+
+
+def unconverged(stages: dict[str, dict]) -> dict[str, str]:
+    """Stage name -> why, for the stages (name -> final metrics) whose training did not converge."""
+    return {name: why for name, metrics in stages.items() if (why := verdict(metrics)) is not None}
+
+
 def problems(history: list[dict], num_classes: int, epochs_key: str = "baseline.train.epochs") -> list[str]:
     """Why the training of ``history`` (each epoch's train_loss / val_acc) did not converge;
     empty when it did. ``epochs_key``: the config key that lengthens it, named in the advice."""
