@@ -3,6 +3,7 @@
 # key and user key, plus a boards file for `caenet edge bench` that points at it.
 #
 #   scripts/loopback_board.sh start /tmp/board     # prints the port; writes /tmp/board/boards.yaml
+#   scripts/loopback_board.sh start /tmp/b2 onnx onnxruntime 2   # optional: NAME RUNTIME THREADS
 #   caenet edge bench configs/mnist_lenet.yaml --boards /tmp/board/boards.yaml
 #   scripts/loopback_board.sh stop /tmp/board
 #
@@ -10,8 +11,11 @@
 # board's Python is this checkout's .venv (it has torch); its power source is `none`, so
 # energy is reported N/A. Keep DIR short: it holds the sshd's files.
 set -euo pipefail
-action=${1:?usage: $0 start|stop DIR}
-dir=${2:?usage: $0 start|stop DIR}
+action=${1:?usage: $0 start|stop DIR [NAME RUNTIME THREADS]}
+dir=${2:?usage: $0 start|stop DIR [NAME RUNTIME THREADS]}
+name=${3:-loopback}
+runtime=${4:-torch}
+threads=${5:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
 sshd=$(command -v sshd || echo /usr/sbin/sshd)
 case "$action" in
@@ -37,7 +41,7 @@ case "$action" in
     cat > "$dir/boards.yaml" <<YAML
 # written by scripts/loopback_board.sh: this machine as a generic-linux board
 boards:
-  - name: loopback
+  - name: $name
     host: 127.0.0.1
     port: $port
     user: $(id -un)
@@ -45,11 +49,11 @@ boards:
     known_hosts: $dir/known_hosts
     kind: generic-linux
     python: $root/.venv/bin/python
-    runtime: torch
-    threads: 1
+    runtime: $runtime
+    threads: $threads
     workdir: $dir/work
     power: {kind: none}
-bench: {rounds: 5, min_runs: 200, min_seconds: 1}
+bench: {windows: 5, window_queries: 200, window_seconds: 1}
 YAML
     echo "$port"
     ;;

@@ -132,3 +132,85 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     report = json.loads((folder / "report.json").read_text())
     assert set(report["components"]) == {"loopback/caenet"}
     assert (folder / "figure1.png").stat().st_size > 0 and (folder / "figure5.png").stat().st_size > 0
+
+
+def _loopback(home: Path, name: str, runtime: str, die_on_benchmark: bool = False) -> dict:
+    """A loopback board whose Python logs each command it runs to ``calls.log`` (the proof of
+    where a latency was measured); ``die_on_benchmark``: the board's sshd is stopped as the
+    benchmark starts, and it fails (a board lost mid-sweep)."""
+    script = str(REPO / "scripts" / "loopback_board.sh")
+    started = subprocess.run([script, "start", str(home), name, runtime, "1"], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr[-2000:]
+    board = yaml.safe_load((home / "boards.yaml").read_text())["boards"][0]
+    wrapper = home / "python"
+    die = f'case "$*" in *runner.py*) kill "$(cat {home}/sshd.pid)"; exit 255;; esac\n' if die_on_benchmark else ""
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {home}/calls.log\n{die}exec {board["python"]} "$@"\n')
+    wrapper.chmod(0o755)
+    return {**board, "python": str(wrapper)}
+
+
+def _benchmarks(home: Path) -> int:
+    log = home / "calls.log"
+    return sum("runner.py" in line for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.slow
+def test_sweep_decides_the_slo_on_a_board(smoke_run, tmp_path):
+    """Issue 25's 'done when': a sweep with --boards and slo.board picks from the board's
+    latencies (one Ray actor per board); a re-run measures nothing it has; a board lost
+    mid-sweep is N/A, the sweep finishes and exits 1 naming it, and the next run measures only
+    what that board is missing."""
+    homes = {name: Path(tempfile.mkdtemp(prefix=f"b{name}", dir="/tmp")) for name in ("pi", "nano")}
+    bench = {"warmup": 5, "windows": 3, "window_queries": 30, "window_seconds": 0, "max_windows": 3}
+    boards = tmp_path / "boards.yaml"
+    sweep = tmp_path / "sweep.yaml"
+    # one trial whose stages the smoke run has cached: what is tested is where it is timed
+    sweep.write_text(f"""name: board-sweep
+experiment: {REPO / 'configs' / 'mnist_lenet.yaml'}
+set: [runtime.cpus_per_worker=1]
+space: {{caenet.ablations: [[no_transfer]]}}
+scheduler: {{type: fifo}}
+slo: {{speedup: 0.5}}
+""")
+    script = str(REPO / "scripts" / "loopback_board.sh")
+    try:
+        inventory = [_loopback(homes["pi"], "pi", "torch"), _loopback(homes["nano"], "nano", "onnxruntime", die_on_benchmark=True)]
+        boards.write_text(yaml.safe_dump({"boards": inventory, "bench": bench}))
+        args = ["sweep", str(sweep), "--smoke", "--boards", str(boards), "--set", "slo.board=pi"]
+        first = _cli(smoke_run, *args)
+        assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+        assert "board nano failed: benchmark: exit 255" in first.stderr
+        summary = json.loads(sorted((smoke_run["cwd"] / "artifacts" / "mnist" / "sweeps").glob("*board-sweep/sweep_summary.json"))[-1].read_text())
+        assert summary["slo_decided_on"] == "board pi" and summary["chosen"] is not None and set(summary["failed_boards"]) == {"nano"}
+        (row,) = summary["trials"]
+        pi, here, nano = row["boards"]["pi"], row["boards"]["this machine"], row["boards"]["nano"]
+        assert row["board"] == "pi" and row["p50_ms"] == pi["p50_ms"] != here["p50_ms"] and not row["latency_cached"]
+        assert pi["p50_ms_lo"] <= pi["p50_ms"] <= pi["p50_ms_hi"] and pi["p90_ms_lo"] <= pi["p90_ms"] <= pi["p90_ms_hi"]
+        assert pi["speedup_lo"] <= pi["speedup"] <= pi["speedup_hi"] and pi["meets_slo"]
+        assert nano["p50_ms"] != nano["p50_ms"] and not nano["meets_slo"]  # N/A, never a guess
+        assert _benchmarks(homes["pi"]) == 1 and _benchmarks(homes["nano"]) == 1  # measured there, each once
+        assert "| run_trial_" in summary["table"] and "N/A: benchmark: exit 255" in summary["table"]
+
+        subprocess.run([script, "start", str(homes["nano"]), "nano", "onnxruntime", "1"], capture_output=True, timeout=60, check=True)
+        inventory[1] = _loopback(homes["nano"], "nano", "onnxruntime")  # back, on a new port
+        boards.write_text(yaml.safe_dump({"boards": inventory, "bench": bench}))
+        second = _cli(smoke_run, *args)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert "[pi] 1 of 1 architecture(s) from the measurement cache" in second.stdout
+        summary = json.loads(sorted((smoke_run["cwd"] / "artifacts" / "mnist" / "sweeps").glob("*board-sweep/sweep_summary.json"))[-1].read_text())
+        (row,) = summary["trials"]
+        assert row["latency_cached"] and row["p50_ms"] == pi["p50_ms"] and not row["boards"]["nano"]["cached"]
+        assert _benchmarks(homes["pi"]) == 1 and _benchmarks(homes["nano"]) == 2  # only what was missing
+        assert summary["boards"]["nano"]["measured"] == 1 and summary["boards"]["pi"]["from_cache"] == 1
+        assert summary["boards"]["pi"]["system"]["runtime_version"] and summary["boards"]["nano"]["system"]["cpu"]
+
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{smoke_run['cwd'] / 'mlruns' / 'mlflow.db'}")
+        trial = client.get_run(row["extra"]["mlflow_run_id"])
+        assert trial.data.metrics["latency_p50_ms.pi"] == pytest.approx(pi["p50_ms"]) and "latency_p90_ms.nano" in trial.data.metrics
+        assert trial.data.tags["slo_decided_on"] == "pi" and trial.data.tags["board.nano.runtime_version"]
+    finally:
+        for home in homes.values():
+            subprocess.run([script, "stop", str(home)], timeout=30)
+            shutil.rmtree(home, ignore_errors=True)

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from suite.config import LatencyConfig
 from suite.pipeline import latency_cache
-from suite.pipeline.latency_cache import LatencyCache, time_cached
+from suite.pipeline.latency_cache import LatencyCache, time_here
 from suite.timing import WINDOW_P50, speedup
 
 CALLS = {"n": 0}
@@ -30,7 +30,8 @@ ARCHS = {"a": ["mlp", {"width": 64}], "b": ["mlp", {"width": 512}]}
 
 def _time(cache):
     models = {"baseline": Counted(256), "a": Counted(64), "b": Counted(512)}
-    return time_cached(models, ARCHS, torch.rand(1, 1, 28, 28), LATENCY, cache)
+    timed = time_here(models, ARCHS, torch.rand(1, 1, 28, 28), LATENCY, cache)
+    return timed.stats, timed.paired, timed.cached
 
 
 def test_an_architecture_is_timed_once_then_read_back(tmp_path, monkeypatch):
@@ -60,3 +61,23 @@ def test_a_cut_off_entry_is_measured_again(tmp_path):
         f.write_text(f.read_text()[:20])
     _, _, cached = _time(cache)
     assert cached == set()
+
+
+def test_a_failure_keeps_what_was_measured_and_names_what_is_missing(tmp_path):
+    """A board lost mid-way (issue 25, item 6): the visits before it are kept in the cache, the
+    error and the labels left are returned, and the next run measures only those."""
+    cache, runs_as = LatencyCache(tmp_path / "latency"), {"board": {"cpu": "test"}}
+    archs = {"a": ["x", {"w": 1}], "b": ["x", {"w": 2}], "c": ["x", {"w": 3}]}
+    asked = []
+
+    def measure(labels, fail_on=None):
+        asked.append(list(labels))
+        if fail_on in labels:
+            raise ConnectionError(f"board lost while timing {fail_on}")
+        return {k: {"latency_p50_ms": 1.0, WINDOW_P50: [1.0]} for k in ["baseline", *labels]}
+
+    first = latency_cache.time_cached(archs, runs_as, lambda ls: measure(ls, "b"), cache, chunk=1, failure=(ConnectionError,))
+    assert first.error == "board lost while timing b" and first.missing == ["b", "c"] and set(first.stats) == {"baseline", "a"}
+    asked.clear()
+    second = latency_cache.time_cached(archs, runs_as, measure, cache, chunk=1, failure=(ConnectionError,))
+    assert asked == [["b"], ["c"]] and second.cached == {"a"} and second.error is None and set(second.stats) == {"baseline", "a", "b", "c"}

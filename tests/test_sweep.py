@@ -47,7 +47,9 @@ def test_slo_pick_and_pareto_front():
     assert choose(rows).trial == "mid"  # the most accurate that meets the SLO, not the most accurate
     mark(rows, SLOConfig(latency_ms=0.5), baseline_ms=10.0)
     assert choose(rows) is None
-    assert rows[0].speedup == pytest.approx(10.0)
+    lost = _row("board-lost", 0.99, float("nan"))  # a board that failed: N/A, on no front, meets nothing
+    mark(rows + [lost], SLOConfig(), baseline_ms=10.0)
+    assert not lost.meets_slo and not lost.pareto and choose(rows + [lost]).trial == "slow-best"
 
 
 def test_one_set_grammar_for_sweeps(tmp_path):

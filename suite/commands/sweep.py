@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from suite.commands.common import add_set, add_smoke
+from suite.edge.boards import load_inventory
 from suite.sweep.config import load_sweep
 from suite.sweep.run import run_sweep
 
@@ -21,15 +24,19 @@ def add_parser(sub) -> None:
     sweep.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     add_set(sweep, "--set runtime.cache_dir=/abs/cache (a key of the experiment config, for every trial) or "
             "--set slo.speedup=4 (any other key: a key of the sweep file)")
+    sweep.add_argument("--boards", metavar="BOARDS.yaml", help="edge boards (configs/boards.example.yaml): every finished "
+                       "architecture is timed on each of them too (one Ray actor per board, measured once per board "
+                       "fingerprint), one Pareto front per board; with --set slo.board=NAME the SLO is decided there")
     add_smoke(sweep, "run every trial at smoke scale (a few hundred images, 1 epoch)")
     sweep.set_defaults(func=main)
 
 
 def main(args) -> int:
     sweep, base = load_sweep(args.sweep, list(args.set), args.profile)
+    boards = load_inventory(args.boards) if args.boards else None
     if args.smoke:
         base = base.model_copy(update={"smoke": True})
-    summary = run_sweep(sweep, base)
+    summary = run_sweep(sweep, base, boards=boards)
     print()
     print(summary["table"])
     if summary["stopped_early"]:
@@ -37,4 +44,6 @@ def main(args) -> int:
     for trial, error in summary["failed"].items():
         print(f"failed: {trial}: {error}")
     print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
-    return 0
+    for board, error in summary["failed_boards"].items():  # the rest of the search is kept; the exit says so
+        print(f"board {board} failed: {error}; its rows are N/A (a re-run measures only what is missing)", file=sys.stderr)
+    return 1 if summary["failed_boards"] else 0

@@ -45,7 +45,8 @@ class BoardResult:
     error: str | None = None
     rows: list[dict] = field(default_factory=list)
     system: dict = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole visit: connect, push, start, warm-up, windows, fetch, clean-up
+    windows_s: float = 0.0  # of which inside the timed windows
 
 
 def _connection(board: BoardConfig):
@@ -95,7 +96,47 @@ def _run(conn, command: str, timeout: float, what: str):
     return result
 
 
-def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entries: list[dict], out_dir: Path) -> BoardResult:
+# What a board's latencies depend on besides the model (its measurement-cache fingerprint),
+# printed as JSON by the board's Python; the runtime's import is the check that it is there.
+PROBE = """import json, os, platform, sys
+import numpy, {module} as r
+def read(p):
+    try:
+        return open(p).read().strip().strip(chr(0))
+    except OSError:
+        return None
+cpu = next((l.split(":", 1)[1].strip() for l in (read("/proc/cpuinfo") or "").splitlines() if l.startswith("model name")), platform.processor())
+print(json.dumps({{"python": sys.version.split()[0], "runtime_version": r.__version__, "machine": platform.machine(),
+                  "kernel": platform.release(), "cpu": cpu, "cores": os.cpu_count(), "model": read("/proc/device-tree/model")}}))
+"""
+
+
+def probe(conn, board: BoardConfig) -> dict:
+    """The board's system (Python, runtime version, CPU, kernel, cores, device model); a
+    BoardError when its Python or runtime is missing."""
+    module = "torch" if board.runtime == "torch" else "onnxruntime"
+    command = f"{shlex.quote(board.python)} -c {shlex.quote(PROBE.format(module=module))}"
+    try:
+        out = _run(conn, command, 120, "runtime check").stdout
+    except BoardError as exc:
+        raise BoardError(f"{board.runtime} is not importable with '{board.python}' on the board ({exc})") from None
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def board_system(board: BoardConfig) -> dict:
+    """``probe`` over a connection of its own."""
+    conn = _connection(board)
+    try:
+        _open(conn, board)
+        return probe(conn, board)
+    finally:
+        conn.close()
+
+
+def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entries: list[dict], out_dir: Path,
+                system: dict | None = None) -> BoardResult:
+    """``entries`` of ``export_dir`` timed together on ``board``; ``system``: its ``probe``, when
+    already known (skips that round trip)."""
     t0 = time.perf_counter()
     result = BoardResult(board=board.name, ok=False)
     conn = None
@@ -103,13 +144,7 @@ def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entrie
     try:
         conn = _connection(board)
         _open(conn, board)
-        module = "torch" if board.runtime == "torch" else "onnxruntime"
-        probe = f"{shlex.quote(board.python)} -c 'import sys, numpy, {module} as r; print(sys.version.split()[0], r.__version__)'"
-        try:
-            versions = _run(conn, probe, 120, "runtime check").stdout.split()
-        except BoardError as exc:
-            raise BoardError(f"{board.runtime} is not importable with '{board.python}' on the board ({exc})") from None
-        result.system = {"python": versions[0], "runtime_version": versions[1] if len(versions) > 1 else None}
+        result.system = dict(system) if system else probe(conn, board)
         work = board.workdir
         _run(conn, f"rm -rf {shlex.quote(work)} && mkdir -p {shlex.quote(work + '/power_sources')}", 60, "prepare work folder")
         uploads = [(RUNNER, "runner.py"), (TIMING, "timing.py"), *power_sources.board_files()]  # what the runner imports
@@ -133,6 +168,7 @@ def bench_board(board: BoardConfig, bench: BenchConfig, export_dir: Path, entrie
         raw = json.loads((out_dir / "result.json").read_text())
         result.system.update(raw.get("system", {}))
         result.rows = summarize(raw, board)
+        result.windows_s = sum(w["end"] - w["start"] for w in raw.get("windows", []))
         result.ok = True
     except BoardError as exc:
         result.error = str(exc)

@@ -68,8 +68,10 @@ def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
-def export_model(label: str, model: nn.Module, images: torch.Tensor, fmt: str, folder: Path, atol: float = 1e-4) -> list[dict]:
-    """Export ``model`` (and its components) to ``folder``; return one manifest entry per file.
+def export_model(label: str, model: nn.Module, images: torch.Tensor, fmt: str, folder: Path, atol: float = 1e-4,
+                 whole_only: bool = False) -> list[dict]:
+    """Export ``model`` (and its components, unless ``whole_only``) to ``folder``; return one
+    manifest entry per file.
 
     ``images``: float test images in [0, 1], shape (N, C, H, W); the check runs them all.
     """
@@ -77,11 +79,12 @@ def export_model(label: str, model: nn.Module, images: torch.Tensor, fmt: str, f
     entries = []
     x = images.float().cpu()
     feed = {label: x}
-    if hasattr(model, "encoder"):
+    if hasattr(model, "encoder") and not whole_only:
         with torch.no_grad():
             feed[f"{label}.encoder"] = x
             feed[f"{label}.classifier"] = model.encoder(x)
-    for name, part in components(label, model).items():
+    parts = {label: model} if whole_only else components(label, model)
+    for name, part in parts.items():
         inputs = feed[name]
         path = folder / f"{name}{FORMATS[fmt]}"
         try:

@@ -18,7 +18,9 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -71,30 +73,59 @@ class LatencyCache:
         tmp.replace(self.folder / f"{key}.json")
 
 
-def time_cached(models: dict, architectures: dict[str, list], example: torch.Tensor, latency,
-                cache: LatencyCache | None, baseline: str = "baseline") -> tuple[dict, dict, set]:
-    """``time_models`` of ``models`` (label -> model; ``architectures``: label -> [registry name,
-    kwargs] for every label but ``baseline``), each architecture timed once per machine: those
-    found in ``cache`` are not timed again, the others are timed beside the baseline and kept.
+@dataclass
+class Timed:
+    """What ``time_cached`` found or measured on one machine or board."""
 
-    Returns (label -> stats, label -> the baseline's stats timed beside it, the labels that came
-    from the cache)."""
+    stats: dict  # label -> the protocol's statistics (suite.timing.summarize), the baseline's too
+    paired: dict  # label -> the baseline's statistics from the windows that alternated with it
+    cached: set  # the labels read from the cache, not timed now
+    error: str | None = None  # why measuring stopped; what was measured before it is kept
+    missing: list = field(default_factory=list)  # the labels left unmeasured by that error
+
+
+def time_cached(architectures: dict[str, list], runs_as: dict, measure: Callable[[list[str]], dict],
+                cache: LatencyCache | None, baseline: str = "baseline", chunk: int = 0,
+                failure: tuple[type[Exception], ...] = ()) -> Timed:
+    """Every label of ``architectures`` (label -> [registry name, kwargs]) timed once per
+    ``runs_as`` (format, threads, protocol, the machine's or board's fingerprint): those found
+    in ``cache`` are not timed again; ``measure(labels)`` times the others beside the baseline
+    (it returns label -> stats for the baseline and ``labels``), ``chunk`` at a time (0: all at
+    once), and each is kept as soon as it is measured. An exception of a ``failure`` type stops
+    measuring and is returned as ``error``, with the labels it left ``missing``."""
+    keys = {label: entry_key(arch, runs_as) for label, arch in architectures.items()}
+    found = {label: entry for label, k in keys.items() if cache is not None and (entry := cache.get(k))}
+    todo = [label for label in keys if label not in found]
+    timed = Timed({}, {}, set(found))
+    groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)] if chunk else [todo]
+    if not todo and found:
+        groups = []
+    for done, group in enumerate(groups):
+        try:
+            got = measure(group)
+        except failure as exc:
+            timed.error = str(exc)
+            timed.missing = [label for g in groups[done:] for label in g]
+            break
+        timed.stats.setdefault(baseline, got[baseline])
+        for label in group:
+            timed.stats[label], timed.paired[label] = got[label], got[baseline]
+            if cache is not None:
+                cache.put(keys[label], {"architecture": architectures[label], "runs_as": runs_as, "stats": got[label],
+                                        "baseline": got[baseline]})
+    for label, entry in found.items():
+        timed.stats[label], timed.paired[label] = entry["stats"], entry["baseline"]
+    if baseline not in timed.stats and found:  # nothing timed now: the baseline as it was timed beside a cached one
+        timed.stats[baseline] = next(iter(found.values()))["baseline"]
+    return timed
+
+
+def time_here(models: dict, architectures: dict[str, list], example: torch.Tensor, latency,
+              cache: LatencyCache | None, baseline: str = "baseline") -> Timed:
+    """``time_cached`` on this machine: ``models`` (label -> model) timed in one process as
+    ``evaluate.latency`` (a LatencyConfig) says."""
     runs_as = {"format": "torch", "threads": latency.threads, "fold_batchnorm": latency.fold_batchnorm,
                "protocol": Protocol.of(latency).to_dict(), "machine": fingerprint()}
-    keys = {label: entry_key(architectures[label], runs_as) for label in models if label != baseline}
-    found = {label: entry for label, k in keys.items() if cache is not None and (entry := cache.get(k))}
-    missing = [label for label in keys if label not in found]
-    stats, paired = {}, {}
-    if missing or not found:
-        timed = time_models({baseline: models[baseline], **{label: models[label] for label in missing}}, example, latency)
-        stats[baseline] = timed[baseline]
-        for label in missing:
-            stats[label], paired[label] = timed[label], timed[baseline]
-            if cache is not None:
-                cache.put(keys[label], {"architecture": architectures[label], "runs_as": runs_as, "stats": timed[label],
-                                        "baseline": timed[baseline]})
-    for label, entry in found.items():
-        stats[label], paired[label] = entry["stats"], entry["baseline"]
-    if baseline not in stats:  # nothing timed now: the baseline as it was timed beside a cached one
-        stats[baseline] = next(iter(found.values()))["baseline"]
-    return stats, paired, set(found)
+    return time_cached(architectures, runs_as,
+                       lambda labels: time_models({baseline: models[baseline], **{k: models[k] for k in labels}},
+                                                  example, latency), cache, baseline)

@@ -4,9 +4,12 @@
 2. Tune runs one trial per point of the space (``suite.sweep.trial``), ASHA on CAE-Net's
    per-epoch validation accuracy, at most ``max_concurrent_trials`` at a time; each trial is
    an MLflow run nested under the sweep's run.
-3. Ray stops; the baseline and each distinct CAE-Net architecture among the finished trials
-   are timed at batch 1 in alternating rounds; the Pareto front and the SLO pick are written as Markdown, CSV, JSON
-   and a plot, logged to the sweep's MLflow run, and each trial's run gets its latency.
+3. With ``--boards``, the baseline and each distinct CAE-Net architecture among the finished
+   trials are timed on every board (``suite.edge.pool``: one Ray actor per board, the
+   measurement cache per board fingerprint); then Ray stops and they are timed on this machine
+   too, in alternating windows. The SLO is decided where ``slo.board`` says; the Pareto front
+   (one per board) and the SLO pick are written as Markdown, CSV, JSON and plots, logged to the
+   sweep's MLflow run, and each trial's run gets its latencies.
 """
 
 from __future__ import annotations
@@ -26,19 +29,21 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import INFO, load_split
 from suite.distributed.ray_runtime import ensure_ray
+from suite.edge.boards import Inventory
+from suite.edge.pool import BoardPool, BoardTiming
 from suite.errors import last_line
 from suite.metrics import P50, P90, accuracy
 from suite.models import geometry
 from suite.pipeline.context import cache_root
 from suite.pipeline.latency_cache import FOLDER as LATENCY_FOLDER
-from suite.pipeline.latency_cache import LatencyCache, time_cached
+from suite.pipeline.latency_cache import LatencyCache, Timed, time_here
 from suite.pipeline.session import open_session
 from suite.pipeline.stage import StageResult
 from suite.pipeline.tracking import resolve_tracking_uri
 from suite.stages import baseline, entropy, features
 from suite.stages.common import Trained, load_model, register_model
-from suite.sweep.config import SweepConfig
-from suite.sweep.slo import TrialRow, choose, mark, markdown, plot
+from suite.sweep.config import THIS_MACHINE, SweepConfig
+from suite.sweep.slo import TrialRow, choose, markdown, on_board, plot
 from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, finish_trial, run_trial, trial_name
 from suite.timing import HIGH, LOW, WINDOW_P50, speedup
 
@@ -82,7 +87,13 @@ def _on_driver_node(cpus: float):
     return PlacementGroupFactory([bundle], bundle_label_selector=[{RAY_NODE_ID_KEY: node}])
 
 
-def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
+def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print, boards: Inventory | None = None) -> dict:
+    """The sweep, then the SLO search (on ``boards`` too, when given); returns the summary."""
+    names = [b.name for b in boards.boards] if boards else []
+    if sweep.slo.board and sweep.slo.board not in names:
+        raise ConfigError(f"slo.board: {sweep.slo.board} is not a board of --boards "
+                          f"({', '.join(names) if names else 'no --boards FILE given'}); name one of its boards or "
+                          "set slo.board=null to decide the SLO on this machine")
     base = _absolute(base)
     trial_base = base.model_copy(deep=True)
     trial_base.runtime.progress = False  # bars from many trials interleave; Tune's table shows progress
@@ -109,8 +120,10 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print) -> dict:
                                             num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
                 run_config=tune.RunConfig(name=out_dir.name, storage_path=str(out_dir.parent), verbose=1))
             grid = tuner.fit()
-        rows, stopped, failed = _collect(grid, tracker, trial_base.model_dump(mode="json"), log)
-        summary = _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log)
+            rows, stopped, failed = _collect(grid, tracker, trial_base.model_dump(mode="json"), log)
+            models = _models(rows, cfg, base_stage)
+            on_boards = _time_on_boards(boards, models, cfg, log) if boards else {}
+        summary = _slo_search(rows, models, cfg, sweep, out_dir, tracker, parent, log, on_boards)
         summary.update({"stopped_early": stopped, "failed": failed, "mlflow_run_id": parent, "output": str(out_dir)})
         (out_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(parent, out_dir / "sweep_summary.json")
@@ -150,49 +163,110 @@ def _collect(grid, tracker, base_tree: dict, log) -> tuple[list[dict], list[str]
     return rows, stopped, failed
 
 
-def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> dict:
+def _models(rows: list[dict], cfg: ExperimentConfig, base_stage) -> dict:
+    """The baseline and one model per distinct CAE-Net architecture of ``rows`` (keyed by its
+    JSON: [registry name, kwargs]). Dense batch-1 latency depends on the architecture, not on
+    the weights' values (pruned zeros are still multiplied), so only these are timed; timing
+    each trial separately would only let noise reorder identical networks."""
+    models = {"baseline": load_model(cfg.baseline.model, geometry(INFO[cfg.data.dataset]), base_stage.file("model.pt"))}
+    for row in rows:
+        key = _arch(row)
+        if key not in models:
+            models[key] = load_model(row["model"], row["model_kwargs"], Path(row["weights"]))
+    return models
+
+
+def _arch(row: dict) -> str:
+    return json.dumps([row["model"], row["model_kwargs"]], sort_keys=True)
+
+
+def _time_on_boards(boards: Inventory, models: dict, cfg: ExperimentConfig, log) -> dict[str, BoardTiming]:
+    """Every architecture on every board (Ray up: one actor per board), from the cache where the
+    board's fingerprint has it."""
+    short = {key: key if key == "baseline" else f"architecture-{i}" for i, key in enumerate(models)}
+    cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)
+    images = load_split(cfg.data, "test").floats(slice(0, boards.bench.images))
+    log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) on {len(boards.boards)} board(s): "
+        f"{', '.join(b.name for b in boards.boards)}, unless the measurement cache has them for that board")
+    pool = BoardPool(boards)
+    try:
+        timings = pool.time_on_boards({short[k]: m for k, m in models.items()},
+                                      {short[k]: json.loads(k) for k in models if k != "baseline"}, images, cache, log=log)
+    finally:
+        pool.close()
+    back = {v: k for k, v in short.items()}
+    for t in timings.values():  # keyed by architecture again, as the local timing is
+        if t.timed is not None:
+            t.timed.stats = {back[k]: v for k, v in t.timed.stats.items()}
+            t.timed.paired = {back[k]: v for k, v in t.timed.paired.items()}
+            t.timed.cached = {back[k] for k in t.timed.cached}
+        if t.error:
+            log(f"[{t.board}] FAILED: {t.error} (its rows are N/A; the search goes on with the other boards)")
+        elif t.timed is not None and t.timed.cached:
+            log(f"[{t.board}] {len(t.timed.cached)} of {len(models) - 1} architecture(s) from the measurement cache: not timed again")
+    return timings
+
+
+def _where_stats(timed: Timed | None, key: str) -> dict:
+    """One architecture's latency on one machine or board: p50 / p90 with intervals, the paired
+    speed-up with its interval, the baseline's p50, and whether it came from the cache."""
+    stats = timed.stats.get(key) if timed is not None else None
+    if stats is None:
+        return {"p50_ms": float("nan"), "cached": False}
+    base = timed.paired[key]
+    ratio, low, high = speedup(base[WINDOW_P50], stats[WINDOW_P50])
+    return {"p50_ms": stats[P50], "p50_ms_lo": stats[P50 + LOW], "p50_ms_hi": stats[P50 + HIGH],
+            "p90_ms": stats[P90], "p90_ms_lo": stats[P90 + LOW], "p90_ms_hi": stats[P90 + HIGH],
+            "speedup": ratio, "speedup_lo": low, "speedup_hi": high, "baseline_p50_ms": timed.stats["baseline"][P50],
+            "energy_mj": stats.get("energy_mj"), "cached": key in timed.cached}
+
+
+def _slo_search(rows, models, cfg, sweep, out_dir, tracker, parent, log, on_boards: dict[str, BoardTiming]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     lcfg = cfg.evaluate.latency
     test = load_split(cfg.data, "test")
-    base_model = load_model(cfg.baseline.model, geometry(INFO[cfg.data.dataset]), base_stage.file("model.pt"))
-    baseline_acc = accuracy(base_model, test.images, test.labels, cfg.evaluate.batch_size)
-    # Dense batch-1 latency depends on the architecture, not on the weights' values (pruned
-    # zeros are still multiplied), so one model per distinct architecture is timed; timing
-    # each trial separately would only let noise reorder identical networks.
-    arch = {r["trial"]: json.dumps([r["model"], r["model_kwargs"]], sort_keys=True) for r in rows}
-    models = {"baseline": base_model}
-    for row in rows:
-        if arch[row["trial"]] not in models:
-            models[arch[row["trial"]]] = load_model(row["model"], row["model_kwargs"], Path(row["weights"]))
+    baseline_acc = accuracy(models["baseline"], test.images, test.labels, cfg.evaluate.batch_size)
     # each architecture once per machine: a re-run (or a later sweep) reads it back (suite.pipeline.latency_cache)
     cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)
-    log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) at batch 1 on {lcfg.threads} thread(s), "
-        f"alternating windows, unless the latency cache has them")
-    latency, paired, cached = time_cached(models, {k: json.loads(k) for k in models if k != "baseline"},
-                                          test.floats(slice(0, 1)), lcfg, cache)
-    if cached:
-        log(f"{len(cached)} of {len(models) - 1} architecture(s) from the latency cache ({cache.folder}): not timed again")
-    latency.update({trial: latency[key] for trial, key in arch.items()})
-    baseline_ms = latency["baseline"][P50]
+    log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) at batch 1 on this machine, "
+        f"{lcfg.threads} thread(s), alternating windows, unless the latency cache has them")
+    here = time_here(models, {k: json.loads(k) for k in models if k != "baseline"}, test.floats(slice(0, 1)), lcfg, cache)
+    if here.cached:
+        log(f"{len(here.cached)} of {len(models) - 1} architecture(s) from the latency cache ({cache.folder}): not timed again")
     table = [TrialRow(trial=r["trial"], params=r["params"], val_acc=r["val_acc"], test_acc=r["test_acc"],
                       nonzero_parameters=r["nonzero_parameters"], size_bytes=r["size_bytes"],
-                      p50_ms=latency[r["trial"]][P50],
+                      boards={where: _where_stats(timed, _arch(r)) for where, timed in
+                              [(THIS_MACHINE, here), *((b, t.timed) for b, t in on_boards.items())]},
                       extra={"mlflow_run_id": r["mlflow_run_id"], "k_mean": r.get("k_mean"),
                              "not_converged": r.get("not_converged") or {},
                              "reconstruction_mse": r.get("reconstruction_mse")}) for r in rows]
-    mark(table, sweep.slo, baseline_ms)
-    for r in table:  # the intervals of the protocol (suite.timing): p50's, and the paired speed-up's
-        stats = latency[r.trial]
-        r.p50_ms_lo, r.p50_ms_hi, r.p90_ms = stats[P50 + LOW], stats[P50 + HIGH], stats[P90]
-        r.speedup, r.speedup_lo, r.speedup_hi = speedup(paired[arch[r.trial]][WINDOW_P50], stats[WINDOW_P50])
-        r.latency_cached = arch[r.trial] in cached
+    views = {where: on_board(table, where, sweep.slo) for where in [THIS_MACHINE, *on_boards]}
+    for where, view in views.items():  # each place's SLO and Pareto marks, kept with its numbers
+        for r, v in zip(table, view):
+            r.boards[where].update(meets_slo=v.meets_slo, pareto=v.pareto)
+    where = sweep.slo.board or THIS_MACHINE
+    table = views[where]  # the SLO's place fills the latency columns
+    decided = here if where == THIS_MACHINE else on_boards[where].timed
+    baseline_ms = decided.stats["baseline"][P50] if decided is not None and "baseline" in decided.stats else float("nan")
+    failed_boards = {b: t.error for b, t in on_boards.items() if t.error}
     chosen = choose(table)
     for r in table:
-        tracker.log_metrics(r.extra["mlflow_run_id"], {P50: r.p50_ms, P50 + LOW: r.p50_ms_lo, P50 + HIGH: r.p50_ms_hi,
-                                                       P90: r.p90_ms, "speedup": r.speedup, "speedup_lo": r.speedup_lo,
-                                                       "speedup_hi": r.speedup_hi, "meets_slo": float(r.meets_slo),
-                                                       "pareto": float(r.pareto)})
-    text = markdown(table, baseline_ms, sweep.slo.describe(), chosen)
+        run_id = r.extra["mlflow_run_id"]
+        metrics = {P50: r.p50_ms, P50 + LOW: r.p50_ms_lo, P50 + HIGH: r.p50_ms_hi, P90: r.p90_ms, "speedup": r.speedup,
+                   "speedup_lo": r.speedup_lo, "speedup_hi": r.speedup_hi, "meets_slo": float(r.meets_slo),
+                   "pareto": float(r.pareto)}
+        for board in on_boards:  # each board's own, the board named in the metric (NaN ones left out)
+            b = r.boards[board]
+            metrics.update({f"{key}.{board}": b[name] for key, name in ((P50, "p50_ms"), (P90, "p90_ms"), ("speedup", "speedup"))
+                            if b.get(name) == b.get(name) and b.get(name) is not None})
+        tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
+        tracker.set_tag(run_id, "slo_decided_on", r.board)
+        for board, t in on_boards.items():
+            for key in ("cpu", "kernel", "machine", "python", "runtime_version", "model"):
+                if t.system.get(key):
+                    tracker.set_tag(run_id, f"board.{board}.{key}", str(t.system[key])[:250])
+    others = {w: v for w, v in views.items() if w != where}  # every other place's own table and front
+    text = markdown(table, baseline_ms, sweep.slo.describe(), chosen, others, failed_boards)
     (out_dir / "pareto.md").write_text(text + "\n")
     with open(out_dir / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -203,8 +277,16 @@ def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> 
             writer.writerow([r.trial, *[r.params.get(k) for k in keys], r.val_acc, r.test_acc, r.p50_ms, r.speedup,
                              r.nonzero_parameters, r.size_bytes, r.meets_slo, r.pareto])
     if table:
-        plot(table, baseline_ms, baseline_acc, sweep.slo, out_dir / "pareto.png")
+        plot(table, baseline_ms, baseline_acc, sweep.slo, out_dir / "pareto.png", sweep.slo.where)
         tracker.log_artifact(parent, out_dir / "pareto.png")
+        for place, view in others.items():  # one front per board (and this machine's, when a board decides)
+            if not failed_boards.get(place):
+                base_ms = view[0].boards[place].get("baseline_p50_ms", float("nan"))
+                name = f"pareto-{place.replace(' ', '-')}.png"
+                plot(view, base_ms, baseline_acc, sweep.slo, out_dir / name, place if place == THIS_MACHINE else f"board {place}")
+                tracker.log_artifact(parent, out_dir / name)
+    if failed_boards:
+        tracker.set_tag(parent, "failed_boards", "; ".join(f"{b}: {e}" for b, e in failed_boards.items())[:4000])
     for f in ("pareto.md", "trials.csv"):
         tracker.log_artifact(parent, out_dir / f)
     tracker.log_metrics(parent, {"baseline_p50_ms": baseline_ms, "baseline_test_acc": baseline_acc,
@@ -220,10 +302,15 @@ def _slo_search(rows, base_stage, cfg, sweep, out_dir, tracker, parent, log) -> 
             folder = Path(row["weights"]).parent
             stage = StageResult("caenet", folder.name.rsplit("-", 1)[1], folder, {}, True)
             tags = {"test_acc": chosen.test_acc, "val_acc": chosen.val_acc, "speedup_p50": chosen.speedup, P50: chosen.p50_ms,
+                    "latency_measured_on": chosen.board,
                     "slo": sweep.slo.describe(), "trial": chosen.trial, **{f"param.{k}": v for k, v in chosen.params.items()}}
             version, _ = register_model(tracker, name, Trained("caenet", stage, row["model"], row["model_kwargs"]), parent,
                                         test.floats(slice(0, 1)).numpy(), tags)
             tracker.set_tag(parent, "registered_model", f"{name}/{version}")
             log(f"Model Registry: {name} version {version} (the SLO pick, {chosen.trial})")
-    return {"slo": sweep.slo.describe(), "baseline_p50_ms": baseline_ms, "baseline_test_acc": baseline_acc,
-            "trials": [asdict(r) for r in table], "chosen": asdict(chosen) if chosen else None, "table": text}
+    boards = {b: {"error": t.error, "system": t.system, "visits": t.visits, "export_s": t.export_s,
+                  "measured": len(t.timed.stats) - len(t.timed.cached) - 1 if t.timed and t.timed.stats else 0,
+                  "from_cache": len(t.timed.cached) if t.timed else 0} for b, t in on_boards.items()}
+    return {"slo": sweep.slo.describe(), "slo_decided_on": sweep.slo.where, "baseline_p50_ms": baseline_ms,
+            "baseline_test_acc": baseline_acc, "trials": [asdict(r) for r in table], "chosen": asdict(chosen) if chosen else None,
+            "boards": boards, "failed_boards": failed_boards, "table": text}

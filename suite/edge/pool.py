@@ -1,0 +1,170 @@
+"""The boards as a shared Ray resource: one actor per board, each timing one set of models at a
+time (a board that runs two benchmarks at once times neither), reachable by name from any
+process of the Ray job (``board_actor``), so callers on any node queue for a board.
+
+The actors sit on the driver's node by default, where the boards file's SSH keys are: only
+that node needs to reach the boards. Models travel to them as bytes (exported TorchScript or
+ONNX plus their input images), so a caller need not share a filesystem with the driver.
+
+``time_on_boards`` is what the sweep's SLO search calls: the baseline and each architecture
+timed on every board, in alternating windows, once per board fingerprint (the measurement
+cache, ``suite.pipeline.latency_cache``), one architecture per visit so that a board lost
+mid-way keeps what it measured; boards run in parallel, a failing board ends alone with a
+one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from suite.edge.bench import RUNTIME_FORMAT, BoardError, bench_board, board_system
+from suite.edge.boards import BenchConfig, BoardConfig, Inventory
+from suite.edge.export import export_model
+from suite.pipeline.latency_cache import LatencyCache, Timed, time_cached
+from suite.timing import Protocol
+
+ACTOR_PREFIX = "caenet-board-"
+
+
+class BoardActor:
+    """One board, behind a Ray actor with one method running at a time."""
+
+    def __init__(self, board: dict, bench: dict):
+        self.board = BoardConfig.model_validate(board)
+        self.bench = BenchConfig.model_validate(bench)
+        self.system: dict | None = None
+        self.visits = 0  # benchmark runs on the board, for the outside-the-windows overhead
+
+    def probe(self) -> dict:
+        """The board's fingerprint (Python, runtime, CPU, kernel), asked once per actor."""
+        if self.system is None:
+            self.system = board_system(self.board)
+        return self.system
+
+    def measure(self, files: dict[str, bytes], entries: list[dict]) -> dict:
+        """Time ``entries`` (manifest entries whose files are in ``files``) together on the board;
+        returns the BoardResult's fields (``ok`` False with a one-line ``error`` on failure)."""
+        self.visits += 1
+        with tempfile.TemporaryDirectory(prefix="caenet-board-") as tmp:
+            folder = Path(tmp)
+            for name, blob in files.items():
+                (folder / name).write_bytes(blob)
+            res = bench_board(self.board, self.bench, folder, entries, folder / "out", system=self.system)
+        return vars(res)
+
+
+def board_actor(name: str):
+    """The actor of board ``name`` from any process of the job (a trial, a method)."""
+    return ray.get_actor(ACTOR_PREFIX + name)
+
+
+@dataclass
+class BoardTiming:
+    """One board's part of a sweep's timing pass."""
+
+    board: str
+    timed: Timed | None = None  # None: the board never answered
+    system: dict = field(default_factory=dict)
+    error: str | None = None  # one line: why some or all of its rows are N/A
+    visits: list = field(default_factory=list)  # per benchmark run: models, seconds, windows_s
+    export_s: float = 0.0
+
+
+class BoardPool:
+    """One actor per board of ``inventory``, on this (the driver's) node; ``close`` ends them."""
+
+    def __init__(self, inventory: Inventory):
+        self.inventory = inventory
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.actors = {b.name: ray.remote(BoardActor).options(
+            name=ACTOR_PREFIX + b.name, get_if_exists=True, num_cpus=0, max_concurrency=1, scheduling_strategy=here,
+        ).remote(b.model_dump(mode="json"), inventory.bench.model_dump()) for b in inventory.boards}
+        self._exports: dict = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors = {}
+
+    def time_on_boards(self, models: dict[str, torch.nn.Module], architectures: dict[str, list], images: torch.Tensor,
+                       cache: LatencyCache | None, baseline: str = "baseline", log=print) -> dict[str, BoardTiming]:
+        """Every board in parallel: ``models`` (label -> model; ``architectures``: label ->
+        [registry name, kwargs] for each but ``baseline``) timed there unless the cache has them
+        for the board's fingerprint. ``images``: test images the boards feed the models."""
+        def one(board: BoardConfig) -> BoardTiming:
+            out = BoardTiming(board.name)
+            try:
+                out.system = ray.get(self.actors[board.name].probe.remote())
+            except Exception as exc:
+                out.error = _reason(exc)
+                return out
+            runs_as = {"format": RUNTIME_FORMAT[board.runtime], "runtime": board.runtime, "threads": board.threads,
+                       "protocol": Protocol.of(self.inventory.bench).to_dict(),
+                       "board": {k: out.system.get(k) for k in ("cpu", "cores", "machine", "kernel", "python",
+                                                                "runtime_version", "model")}}
+
+            def measure(labels: list[str]) -> dict:
+                fmt = RUNTIME_FORMAT[board.runtime]
+                t0 = time.perf_counter()
+                entries, files = self._export([baseline, *labels], models, images, fmt)
+                out.export_s += time.perf_counter() - t0
+                res = ray.get(self.actors[board.name].measure.remote(files, entries))
+                if not res["ok"]:
+                    raise BoardError(res["error"])
+                out.visits.append({"models": len(entries), "seconds": res["seconds"], "windows_s": res["windows_s"]})
+                log(f"[{board.name}] timed {', '.join(labels) or baseline} beside the baseline in {res['seconds']:.1f}s "
+                    f"({res['windows_s']:.1f}s inside the timed windows)")
+                return {row["model"]: row for row in res["rows"]}
+
+            try:
+                out.timed = time_cached(architectures, runs_as, measure, cache, baseline, chunk=1,
+                                        failure=(BoardError, ray.exceptions.RayError))
+            except Exception as exc:  # anything else on this board stays on this board
+                out.error = _reason(exc)
+                return out
+            out.error = out.timed.error and _reason(out.timed.error)
+            return out
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.inventory.boards))) as pool:
+            return {t.board: t for t in pool.map(one, self.inventory.boards)}
+
+    def _export(self, labels: list[str], models: dict, images: torch.Tensor, fmt: str) -> tuple[list[dict], dict]:
+        """Manifest entries and file bytes of ``labels`` in ``fmt``, each exported once per pool."""
+        entries, files = [], {}
+        for label in labels:
+            with self._lock:
+                if (label, fmt) not in self._exports:
+                    with tempfile.TemporaryDirectory(prefix="caenet-export-") as tmp:
+                        entry = export_model(_safe(label), models[label], images, fmt, Path(tmp), whole_only=True)[0]
+                        blobs = {entry[k]: (Path(tmp) / entry[k]).read_bytes() for k in ("file", "inputs")}
+                    self._exports[label, fmt] = ({**entry, "name": label}, blobs)
+            entry, blobs = self._exports[label, fmt]
+            entries.append(entry)
+            files.update(blobs)
+        return entries, files
+
+
+def _safe(label: str) -> str:
+    """A file name for a label (an architecture's label is its JSON)."""
+    plain = label.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    return label if plain else "arch-" + hashlib.sha256(label.encode()).hexdigest()[:12]
+
+
+def _reason(exc) -> str:
+    """One line of why a board failed: a BoardError's own line, an actor's last line."""
+    text = str(exc).strip()
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, BoardError):
+        text = str(exc.cause)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
