@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from suite.training import checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -100,6 +103,38 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.flag}",))
+
+
+class DiskEngine:
+    """``suite.training.fit``'s engine for tests: one CPU worker that keeps its epoch checkpoints
+    in a folder, laid out as Ray Train's attempts are in storage (``checkpoints.latest`` finds them)."""
+
+    rank, world, device = 0, 1, torch.device("cpu")
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        (folder / "attempt-0").mkdir(parents=True, exist_ok=True)
+
+    def folders(self) -> list:
+        return sorted((self.folder / "attempt-0").glob("checkpoint_*"))
+
+    def prepare_model(self, model):
+        return model
+
+    def resume(self, job):
+        done = self.folders()
+        if not done:
+            return None, None, False
+        state, meta = checkpoints.read(str(done[-1]))
+        return state, meta, False
+
+    def replay(self, metrics):
+        pass
+
+    def report(self, metrics, write_checkpoint):
+        folder = self.folder / "attempt-0" / f"checkpoint_{int(metrics['epoch']):06d}"
+        folder.mkdir()
+        write_checkpoint(folder)
 
 
 def free_port() -> int:

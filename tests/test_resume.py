@@ -12,34 +12,7 @@ from suite.config import DataConfig, TrainConfig
 from suite.data import load_split
 from suite.training import checkpoints, fit
 from suite.training.job import TrainJob
-
-
-class DiskEngine:
-    """One worker that keeps its epoch checkpoints in a folder, as the task engine does in storage."""
-
-    rank, world, device = 0, 1, torch.device("cpu")
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def prepare_model(self, model):
-        return model
-
-    def resume(self, job):
-        done = sorted(self.folder.glob("epoch-*"))
-        if not done:
-            return None, None, False
-        state, meta = checkpoints.read(str(done[-1]))
-        return state, meta, False
-
-    def replay(self, metrics):
-        pass
-
-    def report(self, metrics, write_checkpoint):
-        folder = self.folder / f"epoch-{int(metrics['epoch']):03d}"
-        folder.mkdir()
-        write_checkpoint(folder)
+from tests.conftest import DiskEngine
 
 
 def _job(data_root: Path) -> tuple[TrainJob, dict]:
@@ -53,7 +26,7 @@ def _job(data_root: Path) -> tuple[TrainJob, dict]:
 
 
 def _final_weights(folder: Path) -> dict:
-    state, meta = checkpoints.read(str(sorted(folder.glob("epoch-*"))[-1]))
+    state, meta = checkpoints.read(str(DiskEngine(folder).folders()[-1]))
     assert meta["epoch"] == 2  # the last of 3 epochs (0-based)
     return state["model"]
 

@@ -45,6 +45,13 @@ class TrainConfig(_Strict):
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     augment: bool = False  # random crop (pad 4) + horizontal flip for CIFAR, crop only for 28x28
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    # A length that fits the data: at least this many optimizer steps, epochs raised on small
+    # data (1,500 images at batch 128 are 10 steps an epoch: 6 epochs leave LeNet at chance,
+    # tests/test_convergence.py); 0: the epochs as given.
+    min_steps: int = Field(default=0, ge=0)
+    # Early stop: end after this many epochs without a better validation accuracy; the best
+    # epoch's weights are the result. null: every epoch runs.
+    patience: int | None = Field(default=None, ge=1)
 
 
 class BaselineConfig(_Strict):

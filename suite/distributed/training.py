@@ -38,12 +38,13 @@ from ray.exceptions import RayError, RayTaskError
 
 from suite import storage as store
 from suite.config import DataConfig, RuntimeConfig
-from suite.data import load_split
+from suite.data import load_split, split_train_val
 from suite.distributed import progress, relay
 from suite.distributed.ray_runtime import ensure_ray, on_close, session_key, use_gpu
 from suite.distributed.worker import train_loop_per_worker, train_task
 from suite.errors import UserError, last_line
 from suite.training import checkpoints
+from suite.training import fit as recipe
 from suite.training.job import TrainingError, TrainJob
 from suite.training.reports import PROGRESS
 
@@ -136,11 +137,16 @@ def fit(job: TrainJob, runtime: RuntimeConfig, output: Path, report_to_tune: boo
     """
     storage = job.storage_path if store.is_uri(job.storage_path) else str(Path(job.storage_path).resolve())
     job = replace(job, storage_path=storage, progress_every_s=progress.every_s(job.progress_every_s))
+    if job.train.min_steps:  # a length in optimizer steps: the epochs it takes on this data, for every worker
+        n = len(load_split(job.data, "train"))
+        n_train = n - int(split_train_val(n, job.data.val_fraction, job.data.seed).sum())
+        job = replace(job, train=job.train.model_copy(update={"epochs": recipe.epochs_for(job.train, n_train)}))
     latest, resume_epoch = checkpoints.latest(storage)  # the worker resumes from it; reported below
     epochs = job.train.epochs
-    if latest is not None and resume_epoch + 1 >= epochs:
+    if latest is not None and (resume_epoch + 1 >= epochs or checkpoints.read_meta(latest)["metrics"].get("stopped_early")):
         # Every epoch is already checkpointed (the process died, or Tune stopped the trial,
-        # after the last report): finish from the checkpoint without starting workers.
+        # after the last report), or early stopping ended it: finish from the checkpoint
+        # without starting workers.
         return _finish(checkpoints.read(latest), output, resume_epoch)
     if _FINISH_ONLY.is_set():
         raise NeedsTraining(f"training '{job.name}' stopped at epoch {resume_epoch + 1} of {epochs}")

@@ -27,10 +27,13 @@ _CHECKPOINT = re.compile(r"attempt-\d+/checkpoint_[^/]+/" + re.escape(META) + "$
 
 
 def write(folder: Path, model_state: dict, optimizer: dict, scheduler: dict, epoch: int, metrics: dict,
-          rng: dict | None = None) -> None:
+          rng: dict | None = None, best: dict | None = None) -> None:
+    """``best``: the best epoch's weights so far (early stopping), carried through resumes."""
     state = {"model": model_state, "optimizer": optimizer, "scheduler": scheduler}
     if rng is not None:
         state["rng"] = rng
+    if best is not None:
+        state["best_model"] = best
     torch.save(state, Path(folder) / STATE)
     (Path(folder) / META).write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
 
@@ -66,6 +69,11 @@ def restore_random_state(state: dict) -> None:
 def read(location: str) -> tuple[dict, dict]:
     """(tensors: model / optimizer / scheduler state, meta: epoch and metrics) of a checkpoint folder."""
     return store.load_tensors(store.join(location, STATE)), store.load_json(store.join(location, META))
+
+
+def read_meta(location: str) -> dict:
+    """A checkpoint folder's epoch and metrics, without its tensors."""
+    return store.load_json(store.join(location, META))
 
 
 def latest(storage: str) -> tuple[str | None, int]:

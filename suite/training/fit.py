@@ -10,6 +10,7 @@ task (one worker); tests use a stand-in. Nothing here imports Ray.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class Training:
     start_epoch: int  # 0, or the epoch after the checkpoint it resumed from
     resumed_meta: dict | None  # that checkpoint's epoch and metrics
     resumed_rng: dict | None  # its random generators (None: none saved, or not resumed)
+    resumed_best: dict | None  # its best epoch's weights so far (early stopping)
     unreported: bool  # the driver may never have seen that checkpoint's metrics
     pending: list  # progress records made inside an epoch, sent between its batches
 
@@ -154,7 +156,7 @@ def setup(job: TrainJob, arrays: dict, engine: Engine, channels_last: bool = Fal
                      hooks=hooks, world=world, channels_last=channels_last, bf16=bf16)
     return Training(job, model, core, opt, sched, loop, loader, x_val, y_val,
                     meta["epoch"] + 1 if state is not None else 0, meta, state.get("rng") if state is not None else None,
-                    unreported, pending)
+                    state.get("best_model") if state is not None else None, unreported, pending)
 
 
 def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_last: bool = False,
@@ -180,6 +182,7 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
     timing = {"_started_at": started, "setup_seconds": time.time() - started, "report_seconds": 0.0}
     # every epoch's headline numbers, through resumes (the checkpoint's metrics carry them): the convergence check's input
     history = list((t.resumed_meta or {}).get("metrics", {}).get("history", []))
+    best = EarlyStop(cfg.patience, history, t.resumed_best, INFO[job.data.dataset].num_classes)
     for epoch in range(t.start_epoch, cfg.epochs):
         t.loader.set_epoch(epoch)
         metrics = yield from _with_progress(t.loop.epoch_steps(t.loader, epoch), t.pending)
@@ -191,8 +194,14 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
         history.append({k: metrics[k] for k in ("train_loss", "val_acc") if k in metrics})
         metrics["history"] = list(history)
-        if epoch == cfg.epochs - 1:  # the last: did it learn? (suite.training.convergence)
-            found = convergence.problems(history, INFO[job.data.dataset].num_classes, job.epochs_key)
+        stop = best.update(epoch, metrics, t.core)
+        last = stop or epoch == cfg.epochs - 1
+        weights = t.core.state_dict()
+        if last and best.state is not None:  # the result is the best epoch's weights
+            weights = best.finish(metrics, stop)
+        if last:  # did it learn? (suite.training.convergence)
+            judged = history[: best.epoch + 1] if best.state is not None else history  # the kept epoch's
+            found = convergence.problems(judged, INFO[job.data.dataset].num_classes, job.epochs_key, stopped_early=stop)
             metrics["converged"] = 0.0 if found else 1.0
             if found:
                 metrics["convergence"] = "; ".join(found)
@@ -202,7 +211,49 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
             sys.stdout.flush()
         t_report = time.perf_counter()
         rng = checkpoints.random_state()  # before anything else draws: the next epoch starts from here
-        engine.report(metrics, lambda folder: checkpoints.write(folder, t.core.state_dict(), t.optimizer.state_dict(),
-                                                                  t.scheduler.state_dict(), epoch, metrics, rng))
+        engine.report(metrics, lambda folder: checkpoints.write(folder, weights, t.optimizer.state_dict(),
+                                                                  t.scheduler.state_dict(), epoch, metrics, rng,
+                                                                  best=None if last else best.state))
         timing["report_seconds"] += time.perf_counter() - t_report  # this one is in the next epoch's numbers
         yield metrics
+        if stop:
+            return
+
+
+class EarlyStop:
+    """``train.patience``: the best validation accuracy so far and its weights; ``update`` says
+    when ``patience`` epochs have passed without a better one, once the best is clear of chance
+    (a one-cycle schedule's warm-up can hold a model near chance for several epochs before it
+    learns: stopping there would keep a model that never learned). Off (``patience`` None): never."""
+
+    def __init__(self, patience: int | None, history: list[dict], resumed: dict | None, num_classes: int):
+        self.patience, self.state, self.num_classes = patience, resumed, num_classes
+        scores = [h.get("val_acc", float("-inf")) for h in history]
+        self.epoch = max(range(len(scores)), key=scores.__getitem__) if scores and patience else -1
+        self.score = scores[self.epoch] if self.epoch >= 0 else float("-inf")
+
+    def update(self, epoch: int, metrics: dict, model: torch.nn.Module) -> bool:
+        if not self.patience:
+            return False
+        if metrics.get("val_acc", float("-inf")) > self.score:
+            self.epoch, self.score = epoch, metrics["val_acc"]
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return epoch - self.epoch >= self.patience and not convergence.near_chance(self.score, self.num_classes)
+
+    def finish(self, metrics: dict, stopped: bool) -> dict:
+        """The weights to keep; ``metrics`` say which epoch they are and what it scored."""
+        metrics["best_epoch"] = self.epoch + 1
+        metrics["last_val_acc"] = metrics.get("val_acc")
+        metrics["val_acc"] = self.score
+        if stopped:
+            metrics["stopped_early"] = 1.0
+        return self.state
+
+
+def epochs_for(train, n_train: int) -> int:
+    """The epochs a training of ``n_train`` images runs: ``train.epochs``, raised to reach
+    ``train.min_steps`` optimizer steps (an epoch is n_train // batch_size steps)."""
+    if not train.min_steps:
+        return train.epochs
+    per_epoch = max(1, n_train // train.batch_size) if n_train > train.batch_size else 1
+    return max(train.epochs, math.ceil(train.min_steps / per_epoch))
