@@ -79,3 +79,15 @@ def test_early_stop_keeps_the_best_epoch_and_a_rerun_finishes_there(small, tmp_p
     metrics = training.fit(job, RuntimeConfig(), tmp_path / "model.pt")
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert metrics["best_epoch"] == last["best_epoch"] and all(torch.equal(saved[k], kept["model"][k]) for k in saved)
+
+
+def test_early_stop_on_a_reconstruction_follows_its_loss():
+    """No accuracy (the autoencoder): the best epoch is the lowest validation loss."""
+    stop, model = fit.EarlyStop(2, [], None, 10), torch.nn.Linear(2, 2)
+    decisions = [stop.update(e, {"val_loss": loss}, model) for e, loss in enumerate([1.0, 0.5, 0.6, 0.7])]
+    assert decisions == [False, False, False, True] and stop.epoch == 1
+    metrics = {"val_loss": 0.7}
+    stop.finish(metrics, True)
+    assert metrics == {"val_loss": 0.5, "last_val_loss": 0.7, "best_epoch": 2, "stopped_early": 1.0}
+    resumed = fit.EarlyStop(2, [{"val_loss": 1.0}, {"val_loss": 0.5}], {"w": torch.zeros(1)}, 10)  # from a checkpoint's history
+    assert resumed.epoch == 1 and resumed.score == -0.5

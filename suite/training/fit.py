@@ -192,7 +192,7 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         t_eval = time.perf_counter()
         metrics.update(evaluate(objective, t.core, t.x_val, t.y_val, device, channels_last=t.loop.channels_last))
         metrics.update(timing, eval_seconds=time.perf_counter() - t_eval, _epoch_done_at=time.time())
-        history.append({k: metrics[k] for k in ("train_loss", "val_acc") if k in metrics})
+        history.append({k: metrics[k] for k in ("train_loss", "val_acc", "val_loss") if k in metrics})
         metrics["history"] = list(history)
         stop = best.update(epoch, metrics, t.core)
         last = stop or epoch == cfg.epochs - 1
@@ -221,30 +221,44 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
 
 
 class EarlyStop:
-    """``train.patience``: the best validation accuracy so far and its weights; ``update`` says
-    when ``patience`` epochs have passed without a better one, once the best is clear of chance
-    (a one-cycle schedule's warm-up can hold a model near chance for several epochs before it
-    learns: stopping there would keep a model that never learned). Off (``patience`` None): never."""
+    """``train.patience``: the best validation score so far (accuracy; for a reconstruction, the
+    negated loss) and its weights; ``update`` says when ``patience`` epochs have passed without a
+    better one, once an accuracy is clear of chance (a one-cycle schedule's warm-up can hold a
+    model near chance for several epochs before it learns: stopping there would keep a model
+    that never learned). Off (``patience`` None): never."""
 
     def __init__(self, patience: int | None, history: list[dict], resumed: dict | None, num_classes: int):
         self.patience, self.state, self.num_classes = patience, resumed, num_classes
-        scores = [h.get("val_acc", float("-inf")) for h in history]
+        scores = [self.score_of(h) for h in history]
         self.epoch = max(range(len(scores)), key=scores.__getitem__) if scores and patience else -1
         self.score = scores[self.epoch] if self.epoch >= 0 else float("-inf")
+        self.accuracy = bool(history) and "val_acc" in history[-1]
+
+    @staticmethod
+    def score_of(metrics: dict) -> float:
+        if "val_acc" in metrics:
+            return metrics["val_acc"]
+        return -metrics["val_loss"] if "val_loss" in metrics else float("-inf")
 
     def update(self, epoch: int, metrics: dict, model: torch.nn.Module) -> bool:
         if not self.patience:
             return False
-        if metrics.get("val_acc", float("-inf")) > self.score:
-            self.epoch, self.score = epoch, metrics["val_acc"]
+        self.accuracy = "val_acc" in metrics
+        if self.score_of(metrics) > self.score:
+            self.epoch, self.score = epoch, self.score_of(metrics)
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return epoch - self.epoch >= self.patience and not convergence.near_chance(self.score, self.num_classes)
+        learned = not self.accuracy or not convergence.near_chance(self.score, self.num_classes)
+        return epoch - self.epoch >= self.patience and learned
 
     def finish(self, metrics: dict, stopped: bool) -> dict:
         """The weights to keep; ``metrics`` say which epoch they are and what it scored."""
         metrics["best_epoch"] = self.epoch + 1
-        metrics["last_val_acc"] = metrics.get("val_acc")
-        metrics["val_acc"] = self.score
+        if self.accuracy:
+            metrics["last_val_acc"] = metrics.get("val_acc")
+            metrics["val_acc"] = self.score
+        else:
+            metrics["last_val_loss"] = metrics.get("val_loss")
+            metrics["val_loss"] = -self.score
         if stopped:
             metrics["stopped_early"] = 1.0
         return self.state
