@@ -146,3 +146,34 @@ def test_cifar100_layout(data_root, tmp_path):
     assert ds.images.shape == (200, 3, 32, 32) and ds.labels.max() == 99
     assert ds.info.num_classes == 100 and ds.info.classes[5] == "name5"
     assert np.array_equal(ds.images[0].numpy().reshape(-1), real[0])
+
+
+def test_cifar100_config_on_a_tiny_set_in_the_real_layout(tmp_path):
+    """configs/cifar100_alexnet.yaml (issue 26) against CIFAR-100 pickles written as the real
+    download lays them out (cifar-100-python/{train,test,meta}, fine and coarse labels)."""
+    from pathlib import Path
+
+    from suite import experiment
+    from suite.data import INFO
+    from suite.models import create_model, geometry
+
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("test", 1)):
+        fine = np.repeat(np.arange(100), per_class)
+        batch = {"data": rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8), "fine_labels": fine.tolist(),
+                 "coarse_labels": (fine // 5).tolist(), "filenames": [f"{i}.png" for i in range(len(fine))], "batch_label": split}
+        (folder / split).write_bytes(pickle.dumps(batch))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"fine_{i}" for i in range(100)],
+                                                "coarse_label_names": [f"coarse_{i}" for i in range(20)]}))
+    found = check("cifar100", str(tmp_path))  # what `caenet data check cifar100` reports
+    assert found["train"]["images"] == 300 and found["test"]["images"] == 100 and found["train"]["per_class_min"] == 3
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = experiment.load(repo / "configs" / "cifar100_alexnet.yaml", [f"data.root={tmp_path}"])
+    assert cfg.data.dataset == "cifar100" and cfg.baseline.model == "alexnet" and cfg.caenet.classifier_hidden == 512
+    ds = load_split(cfg.data, "train")
+    assert ds.images.shape == (300, 3, 32, 32) and int(ds.labels.max()) == 99
+    net = create_model(cfg.baseline.model, **geometry(INFO["cifar100"]))
+    assert net(ds.floats(slice(0, 2))).shape == (2, 100)

@@ -40,8 +40,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("trainer, title", [("auto", b"train:fault"), ("ray-train", b"RayTrainWorker")])
-def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_path, trainer, title):
+# The warm task of a one-worker training; Ray Train with two DDP workers, each drawing its own
+# augmentations (issue 32: each worker's generators are in the checkpoint rank 0 writes).
+@pytest.mark.parametrize("trainer, title, workers", [("auto", b"train:fault", 1), ("ray-train", b"RayTrainWorker", 2)])
+def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_path, trainer, title, workers):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -49,8 +51,9 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_pa
     run_id = client.create_run(client.create_experiment("fault")).info.run_id
     epochs = 4
     job = TrainJob(name="fault", model="lenet", model_kwargs={"in_channels": 1, "image_size": 28, "num_classes": 10},
-                   data=DataConfig(dataset="mnist", root=str(data_root), train_limit=6000).model_dump(),
-                   train=TrainConfig(epochs=epochs, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant").model_dump(),
+                   data=DataConfig(dataset="mnist", root=str(data_root), train_limit=3000).model_dump(),
+                   train=TrainConfig(epochs=epochs, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant",
+                                     augment=workers > 1).model_dump(),
                    storage_path=str(tmp_path / "ray"), progress=False, mlflow_uri=uri, mlflow_run_id=run_id)
     killed: list[int] = []
 
@@ -67,7 +70,8 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_pa
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
-    metrics = fit(job, RuntimeConfig(workers=1, cpus_per_worker=1, max_failures=2, trainer=trainer), tmp_path / "model.pt")
+    runtime = RuntimeConfig(workers=workers, cpus_per_worker=1, max_failures=2, trainer=trainer)
+    metrics = fit(job, runtime, tmp_path / "model.pt")
     killer.join(timeout=5)
 
     assert killed, "no training worker was found to kill"
@@ -85,11 +89,11 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, data_root, tmp_pa
         assert set(per_epoch) <= set(range(1, epochs + 1)) and len(per_epoch) >= epochs - 1 and epochs in per_epoch
         assert sum(count - 1 for count in per_epoch.values()) <= 1
     assert (tmp_path / "model.pt").stat().st_size > 0
-    if trainer == "auto":  # issue 32: resumed in a new process, it ends where an uninterrupted run ends, bit for bit
-        import torch
+    # issue 32: resumed in a new process (a new worker group), it ends where an uninterrupted run ends, bit for bit
+    import torch
 
-        again = fit(replace(job, storage_path=str(tmp_path / "whole"), mlflow_uri=None, mlflow_run_id=None),
-                    RuntimeConfig(workers=1, cpus_per_worker=1, trainer=trainer), tmp_path / "whole.pt")
-        assert "resumed_from_epoch" not in again and again["train_loss"] == metrics["train_loss"]
-        a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("model.pt", "whole.pt"))
-        assert all(torch.equal(a[k], b[k]) for k in a), "the resumed training took another path"
+    again = fit(replace(job, storage_path=str(tmp_path / "whole"), mlflow_uri=None, mlflow_run_id=None), runtime,
+                tmp_path / "whole.pt")
+    assert "resumed_from_epoch" not in again and again["train_loss"] == metrics["train_loss"]
+    a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("model.pt", "whole.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed training took another path"

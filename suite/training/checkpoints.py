@@ -54,8 +54,12 @@ def random_state() -> dict:
     return state
 
 
-def restore_random_state(state: dict) -> None:
-    """Put back what ``random_state`` captured (CUDA's where this worker has the same devices)."""
+def restore_random_state(state: dict, rank: int = 0) -> None:
+    """Put back what ``random_state`` captured (CUDA's where this worker has the same devices);
+    of a data-parallel training's per-worker states (``{"ranks": [...]}``), this ``rank``'s."""
+    if "ranks" in state:
+        ranks = state["ranks"]
+        state = ranks[rank] if rank < len(ranks) else ranks[0]  # a different world size: rank 0's
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))

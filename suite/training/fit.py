@@ -175,7 +175,7 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         yield t.resumed_meta["metrics"]
     objective, device = t.loop.objective, engine.device
     if t.resumed_rng is not None:  # the generators where the checkpoint left them, not where setup left them
-        checkpoints.restore_random_state(t.resumed_rng)
+        checkpoints.restore_random_state(t.resumed_rng, engine.rank)
 
     # Where a training's time goes outside its epochs (benchmarks/overhead.py reads these;
     # keys starting with "_" are timestamps, not logged to MLflow).
@@ -210,7 +210,7 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
             sys.stdout.write(epoch_line(job.label, cfg.epochs, metrics) + "\n")
             sys.stdout.flush()
         t_report = time.perf_counter()
-        rng = checkpoints.random_state()  # before anything else draws: the next epoch starts from here
+        rng = _every_rank(checkpoints.random_state(), engine.world)  # before anything else draws: the next epoch starts here
         engine.report(metrics, lambda folder: checkpoints.write(folder, weights, t.optimizer.state_dict(),
                                                                   t.scheduler.state_dict(), epoch, metrics, rng,
                                                                   best=None if last else best.state))
@@ -218,6 +218,17 @@ def run(job: TrainJob, arrays: dict, engine: Engine, threads: int = 1, channels_
         yield metrics
         if stop:
             return
+
+
+def _every_rank(rng: dict, world: int) -> dict:
+    """Each worker's generators, gathered for the checkpoint rank 0 writes (``{"ranks": [...]}``):
+    the workers of a data-parallel training draw their own augmentations and dropout masks,
+    and each resumes its own stream."""
+    if world < 2 or not torch.distributed.is_initialized():
+        return rng
+    ranks: list = [None] * world
+    torch.distributed.all_gather_object(ranks, rng)
+    return {"ranks": ranks}
 
 
 class EarlyStop:
