@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml") if p.name != "boards.example.yaml"))
 def test_shipped_configs_load(name):
     cfg = experiment.load(REPO / "configs" / name)
-    assert cfg.data.dataset in ("cifar10", "mnist")
+    assert cfg.data.dataset in ("cifar10", "cifar100", "mnist")
     assert cfg.baseline.train.epochs >= 1
 
 
