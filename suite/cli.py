@@ -33,7 +33,7 @@ import traceback
 from suite import __version__, commands
 from suite.commands import catalog
 from suite.console import lines_through_bars
-from suite.errors import INTERRUPTED, UserError
+from suite.errors import INTERRUPTED, UserError, no_space
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("CAENET_DEBUG") == "1":
             traceback.print_exc()
         print(f"caenet: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        line = no_space(exc)  # a full disk: one line, not a traceback (no retry helps)
+        if line is None or args.debug or os.environ.get("CAENET_DEBUG") == "1":
+            raise
+        print(f"caenet: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("caenet: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)

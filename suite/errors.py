@@ -10,6 +10,7 @@ errors too.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -34,6 +35,39 @@ def last_line(exc: BaseException) -> str:
     Ray's and MLflow's multi-line errors say what went wrong), or its repr when it has none."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else repr(exc)
+
+
+NO_SPACE = (28, 122)  # ENOSPC, EDQUOT
+NEARLY_FULL = 4 * 2**20  # bytes: a write that failed on a disk with less free than this failed for room
+
+
+class DiskFull(UserError, OSError):
+    """A disk filled mid-run; no retry helps. The message names the settings to change."""
+
+
+def no_space_line(where: str = "") -> str:
+    return (f"no space left on device{where}: free space, or point runtime.cache_dir / runtime.storage at a larger "
+            "disk; finished stages are kept, run the same command again to resume")
+
+
+def no_space(exc: BaseException) -> str | None:
+    """One line for a full disk met mid-run, naming the settings; else None. Follows a Ray task
+    error's ``cause`` (the worker's exception) and ``__cause__`` chains."""
+    cause = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in NO_SPACE):
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if cause is None:
+        return None
+    return no_space_line(f" writing {cause.filename}" if cause.filename else "")
+
+
+def disk_full(folder: str | Path) -> bool:
+    """Whether ``folder``'s disk is (nearly) full: libraries that write through C++ streams
+    (torch.save) report a full disk as a bare RuntimeError, so the disk is asked instead."""
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
 def writable_file(path: str | Path, flag: str) -> Path:

@@ -221,6 +221,7 @@ class RuntimeConfig(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     num_cpus: int | None = Field(default=None, ge=1)  # local Ray only; null: all cores
     cache_dir: str = "artifacts"  # stage outputs; relative to the working directory
+    min_free_mb: float = Field(default=200, ge=0)  # the run stops before any stage with less free on cache_dir's disk
     # Training checkpoints, on storage every node reaches: a shared mount or s3:// / gs://
     # (pyarrow.fs). null: $CAENET_STORAGE, else the stage's folder in cache_dir (one machine).
     storage: str | None = Field(default=None, min_length=1)

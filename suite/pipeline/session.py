@@ -22,10 +22,10 @@ from suite.config import ExperimentConfig, to_yaml
 from suite.data import load_split
 from suite.distributed import gpus
 from suite.distributed.ray_runtime import ray_session
-from suite.pipeline import run_info
+from suite.pipeline import preflight, run_info
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.stage import StageRunner
-from suite.pipeline.tracking import Tracker
+from suite.pipeline.tracking import Tracker, resolve_tracking_uri
 
 
 @dataclass
@@ -86,6 +86,9 @@ def open_session(cfg: ExperimentConfig, run_name: str | None = None, params: dic
     # fail fast, before Ray or MLflow start, on data that is missing or corrupt
     splits = {split: load_split(cfg.data, split) for split in ("train", "test")} if check_data else {}
     gpus.preflight(cfg.runtime)  # `use_gpu: yes` on a machine without a GPU: one line, before MLflow and Ray
+    # the tracking store, the Ray head, the storage and the cache disk answer, in seconds
+    preflight.bound_mlflow_retries()
+    preflight.check(cfg, cache_root(cfg), None if run_name is None else resolve_tracking_uri(cfg.runtime)[0])
     if run_name is None:
         yield Session(cfg, cache_root(cfg), None, None, log)
         return

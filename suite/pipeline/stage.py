@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from suite import storage as checkpoint_storage
-from suite.errors import INTERRUPTED, UserError
+from suite.errors import INTERRUPTED, DiskFull, UserError, disk_full, no_space_line
 from suite.locks import file_lock
 from suite.pipeline.tracking import Tracker
 from suite.training import convergence
@@ -144,6 +144,8 @@ class StageRunner:
                     tracker.delete(run_id)
                 else:
                     tracker.end(run_id, "KILLED" if _interrupted() else "FAILED")
+            if isinstance(exc, Exception) and not isinstance(exc, UserError) and disk_full(work):
+                raise DiskFull(no_space_line(f" in stage '{name}' ({work})")) from exc
             raise
         metrics = dict(metrics)
         metrics["stage_seconds"] = round(time.perf_counter() - t0, 3)

@@ -116,7 +116,13 @@ def persist(write, attempt: str, epoch: int, keep: int = 2) -> str:
         else:
             staged = Path(attempt) / f".{name}.tmp"
             shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(tmp, staged)
+            staged.mkdir(parents=True)
+            for part in (STATE, META):  # file by file: a full disk raises its own OSError (ENOSPC), not copytree's list
+                try:
+                    shutil.copyfile(Path(tmp) / part, staged / part)
+                except OSError:
+                    shutil.rmtree(staged, ignore_errors=True)
+                    raise
             shutil.rmtree(target, ignore_errors=True)
             staged.rename(target)
     old = sorted({f.rsplit(META, 1)[0].rstrip("/\\") for f in store.files_under(attempt) if f.endswith(META)})
