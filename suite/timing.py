@@ -102,12 +102,21 @@ def speedup(base_window_p50: list, model_window_p50: list) -> tuple[float, float
     pairs = [(b, m) for b, m in zip(base_window_p50, model_window_p50) if b > 0 and m > 0]
     if not pairs:
         return float("nan"), float("nan"), float("nan")
-    logs = np.log([b / m for b, m in pairs])
-    mean = float(logs.mean())
-    if len(logs) < 2:
-        return math.exp(mean), float("nan"), float("nan")
-    half = _t95(len(logs) - 1) * float(logs.std(ddof=1)) / math.sqrt(len(logs))
-    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+    mean, low, high = t_interval(np.log([b / m for b, m in pairs]))
+    return math.exp(mean), math.exp(low), math.exp(high)
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` with its 95% Student-t interval (NaN bounds for
+    fewer than two values). A paired comparison passes the per-pair differences."""
+    xs = np.asarray([v for v in values if v is not None and v == v], dtype=float)
+    if len(xs) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(xs.mean())
+    if len(xs) < 2:
+        return mean, float("nan"), float("nan")
+    half = _t95(len(xs) - 1) * float(xs.std(ddof=1)) / math.sqrt(len(xs))
+    return mean, mean - half, mean + half
 
 
 def measure(calls: dict[str, Callable[[int], object]], protocol: Protocol,

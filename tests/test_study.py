@@ -219,3 +219,16 @@ def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, cli, smoke_ru
     assert parent.info.status == "FINISHED" and parent.data.tags["failed_cells"] == "1"
     status = {r.data.tags["variant"]: r.info.status for r in runs if r.data.tags.get("kind") == "study-cell"}
     assert status == {"method": "FINISHED", "vgg": "FAILED"}
+
+
+def test_a_gap_gets_a_paired_interval_and_a_verdict():
+    """Issue 28, item 4: known samples. [1, 2, 3]: mean 2, sd 1, t(2) = 4.303 -> 2 ± 2.484."""
+    from suite.study.report import verdict
+    from suite.timing import t_interval
+
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 4.303 / 3 ** 0.5) and high == pytest.approx(2 + 4.303 / 3 ** 0.5)
+    assert verdict(*t_interval([0.020, 0.022, 0.018])[1:]) == "better"
+    assert verdict(*t_interval([-0.02, -0.03, -0.025])[1:]) == "worse"
+    assert verdict(*t_interval([0.02, -0.01, 0.005])[1:]) == "no difference at these seeds"
+    assert verdict(*t_interval([0.02])[1:]) == "one seed: no interval"

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from suite.plots import save, subplots
+from suite.timing import t_interval
 
 # cell column -> (column title, scale for display, digits)
 COLUMNS = {
@@ -43,8 +44,22 @@ def aggregate(study, rows: list[dict], same_cae: dict[str, bool]) -> dict:
                  "not_converged": {r["seed"]: r["not_converged"] for r in done if r.get("not_converged")}}
         for column in COLUMNS:
             entry[f"{column}_mean"], entry[f"{column}_std"] = _stats([r.get(column) for r in done])
+        # the gap to the baseline is paired already (each seed's CAE-Net minus that seed's baseline)
+        _, entry["delta_acc_lo"], entry["delta_acc_hi"] = t_interval([r.get("delta_acc") for r in done])
+        entry["verdict"] = verdict(entry["delta_acc_lo"], entry["delta_acc_hi"])
         variants.append(entry)
     return {"reference": study.reference, "note": study.note, "variants": variants}
+
+
+def verdict(low: float, high: float) -> str:
+    """What a gap's 95% interval says: above 0, below 0, or either way at these seeds."""
+    if low != low or high != high:
+        return "one seed: no interval"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no difference at these seeds"
 
 
 def _cell(mean, std, scale, digits) -> str:
@@ -56,7 +71,7 @@ def _cell(mean, std, scale, digits) -> str:
 
 def markdown(summary: dict) -> str:
     """The table: one row per variant, mean ± std over its seeds."""
-    head = ["variant", *(title for title, _, _ in COLUMNS.values()), "seeds", "what it changes"]
+    head = ["variant", *(title for title, _, _ in COLUMNS.values()), "gap [95%]", "vs baseline", "seeds", "what it changes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in summary["variants"]:
         unconverged = v.get("not_converged") or {}
@@ -66,13 +81,17 @@ def markdown(summary: dict) -> str:
                 cells.append(f"same CAE as {summary['reference']}")
             else:
                 cells.append(_cell(v[f"{column}_mean"], v[f"{column}_std"], scale, digits))
+        low, high = v.get("delta_acc_lo"), v.get("delta_acc_hi")
+        cells.append(f"[{100 * low:+.2f}, {100 * high:+.2f}]" if low is not None and low == low else "n/a")
+        cells.append(v.get("verdict", ""))
         seeds = str(len(v["seeds"])) + (f" ({len(v['errors'])} failed)" if v["errors"] else "")
         cells += [seeds, v["note"] or ", ".join(v["set"]) or "the base config"]
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines)
     extra = [f"{summary.get('dataset', '')} study '{summary.get('name', '')}': mean ± sample std over seeds "
              f"{summary.get('seeds')}{', smoke scale' if summary.get('smoke') else ''}; accuracies on the test split, "
-             "latency at batch 1 on this machine."]
+             "latency at batch 1 on this machine. Gap: each seed's CAE-Net minus that seed's baseline, its 95% t-interval "
+             "over the seeds; 'better' / 'worse' when the interval excludes 0."]
     if summary.get("note"):
         extra.append(summary["note"])
     if summary.get("wall_seconds") is not None:
