@@ -88,9 +88,9 @@ def load_job_line(job: str, argv: list[str]):
     command = {"pipeline.py": "run", "sweep.py": "sweep", "study.py": "study"}[job]
     args = build_parser([command, *argv]).parse_args([command, *argv])
     if command == "sweep":
-        load_sweep(REPO / args.sweep, args.set, args.profile)
+        load_sweep(REPO / args.sweep, args.set, args.profile, args.allow_identical)
     elif command == "study":
-        load_study(REPO / args.study, args.set, args.profile)
+        load_study(REPO / args.study, args.set, args.profile, args.allow_identical)
     else:
         load_config(REPO / args.config, args.set, args.profile)
     return command, args

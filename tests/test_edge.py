@@ -92,8 +92,11 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     ], "bench": {"warmup": 2, "windows": 2, "window_queries": 20, "window_seconds": 0, "max_windows": 2}}
     boards = tmp_path / "boards.yaml"
     boards.write_text(yaml.safe_dump(inventory))
-    out = _cli(smoke_run, "edge", "bench", *smoke_run["args"], "--boards", str(boards), "--models", "baseline", "caenet")
-    assert out.returncode == 0, out.stdout[-3000:]
+    # `caenet run --boards`: the (cached) run, then its models on the boards as `caenet edge bench` times them
+    out = _cli(smoke_run, "run", REPO / "configs" / "mnist_lenet.yaml", "--smoke", "--set", "runtime.cpus_per_worker=1",
+               "--boards", str(boards))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]  # two boards failed: said, and the exit says so
+    assert "failed boards: closed, stranger" in out.stderr
     lines = out.stdout.splitlines()
     closed = [l for l in lines if l.startswith("closed ")]
     assert len(closed) == 1 and "FAILED: unreachable: " in closed[0] and "connection refused" in closed[0].lower()
@@ -101,7 +104,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     summary = json.loads(next((smoke_run["cwd"] / "artifacts" / "mnist" / "edge").glob("*/edge_results.json")).read_text())
     assert set(summary["failed"]) == {"closed", "stranger"}
     got = {r["model"]: r for r in summary["rows"]}
-    assert set(got) == {"baseline", "caenet", "caenet.encoder", "caenet.classifier"}
+    assert {"baseline", "caenet", "caenet.encoder", "caenet.classifier"} <= set(got)  # and the ablations' models
     for r in got.values():
         assert r["board"] == "loopback" and r["latency_p50_ms"] > 0 and len(r["window_p50_ms"]) == 2 and r["latency_p50_ms_lo"] <= r["latency_p50_ms"] <= r["latency_p50_ms_hi"] and r["inferences"] == 40
         assert r["energy_mj"] is None and r["energy_note"].startswith("N/A")  # no power source: never a guess
@@ -130,7 +133,7 @@ def test_edge_bench_over_ssh(smoke_run, sshd, tmp_path):
     assert "| baseline (did not converge) |" in table and "(1.00x [1.00, 1.00])" in table and "| caenet" in table
     assert "N/A" in table and "pass" in table  # no power source; sub-ms latency meets a 20 ms SLO
     report = json.loads((folder / "report.json").read_text())
-    assert set(report["components"]) == {"loopback/caenet"}
+    assert "loopback/caenet" in report["components"]
     assert (folder / "figure1.png").stat().st_size > 0 and (folder / "figure5.png").stat().st_size > 0
 
 

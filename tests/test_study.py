@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_target_modes_pick_from_the_right_images():
     labels = np.array([0, 0, 0, 1, 1, 1, 0])
     split = np.array(["train", "train", "val", "train", "train", "val", "train"])
-    table = pa.table({"label": labels, "split": split, "target_index": [1, 1, 1, 4, 4, 4, 6],
-                      "target_index_unclustered": [1, 1, 1, 4, 4, 4, 1]})
+    entropy = np.array([0.5, 0.1, 0.0, 0.9, 0.2, 0.0, 0.3])  # the easiest training images: 1 (class 0), 4 (class 1)
+    table = pa.table({"label": labels, "split": split, "entropy": entropy, "target_index": [1, 1, 1, 4, 4, 4, 6]})
     assert targets.for_mode(table, "cluster", 0).tolist() == [1, 1, 1, 4, 4, 4, 6]
     assert targets.for_mode(table, "class", 0).tolist() == [1, 1, 1, 4, 4, 4, 1]
     assert targets.for_mode(table, "self", 0).tolist() == list(range(7))

@@ -61,3 +61,27 @@ def test_one_set_grammar_for_sweeps(tmp_path):
     assert sweep.set[-2:] == [f"runtime.cache_dir={tmp_path}", "clustering.k_max=4"]  # after the file's own
     with pytest.raises(ConfigError, match="runtime"):
         load_sweep(SMOKE, ["runtime.nosuch=1"])
+
+
+def test_an_axis_that_changes_nothing_is_an_error(tmp_path):
+    """Issue 34: with one target per class, clustering.k trains the same CAE-Net at every value;
+    planning the stages before anything runs says so, with the fix."""
+    sweep = tmp_path / "k.yaml"
+    sweep.write_text(f"experiment: {REPO / 'configs' / 'mnist_lenet.yaml'}\nspace: {{clustering.k: [1, 2], caenet.train.lr: [0.001, 0.003]}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(sweep)
+    assert "clustering.k=1 and clustering.k=2 train the same CAE-Net" in str(err.value)
+    assert "autoencoder.targets=cluster" in str(err.value) and "--allow-identical" in str(err.value)
+    load_sweep(sweep, allow_identical=True)
+    load_sweep(sweep, ["autoencoder.targets=cluster"])  # the clusters now make the targets: k is an axis
+
+
+def test_two_study_variants_that_are_one_experiment_are_an_error(tmp_path):
+    from suite.study.config import load_study
+
+    study = tmp_path / "s.yaml"
+    study.write_text(f"experiment: {REPO / 'configs' / 'mnist_lenet.yaml'}\nseeds: [0]\nvariants:\n"
+                     "  - {name: a}\n  - {name: b, set: [caenet.kd.alpha=0.0]}\n  - {name: c, set: [caenet.kd.alpha=0.5]}\n")
+    with pytest.raises(ConfigError, match=r"variants 'a' and 'b' run the same experiment"):  # the config's alpha is 0.0
+        load_study(study)
+    assert len(load_study(study, allow_identical=True)[1]) == 3

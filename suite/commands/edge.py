@@ -43,16 +43,24 @@ def main(args) -> int:
     inventory = load_inventory(args.boards, args.only)
     cfg = config_of(args, args.run)
     source = None if Path(args.run).exists() else args.run
-    params = {"boards": [b.name for b in inventory.boards], "bench": inventory.bench.model_dump(), "models": args.models or "all"}
-    tags = {"kind": "edge-bench", **({"source_run": source} if source else {})}
+    summary = bench_run(cfg, inventory, args.models, args.out, source)
+    return 0 if summary["rows"] else 1
+
+
+def bench_run(cfg, inventory: Inventory, labels: list[str] | None = None, out: str | None = None,
+              source_run: str | None = None) -> dict:
+    """A finished run's models on the boards, as its own MLflow run (nested under ``source_run``);
+    prints the table. ``caenet run --boards`` calls it after the pipeline."""
+    params = {"boards": [b.name for b in inventory.boards], "bench": inventory.bench.model_dump(), "models": labels or "all"}
+    tags = {"kind": "edge-bench", **({"source_run": source_run} if source_run else {})}
     with open_session(cfg, f"edge-{cfg.name}", params=params, tags=tags) as session:
-        summary = edge_bench(session, inventory, args.models, session.folder("edge", args.out), source_run=source)
+        summary = edge_bench(session, inventory, labels, session.folder("edge", out), source_run=source_run)
     print()
     print(table(summary))
     print(f"\nresults: {summary['run_dir']}\nMLflow run: {summary['mlflow_run_id']}")
     if summary["failed"]:
         print(f"failed boards: {', '.join(summary['failed'])}", file=sys.stderr)
-    return 0 if summary["rows"] else 1
+    return summary
 
 
 def edge_bench(session: Session, inventory: Inventory, labels: list[str] | None, out: Path, source_run: str | None = None) -> dict:

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from suite.commands.common import add_set, add_smoke, config_of
+from suite.commands.edge import bench_run
 from suite.config import ExperimentConfig, to_yaml
+from suite.edge.boards import load_inventory
 from suite.errors import writable_file
 from suite.metrics import P50
 from suite.pipeline.session import open_session
@@ -36,6 +38,9 @@ def add_parser(sub) -> None:
     run.add_argument("--strict", action="store_true",
                      help="exit 1 when a training did not converge (near-chance accuracy, still rising, or a diverged loss): "
                           "for jobs, whose comparison must not be reported as a result then")
+    run.add_argument("--boards", metavar="BOARDS.yaml",
+                     help="after the run, time its models on these edge boards over SSH as `caenet edge bench` does "
+                          "(latency with intervals, energy where a board has a power source), nested under the run")
     run.add_argument("--dry-run", action="store_true",
                      help="list every stage with its cache key: which are cached and which would run; runs nothing")
     run.set_defaults(func=main)
@@ -47,10 +52,15 @@ def main(args) -> int:
         return dry_run(cfg)
     if args.summary:  # before any work: a path that cannot be written fails now, not after the run
         writable_file(args.summary, "--summary")
+    inventory = load_inventory(args.boards) if args.boards else None  # a bad boards file fails before the run
     summary = run_pipeline(cfg, summary_path=args.summary)
     print()
     print(table(summary))
     print(f"\nsummary: {summary['summary_path']}\nMLflow run: {summary['mlflow_run_id']}")
+    if inventory is not None:
+        measured = bench_run(cfg, inventory, source_run=summary["mlflow_run_id"])
+        if measured["failed"]:
+            return 1
     if args.strict and summary["not_converged"]:
         print(f"caenet: --strict: {len(summary['not_converged'])} training(s) did not converge: "
               f"{', '.join(sorted(summary['not_converged']))}", file=sys.stderr)

@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     study.add_argument("study", help="study YAML (see configs/studies/)")
     add_set(study, "--set caenet.train.epochs=4 (a key of the experiment config, for every variant) or "
             "--set seeds=[0,1] (any other key: a key of the study file)")
+    study.add_argument("--allow-identical", action="store_true",
+                       help="run variants that run the same experiment anyway (by default an error, found by planning every stage's key before anything runs)")
     add_smoke(study, "run every cell at smoke scale (a few hundred images, 1 epoch)")
     study.add_argument("--out", metavar="DIR",
                        help="where the table goes (default: <cache>/<dataset>/studies/<name>, <name>-smoke with --smoke)")
@@ -33,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    study, cells = load_study(args.study, list(args.set), args.profile)
+    study, cells = load_study(args.study, list(args.set), args.profile, args.allow_identical)
     if args.smoke:
         cells = smoke_cells(cells)
     if args.dry_run:

@@ -27,12 +27,14 @@ def add_parser(sub) -> None:
     sweep.add_argument("--boards", metavar="BOARDS.yaml", help="edge boards (configs/boards.example.yaml): every finished "
                        "architecture is timed on each of them too (one Ray actor per board, measured once per board "
                        "fingerprint), one Pareto front per board; with --set slo.board=NAME the SLO is decided there")
+    sweep.add_argument("--allow-identical", action="store_true",
+                       help="run grid values that train the same CAE-Net anyway (by default an error, found by planning every stage's key before anything runs)")
     add_smoke(sweep, "run every trial at smoke scale (a few hundred images, 1 epoch)")
     sweep.set_defaults(func=main)
 
 
 def main(args) -> int:
-    sweep, base = load_sweep(args.sweep, list(args.set), args.profile)
+    sweep, base = load_sweep(args.sweep, list(args.set), args.profile, args.allow_identical)
     boards = load_inventory(args.boards) if args.boards else None
     if args.smoke:
         base = base.model_copy(update={"smoke": True})

@@ -45,9 +45,13 @@ def model_spec(ctx: Context) -> tuple[str, dict]:
                         **changed(acfg, skips="skips")}
 
 
-def run(ctx: Context, targets: StageResult, variant: str | None = None) -> StageResult:
+def run(ctx: Context, targets: StageResult, entropy: StageResult, variant: str | None = None) -> StageResult:
     """The run's CAE (``variant`` None: the one ``autoencoder.targets`` names; stage
-    ``autoencoder``), or the comparison's (``comparison_variant``; stage ``autoencoder_<variant>``)."""
+    ``autoencoder``), or the comparison's (``comparison_variant``; stage ``autoencoder_<variant>``).
+
+    Only class-cluster targets read the clusters: the other kinds come from the entropy stage
+    alone, so that their CAE's key does not change with ``clustering.*`` (a sweep over k with
+    one target per class would otherwise retrain one CAE per k, and call it an axis)."""
     name, kwargs = model_spec(ctx)
     acfg = ctx.cfg.autoencoder
     main = variant is None
@@ -56,9 +60,12 @@ def run(ctx: Context, targets: StageResult, variant: str | None = None) -> Stage
     params = {"data": ctx.data_params(), "model": name, "model_kwargs": kwargs, "variant": variant,
               "train": acfg.train.model_dump(), **changed(acfg, prune="prune")}
 
+    mode = TARGETS_OF_VARIANT[variant]
+    source = targets if mode == "cluster" else entropy
+
     def body(work, run_id):
-        table = pq.read_table(targets.file("images.parquet"))
-        target_index = targets_stage.for_mode(table, TARGETS_OF_VARIANT[variant], ctx.cfg.data.seed)
+        table = pq.read_table(source.file("images.parquet" if mode == "cluster" else "entropy.parquet"))
+        target_index = targets_stage.for_mode(table, mode, ctx.cfg.data.seed)
         np.save(work / "targets.npy", target_index)
         job = TrainJob(name=stage_name, model=name, model_kwargs=kwargs, train=acfg.train.model_dump(), objective="reconstruct", epochs_key="autoencoder.train.epochs",
                        targets_path=str(work / "targets.npy"), hooks=[PruneWeights(acfg.prune.weight_ratio)] if acfg.prune.weight_ratio > 0 else [],
@@ -73,4 +80,4 @@ def run(ctx: Context, targets: StageResult, variant: str | None = None) -> Stage
         save(fig, work / "conversions.png", dpi=100)
         return metrics
 
-    return ctx.runner.run(stage_name, VERSION, params, [targets], body, artifacts=lambda w: [w / "model.pt", w / "conversions.png"])
+    return ctx.runner.run(stage_name, VERSION, params, [source], body, artifacts=lambda w: [w / "model.pt", w / "conversions.png"])

@@ -40,10 +40,10 @@ def train_stages(ctx: Context) -> dict[str, Trained]:
         feats = features.run(ctx, base)
         clus = clustering.run(ctx, feats, ent)
         tgt = targets.run(ctx, ent, clus)
-        cae = pool.submit(autoencoder.run, ctx, tgt)
+        cae = pool.submit(autoencoder.run, ctx, tgt, ent)
         # the paper's reconstruction comparison: the CAE on the other kind of target
         other = autoencoder.comparison_variant(cfg.autoencoder)
-        unclustered = pool.submit(autoencoder.run, ctx, tgt, other) if other else None
+        unclustered = pool.submit(autoencoder.run, ctx, tgt, ent, other) if other else None
         cae = cae.result()
         transfer = {v: pool.submit(caenet.run, ctx, cae, ent, v) for v in variants if v != "no_transfer"}
         results = {v: f.result() for v, f in transfer.items()}
@@ -86,6 +86,17 @@ def plan(cfg: ExperimentConfig) -> list[StageResult]:
     ctx = Context(cfg, runner, None)
     evaluate.run(ctx, train_stages(ctx))
     return runner.planned
+
+
+def same_outcome(cfgs: dict[str, ExperimentConfig], stage: str) -> list[list[str]]:
+    """Groups (two or more) of the labels of ``cfgs`` whose plans give ``stage`` the same key:
+    runs that would train and report exactly the same thing (a sweep axis or a study variant
+    that changes nothing). Planning runs nothing (``plan``)."""
+    by_key: dict[str, list[str]] = {}
+    for label, cfg in cfgs.items():
+        keys = {s.name: s.key for s in plan(cfg.effective())}
+        by_key.setdefault(keys[stage], []).append(label)
+    return [labels for labels in by_key.values() if len(labels) > 1]
 
 
 def trained_models(cfg: ExperimentConfig) -> dict[str, Trained]:

@@ -54,17 +54,19 @@ def random_of_class(labels: np.ndarray, is_train: np.ndarray, seed: int) -> np.n
 
 
 def for_mode(table: pa.Table, mode: str, seed: int) -> np.ndarray:
-    """The CAE's target index per image for ``autoencoder.targets`` = ``mode``, from the
-    targets stage's ``images.parquet`` table."""
+    """The CAE's target index per image for ``autoencoder.targets`` = ``mode``. ``cluster`` reads
+    this stage's ``images.parquet``; the others need no clusters and are computed from the label,
+    split and entropy columns, which the entropy stage's table has too (so that a CAE on them
+    depends on the entropy stage alone)."""
     if mode == "cluster":
         return table["target_index"].to_numpy()
+    labels, split = table["label"].to_numpy(), table["split"].to_numpy(zero_copy_only=False)
     if mode == "class":
-        return table["target_index_unclustered"].to_numpy()
+        return easiest_per_group(labels, table["entropy"].to_numpy(), split == "train", np.arange(len(labels)))
     if mode == "self":
-        return np.arange(table.num_rows)
+        return np.arange(len(labels))
     if mode == "random":
-        split = table["split"].to_numpy(zero_copy_only=False)
-        return random_of_class(table["label"].to_numpy(), split == "train", seed)
+        return random_of_class(labels, split == "train", seed)
     raise ValueError(f"unknown target mode {mode!r}")
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from suite import experiment
-from suite.config import ExperimentConfig, load_wrapper
+from suite.config import ConfigError, ExperimentConfig, load_wrapper
+from suite.stages.graph import same_outcome
 
 
 class _Strict(BaseModel):
@@ -79,10 +80,12 @@ class Cell:
         return f"{self.variant} / seed {self.seed}"
 
 
-def load_study(path: str | Path, overrides: list[str] | None = None,
-               profiles: list[str] | None = None) -> tuple[StudyConfig, list[Cell]]:
+def load_study(path: str | Path, overrides: list[str] | None = None, profiles: list[str] | None = None,
+               allow_identical: bool = False) -> tuple[StudyConfig, list[Cell]]:
     """(study, every cell's config, variant-major); raises ConfigError in one line. ``--set``
-    keys of the experiment config apply to every variant, others are study keys (``seeds=[0,1]``)."""
+    keys of the experiment config apply to every variant, others are study keys (``seeds=[0,1]``).
+    Two variants that plan the same stages (one experiment under two names) are an error unless
+    ``allow_identical``."""
     study, base = load_wrapper(path, StudyConfig, "study file", "see configs/studies/", overrides, profiles)
     base = base.model_dump(mode="json")
     cells = []
@@ -90,4 +93,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None,
         for seed in study.seeds:
             cfg = experiment.from_tree(base, [*variant.set, f"{study.seed_key}={seed}"], source=f"{path}: variant {variant.name!r}")
             cells.append(Cell(variant.name, seed, cfg))
+    if not allow_identical:
+        same = same_outcome({repr(c.variant): c.cfg for c in cells if c.seed == study.seeds[0]}, "evaluate")
+        if same:
+            raise ConfigError(f"{path}: variants {' and '.join(same[0])} run the same experiment (every stage the same); "
+                              "make their set: differ, or pass --allow-identical")
     return study, cells

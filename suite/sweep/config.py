@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from suite import experiment
 from suite.config import ConfigError, ExperimentConfig, load_wrapper, one_line, set_dotted
+from suite.stages.graph import same_outcome
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 THIS_MACHINE = "this machine"
@@ -125,10 +126,11 @@ def candidate_values(spec) -> list:
     return args
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None,
-               profiles: list[str] | None = None) -> tuple[SweepConfig, ExperimentConfig]:
+def load_sweep(path: str | Path, overrides: list[str] | None = None, profiles: list[str] | None = None,
+               allow_identical: bool = False) -> tuple[SweepConfig, ExperimentConfig]:
     """(sweep, base experiment) with every trial's settings validated; raises ConfigError.
-    ``overrides``: ``--set`` values (``suite.config.split_overrides``); ``profiles`` overlay the base."""
+    ``overrides``: ``--set`` values (``suite.config.split_overrides``); ``profiles`` overlay the base.
+    A grid axis whose values plan the same CAE-Net stage is an error unless ``allow_identical``."""
     sweep, base = load_wrapper(path, SweepConfig, "sweep file", "see configs/sweeps/", overrides, profiles)
     experiment.check(base, str(path))
     tree = base.model_dump(mode="json")
@@ -138,6 +140,14 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None,
     grids = {k: v for k, v in sweep.space.items() if isinstance(v, list)}
     for combo in itertools.product(*grids.values()):  # grid combinations too (e.g. k_min/k_max)
         trial_config(tree, dict(zip(grids, combo)), source=f"{path}: space")
+    if not allow_identical:
+        for key, values in grids.items():  # an axis whose values train the same CAE-Net sweeps nothing
+            same = same_outcome({f"{key}={v}": trial_config(tree, {key: v}) for v in values}, "caenet")
+            if same:
+                hint = (" (clustering.* changes nothing while autoencoder.targets is class: add autoencoder.targets=cluster "
+                        "to the sweep's set)") if key.startswith("clustering.") and base.autoencoder.targets != "cluster" else ""
+                raise ConfigError(f"{path}: space: {' and '.join(same[0])} train the same CAE-Net{hint}; change the axis, "
+                                  "or pass --allow-identical")
     return sweep, base
 
 
