@@ -29,27 +29,50 @@ _SKIP = ("epoch", "started_at_epoch")
 
 
 _clients: dict[str, object] = {}
+_pending: dict[tuple[str, str], list] = {}  # (uri, run) -> metrics not logged yet: the store did not answer
+_down_since: dict[str, float] = {}  # uri -> when it stopped answering
+RETRY_DOWN_S = 30.0  # a store that did not answer is tried again this long after, not at every epoch
 
 
 def log_epoch(uri: str, run_id: str, metrics: dict) -> int:
     """Log one epoch's numbers to ``run_id`` at step = the epoch (1-based); returns the step.
-    MLflow down: one line, and the training goes on (the stage still records its end)."""
+
+    MLflow down: one line, and the training goes on; the epochs it could not log are kept and
+    sent with the first epoch after the store answers again (``flush`` at the training's end)."""
     # deferred: mlflow takes ~1 s to import, and only the driver's relay thread logs
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     step = int(metrics.get("epoch", 0))
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if k not in _SKIP and not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    _pending.setdefault((uri, run_id), []).extend(items)
+    if time.monotonic() - _down_since.get(uri, -RETRY_DOWN_S) >= RETRY_DOWN_S:
+        flush(uri, run_id)
+    return step
+
+
+def flush(uri: str, run_id: str) -> bool:
+    """Send what ``log_epoch`` kept for ``run_id``; whether nothing is left."""
+    from mlflow.tracking import MlflowClient  # deferred: mlflow takes ~1 s to import
+
+    items = _pending.get((uri, run_id), [])
     try:
         if items:
             if uri not in _clients:
                 _clients[uri] = MlflowClient(uri)
-            _clients[uri].log_batch(run_id, metrics=items)
+            for i in range(0, len(items), 1000):  # MLflow's batch limit
+                _clients[uri].log_batch(run_id, metrics=items[i : i + 1000])
     except Exception as exc:
-        print(f"[mlflow] could not log epoch {step} of run {run_id}: {str(exc).splitlines()[0]}")
-    return step
+        if uri not in _down_since:
+            print(f"[mlflow] could not log the epochs of run {run_id} ({str(exc).splitlines()[0][:160]}); "
+                  f"the training goes on, they are kept and sent when {uri} answers")
+        _down_since[uri] = time.monotonic()
+        return False
+    _pending.pop((uri, run_id), None)
+    if _down_since.pop(uri, None) is not None:
+        print(f"[mlflow] {uri} answers again: the kept epochs of run {run_id} are logged")
+    return True
 
 
 class EpochLogger:
@@ -60,6 +83,9 @@ class EpochLogger:
 
     def __call__(self, metrics: dict) -> None:
         log_epoch(self.uri, self.run_id, metrics)
+
+    def flush(self) -> bool:
+        return flush(self.uri, self.run_id)
 
 
 class _Drain:

@@ -260,6 +260,8 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         if failures > runtime.max_failures:
             raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: {failure}")
         print(f"[{job.name}] worker lost ({failure[:160]}); retry {failures}/{runtime.max_failures} from the last checkpoint")
+    if log is not None and not log.flush():  # epochs the store missed while down: one last try
+        print(f"[{job.name}] MLflow still does not answer: the epoch curves of this training are incomplete there")
     folder, _ = checkpoints.latest(storage)
     if folder is None:
         raise TrainingError(f"training '{job.name}' reported no checkpoint")

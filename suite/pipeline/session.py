@@ -25,7 +25,7 @@ from suite.distributed.ray_runtime import ray_session
 from suite.pipeline import preflight, run_info
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.stage import StageRunner
-from suite.pipeline.tracking import Tracker, resolve_tracking_uri
+from suite.pipeline.tracking import Tolerant, Tracker, resolve_tracking_uri
 
 
 @dataclass
@@ -57,6 +57,7 @@ def stage_context(cfg: ExperimentConfig, tracker: Tracker | None, log: Callable[
                   tune_stage: str | None = None, console_prefix: str = "") -> Context:
     """The context stages of the effective config ``cfg`` run in: its cache, its checkpoint
     storage, stage runs nested under ``tracker``'s parent run (None: nothing recorded)."""
+    tracker = Tolerant(tracker, log) if tracker is not None else None  # a store that stops answering fails no stage
     runner = StageRunner(cache_root(cfg), tracker, log, storage=storage.configured(cfg.runtime))
     return Context(cfg, runner, tracker, tune_stage=tune_stage, console_prefix=console_prefix)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -26,12 +27,13 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from suite.config import RuntimeConfig
-from suite.errors import ConfigError
+from suite.errors import ConfigError, last_line
 from suite.locks import file_lock
 
 # Opens on the runs table of "machine learning" rather than MLflow 3's GenAI overview.
@@ -332,6 +334,56 @@ class Tracker:
                 for child in children:
                     self.end(child, status)
             self.end(run_id, status)
+
+
+class Tolerant:
+    """A ``Tracker`` whose calls never fail a stage: a tracking store that stops answering
+    mid-run (a server killed, a network gone) is one warning line, and the stage's own work goes
+    on and is cached; the MLflow record then lacks what was sent while it was down (a re-run
+    records the cached stages again). A call that fails returns None (``start_child``: no run
+    id, so the stage records nothing more). Bugs of the suite's own (any other exception) and
+    bad input (``UserError``) still raise."""
+
+    def __init__(self, tracker: Tracker, log: Callable[[str], None] = print):
+        self._tracker, self._log, self._down = tracker, log, False
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._tracker, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                out = attr(*args, **kwargs)
+            except _store_errors() as exc:
+                if not self._down:
+                    self._log(f"[mlflow] WARNING: {self._tracker.uri} did not answer ({last_line(exc)[:160]}); the run goes "
+                              "on and its stages are cached, but their MLflow record is incomplete")
+                self._down = True
+                return None
+            if self._down:
+                self._log(f"[mlflow] {self._tracker.uri} answers again")
+                self._down = False
+            return out
+
+        return call
+
+
+@functools.cache
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a tracking store that is down raises: MLflow's own error (its HTTP client wraps
+    connection failures), a connection error, a database error of a SQLite store."""
+    from mlflow.exceptions import MlflowException  # deferred: mlflow takes ~1 s to import
+    from requests.exceptions import RequestException  # deferred: comes with mlflow
+
+    errors: list[type[BaseException]] = [MlflowException, RequestException, ConnectionError, TimeoutError]
+    try:
+        from sqlalchemy.exc import OperationalError  # deferred: comes with mlflow's SQL store
+
+        errors.append(OperationalError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 # Model names MLflow refuses: "/", ":", ".", "%" and quotes.
