@@ -206,7 +206,7 @@ def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, cli, smoke_ru
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no weights here, and no internet
-    path = _study_file(tmp_path, "  - {name: method}\n  - {name: vgg, set: [features.extractor=vgg16-imagenet]}\n", seeds="[0]")
+    path = _study_file(tmp_path, "  - {name: method}\n  - {name: vgg, set: [features.extractor=vgg16-imagenet, autoencoder.targets=cluster]}\n", seeds="[0]")
     cache = smoke_run["cwd"] / "artifacts"
     done = cli(["study", str(path), "--smoke", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "out")])
     assert done.returncode == 1, done.stderr[-2000:]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_serializer, model_validator
 
 
 class _Strict(BaseModel):
@@ -52,6 +52,18 @@ class TrainConfig(_Strict):
     # Early stop: end after this many epochs without a better validation accuracy; the best
     # epoch's weights are the result. null: every epoch runs.
     patience: int | None = Field(default=None, ge=1)
+
+    # Keys added after caches existed: at their defaults they are left out of every dump, and so
+    # out of every stage's cache key (a cache made before them stays valid).
+    _LATER_KEYS: ClassVar[dict] = {"min_steps": 0, "patience": None}
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler):
+        out = handler(self)
+        for key, default in self._LATER_KEYS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        return out
 
 
 class BaselineConfig(_Strict):
