@@ -49,6 +49,47 @@ def test_a_resumed_training_ends_bit_for_bit_where_an_uninterrupted_one_does(tmp
     assert rest[-1]["val_loss"] == whole[-1]["val_loss"] and rest[-1]["train_loss"] == whole[-1]["train_loss"]
 
 
+# A training in a process of its own, as ``caenet run``'s driver runs one: the test SIGKILLs it.
+TRAIN = """
+import sys
+from pathlib import Path
+sys.path[:0] = [{repo!r}]
+from tests.conftest import DiskEngine
+from tests.test_resume import _job
+from suite.training import fit
+job, arrays = _job(Path({data!r}))
+for metrics in fit.run(job, arrays, DiskEngine(Path({folder!r}))):
+    print("DONE", int(metrics["epoch"]), flush=True)
+"""
+
+
+def test_a_training_sigkilled_mid_epoch_resumes_bit_for_bit(tmp_path, data_root):
+    """The process dies mid-epoch (SIGKILL: no cleanup, no generator closed), a new process
+    resumes from the last epoch checkpoint, and the final weights are the uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = str(Path(__file__).resolve().parents[1])
+    script = TRAIN.format(repo=repo, data=str(data_root), folder=str(tmp_path / "cut"))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    while not proc.stdout.readline().startswith("DONE 1"):  # epoch 1 checkpointed, epoch 2 under way
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = len(DiskEngine(tmp_path / "cut").folders())
+    assert done in (1, 2)  # killed before the last epoch (epoch 2 may have finished as the signal flew)
+    rest = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    resumed = [line for line in rest.stdout.splitlines() if line.startswith("DONE")]
+    assert rest.returncode == 0 and resumed == [f"DONE {e}" for e in range(done + 1, 4)], rest.stderr[-2000:]
+
+    job, arrays = _job(data_root)
+    list(fit.run(job, arrays, DiskEngine(tmp_path / "whole")))
+    a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed process took another path"
+
+
 def test_the_checkpoint_carries_every_generator(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     saved = checkpoints.random_state()
