@@ -3,6 +3,9 @@ holds every random state the rest of the training reads (torch's CPU and CUDA ge
 numpy's, Python's), and resuming restores them, so the final weights agree bit for bit."""
 
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +69,6 @@ for metrics in fit.run(job, arrays, DiskEngine(Path({folder!r}))):
 def test_a_training_sigkilled_mid_epoch_resumes_bit_for_bit(tmp_path, data_root):
     """The process dies mid-epoch (SIGKILL: no cleanup, no generator closed), a new process
     resumes from the last epoch checkpoint, and the final weights are the uninterrupted run's."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     repo = str(Path(__file__).resolve().parents[1])
     script = TRAIN.format(repo=repo, data=str(data_root), folder=str(tmp_path / "cut"))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
