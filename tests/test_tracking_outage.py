@@ -49,3 +49,14 @@ def test_epochs_missed_while_down_are_logged_when_the_store_is_back(tmp_path, mo
     assert logger.flush()
     steps = {m.step: m.value for m in tracker.client.get_metric_history(run, "train_loss")}
     assert steps == {1: 1.0, 2: 0.5, 3: 0.25}
+
+
+def test_a_run_whose_store_is_gone_at_its_end_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker(RuntimeConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    run = tracker.start_parent("run", {}, {})
+    with tracker.closing(run):
+        back = _outage(tmp_path / "mlflow.db")  # gone while the command works
+    assert "could not record the end (FINISHED) of run" in capsys.readouterr().err
+    back()
+    assert tracker.client.get_run(run).info.status == "RUNNING"  # what the store last heard; the line said why

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -328,12 +329,16 @@ class Tracker:
             status = "KILLED"
             raise
         finally:
-            if status != "FINISHED":
-                with self._lock:
-                    children = sorted(self.open_children)
-                for child in children:
-                    self.end(child, status)
-            self.end(run_id, status)
+            try:
+                if status != "FINISHED":
+                    with self._lock:
+                        children = sorted(self.open_children)
+                    for child in children:
+                        self.end(child, status)
+                self.end(run_id, status)
+            except _store_errors() as exc:  # the work is done and cached; only its record is short
+                print(f"[mlflow] could not record the end ({status}) of run {run_id}: {self.uri} did not answer "
+                      f"({last_line(exc)[:160]}); the run's stages are cached, a re-run records them", file=sys.stderr)
 
 
 class Tolerant:
