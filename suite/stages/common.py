@@ -67,6 +67,8 @@ def log_model(ctx, run_id: str | None, work: Path, model: str | None, kwargs: di
     else:
         net = load_model(model, kwargs, work / "model.pt")
     uri = ctx.tracker.log_model(run_id, net, ctx.example_input)
+    if uri is None:  # the store did not answer (pipeline.tracking.Tolerant): registering logs the model anew
+        return
     (work / MLFLOW_MODEL).write_text(json.dumps({"tracking_uri": ctx.tracker.uri, "run_id": run_id, "model_uri": uri}, indent=2))
 
 
