@@ -251,8 +251,8 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         except RayTaskError as exc:
             if isinstance(exc.cause, UserError):  # a mistake a retry cannot fix (e.g. weights that do not fit)
                 raise TrainingError(f"training '{job.name}' failed: {exc.cause}") from None
-            if no_space(exc):  # a full disk: no retry helps
-                raise TrainingError(f"training '{job.name}' failed: {no_space(exc)}") from None
+            if line := no_space(exc):  # a full disk: no retry helps
+                raise TrainingError(f"training '{job.name}' failed: {line}") from None
             failure = last_line(exc.cause or exc)
         except RayError as exc:  # the worker process or its node died
             failure = last_line(exc)

@@ -43,7 +43,6 @@ class BoardActor:
         self.board = BoardConfig.model_validate(board)
         self.bench = BenchConfig.model_validate(bench)
         self.system: dict | None = None
-        self.visits = 0  # benchmark runs on the board, for the outside-the-windows overhead
 
     def probe(self) -> dict:
         """The board's fingerprint (Python, runtime, CPU, kernel), asked once per actor."""
@@ -54,7 +53,6 @@ class BoardActor:
     def measure(self, files: dict[str, bytes], entries: list[dict]) -> dict:
         """Time ``entries`` (manifest entries whose files are in ``files``) together on the board;
         returns the BoardResult's fields (``ok`` False with a one-line ``error`` on failure)."""
-        self.visits += 1
         with tempfile.TemporaryDirectory(prefix="caenet-board-") as tmp:
             folder = Path(tmp)
             for name, blob in files.items():

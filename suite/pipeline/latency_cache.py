@@ -97,9 +97,10 @@ def time_cached(architectures: dict[str, list], runs_as: dict, measure: Callable
     found = {label: entry for label, k in keys.items() if cache is not None and (entry := cache.get(k))}
     todo = [label for label in keys if label not in found]
     timed = Timed({}, {}, set(found))
-    groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)] if chunk else [todo]
-    if not todo and found:
-        groups = []
+    if todo:
+        groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)] if chunk else [todo]
+    else:  # nothing to time: the baseline alone, unless a cached entry carries it
+        groups = [] if found else [[]]
     for done, group in enumerate(groups):
         try:
             got = measure(group)

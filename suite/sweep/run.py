@@ -122,8 +122,9 @@ def run_sweep(sweep: SweepConfig, base: ExperimentConfig, log=print, boards: Inv
             grid = tuner.fit()
             rows, stopped, failed = _collect(grid, tracker, trial_base.model_dump(mode="json"), log)
             models = _models(rows, cfg, base_stage)
-            on_boards = _time_on_boards(boards, models, cfg, log) if boards else {}
-        summary = _slo_search(rows, models, cfg, sweep, out_dir, tracker, parent, log, on_boards)
+            test = load_split(cfg.data, "test")
+            on_boards = _time_on_boards(boards, models, test, cfg, log) if boards else {}
+        summary = _slo_search(rows, models, test, cfg, sweep, out_dir, tracker, parent, log, on_boards)
         summary.update({"stopped_early": stopped, "failed": failed, "mlflow_run_id": parent, "output": str(out_dir)})
         (out_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.log_artifact(parent, out_dir / "sweep_summary.json")
@@ -180,12 +181,12 @@ def _arch(row: dict) -> str:
     return json.dumps([row["model"], row["model_kwargs"]], sort_keys=True)
 
 
-def _time_on_boards(boards: Inventory, models: dict, cfg: ExperimentConfig, log) -> dict[str, BoardTiming]:
+def _time_on_boards(boards: Inventory, models: dict, test, cfg: ExperimentConfig, log) -> dict[str, BoardTiming]:
     """Every architecture on every board (Ray up: one actor per board), from the cache where the
     board's fingerprint has it."""
     short = {key: key if key == "baseline" else f"architecture-{i}" for i, key in enumerate(models)}
     cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)
-    images = load_split(cfg.data, "test").floats(slice(0, boards.bench.images))
+    images = test.floats(slice(0, boards.bench.images))
     log(f"timing the baseline and {len(models) - 1} CAE-Net architecture(s) on {len(boards.boards)} board(s): "
         f"{', '.join(b.name for b in boards.boards)}, unless the measurement cache has them for that board")
     pool = BoardPool(boards)
@@ -221,10 +222,9 @@ def _where_stats(timed: Timed | None, key: str) -> dict:
             "energy_mj": stats.get("energy_mj"), "cached": key in timed.cached}
 
 
-def _slo_search(rows, models, cfg, sweep, out_dir, tracker, parent, log, on_boards: dict[str, BoardTiming]) -> dict:
+def _slo_search(rows, models, test, cfg, sweep, out_dir, tracker, parent, log, on_boards: dict[str, BoardTiming]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     lcfg = cfg.evaluate.latency
-    test = load_split(cfg.data, "test")
     baseline_acc = accuracy(models["baseline"], test.images, test.labels, cfg.evaluate.batch_size)
     # each architecture once per machine: a re-run (or a later sweep) reads it back (suite.pipeline.latency_cache)
     cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)

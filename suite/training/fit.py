@@ -243,7 +243,6 @@ class EarlyStop:
         scores = [self.score_of(h) for h in history]
         self.epoch = max(range(len(scores)), key=scores.__getitem__) if scores and patience else -1
         self.score = scores[self.epoch] if self.epoch >= 0 else float("-inf")
-        self.accuracy = bool(history) and "val_acc" in history[-1]
 
     @staticmethod
     def score_of(metrics: dict) -> float:
@@ -254,18 +253,17 @@ class EarlyStop:
     def update(self, epoch: int, metrics: dict, model: torch.nn.Module) -> bool:
         if not self.patience:
             return False
-        self.accuracy = "val_acc" in metrics
         if self.score_of(metrics) > self.score:
             self.epoch, self.score = epoch, self.score_of(metrics)
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        learned = not self.accuracy or not convergence.near_chance(self.score, self.num_classes)
+        learned = "val_acc" not in metrics or not convergence.near_chance(self.score, self.num_classes)
         return epoch - self.epoch >= self.patience and learned
 
     def finish(self, metrics: dict, stopped: bool) -> dict:
         """The weights to keep; ``metrics`` say which epoch they are and what it scored."""
         metrics["best_epoch"] = self.epoch + 1
-        if self.accuracy:
-            metrics["last_val_acc"] = metrics.get("val_acc")
+        if "val_acc" in metrics:
+            metrics["last_val_acc"] = metrics["val_acc"]
             metrics["val_acc"] = self.score
         else:
             metrics["last_val_loss"] = metrics.get("val_loss")
