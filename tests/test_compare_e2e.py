@@ -1,12 +1,17 @@
 """``caenet compare`` end to end on real MNIST at smoke scale: every kind of competitor."""
 
 import json
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.test_cli_e2e import REPO, caenet
+from tests.test_edge import _benchmarks, _loopback
 
 
 @pytest.mark.slow
@@ -70,8 +75,52 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     names = {c.info.run_name for c in children}
     assert {"cmp-lenet-kd", "cmp-lenet-wp", "cmp-lenet-wc", "cmp-branchynet", "cmp-subflow"} <= names
-    # a second compare reuses every stage
-    again = caenet(["compare", config, "--smoke", "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
-                    "--set", "compare.slo_ms=1000", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "cmp2")],
-                   tmp_path, data_root, timeout=600)
-    assert again.returncode == 0 and "running ->" not in again.stdout, again.stdout[-2000:]
+    # A second compare reuses every stage and adds the SLO loop on a board (issue 25): with
+    # --boards every model is also timed on the loopback board "pi", and the new method's
+    # candidates are timed there (its budget is out of reach: the unpruned model and one ratio).
+    methods = yaml.safe_load((REPO / "configs" / "mnist_lenet.yaml").read_text())["compare"]["methods"]
+    methods.append({"name": "CAE-Net-SLO-pi", "kind": "slo_prune", "of": "caenet", "ratios": [0.5], "budget_ms": 0.001,
+                    "board": "pi"})
+    home = Path(tempfile.mkdtemp(prefix="bpi", dir="/tmp"))
+    script = str(REPO / "scripts" / "loopback_board.sh")
+    try:
+        boards = tmp_path / "boards.yaml"
+        boards.write_text(yaml.safe_dump({"boards": [_loopback(home, "pi", "torch")], "bench": {
+            "warmup": 3, "windows": 3, "window_queries": 20, "window_seconds": 0, "max_windows": 3}}))
+        again = caenet(["compare", config, "--smoke", "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
+                        "--set", "compare.slo_ms=1000", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "cmp2"),
+                        "--set", f"compare.methods={json.dumps(methods)}", "--boards", str(boards)],
+                       tmp_path, data_root, timeout=600)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        ran = [line for line in again.stdout.splitlines() if "running ->" in line]
+        assert len(ran) == 1 and ran[0].startswith("[cmp-cae-net-slo-pi]"), ran
+        report = json.loads((tmp_path / "cmp2" / "report.json").read_text())
+        rows = {r["method"]: r for r in report["rows"]}
+        loop = json.loads((Path(rows["CAE-Net-SLO-pi"]["stage_dir"]) / "slo_loop.json").read_text())
+        assert [t["ratio"] for t in loop["tried"]] == [0.0, 0.5] and not any(t["meets_budget"] for t in loop["tried"])
+        for label, row in rows.items():
+            if label == "BranchyNet":  # where an image exits depends on the image: never a traced guess
+                assert "pi" not in row["boards"]
+                continue
+            pi = row["boards"]["pi"]
+            assert pi["latency_p50_ms_lo"] <= pi["latency_p50_ms"] <= pi["latency_p50_ms_hi"], label
+            if label != "lenet (baseline)":
+                assert pi["speedup_lo"] <= pi["speedup"] <= pi["speedup_hi"], label
+        # the SLO loop's board measurements are the table's: read back from the measurement cache
+        assert rows["CAE-Net"]["boards"]["pi"]["cached"] and rows["CAE-Net-SLO-pi"]["boards"]["pi"]["cached"]
+        assert loop["tried"][-1]["latency_p50_ms"] == rows["CAE-Net-SLO-pi"]["boards"]["pi"]["latency_p50_ms"]
+        # WP and WC share LeNet's architecture: one visit for both
+        assert rows["LeNet-WC"]["boards"]["pi"]["latency_p50_ms"] == rows["LeNet-WP"]["boards"]["pi"]["latency_p50_ms"]
+        table = (tmp_path / "cmp2" / "table.md").read_text()
+        assert "pi p50 ms [95%]" in table and "pi: BranchyNet N/A: early exits" in table
+        assert "SLO loop for caenet: budget 0.001 ms batch-1 p50 on board pi" in again.stdout
+        # measured there: every visit logged ran the board's Python (two for the loop, then one
+        # per architecture the cache lacked)
+        assert _benchmarks(home) == again.stdout.count("beside the baseline in") >= 3
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+        parent = client.get_run(again.stdout.strip().splitlines()[-1].split()[-1])
+        assert parent.data.metrics["caenet.latency_p50_ms.pi"] == pytest.approx(rows["CAE-Net"]["boards"]["pi"]["latency_p50_ms"])
+        assert parent.data.tags["board.pi.runtime_version"]
+    finally:
+        subprocess.run([script, "stop", str(home)], timeout=30)
+        shutil.rmtree(home, ignore_errors=True)

@@ -81,3 +81,20 @@ def test_a_failure_keeps_what_was_measured_and_names_what_is_missing(tmp_path):
     asked.clear()
     second = latency_cache.time_cached(archs, runs_as, measure, cache, chunk=1, failure=(ConnectionError,))
     assert asked == [["b"], ["c"]] and second.cached == {"a"} and second.error is None and set(second.stats) == {"baseline", "a", "b", "c"}
+
+
+def test_labels_of_one_architecture_are_timed_once_and_an_untimeable_one_is_missing(tmp_path):
+    """``caenet compare --boards``: WP and WC are LeNet's architecture (dense latency does not
+    depend on the weights' values), so one visit times both; a label ``measure`` cannot time
+    (an export that failed) is missing, and nothing is cached for it."""
+    cache, runs_as = LatencyCache(tmp_path / "latency"), {"board": {"cpu": "test"}}
+    archs = {"wp": ["lenet", {}], "wc": ["lenet", {}], "int8": ["int8-torchscript", "stage-1"]}
+    asked = []
+
+    def measure(labels):
+        asked.append(list(labels))
+        return {k: {"latency_p50_ms": 1.0, WINDOW_P50: [1.0]} for k in ["baseline", *labels] if k != "int8"}
+
+    timed = latency_cache.time_cached(archs, runs_as, measure, cache, chunk=1, failure=(ConnectionError,))
+    assert asked == [["wp"], ["int8"]] and timed.stats["wc"] is timed.stats["wp"] and timed.missing == ["int8"]
+    assert len(list((tmp_path / "latency").glob("*.json"))) == 1

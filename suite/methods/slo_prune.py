@@ -3,8 +3,10 @@
 Time the model; while it misses the budget, remove the next share of ``ratios`` of its
 channels (the encoder's only for CAE-Net) and retrain it, with knowledge transfer from the
 baseline for CAE-Net; stop at the first that meets the budget or when no ratio is left.
-The budget is ``budget_ms`` (else ``compare.slo_ms``) on this machine, or with ``speedup``
-the baseline's batch-1 p50 here divided by it (timed beside the unpruned model).
+The budget is ``budget_ms`` (else ``compare.slo_ms``), or with ``speedup`` the baseline's
+batch-1 p50 divided by it (timed beside the unpruned model). Candidates are timed on this
+machine, or with ``board: NAME`` on that board of ``caenet compare --boards`` (each beside
+the baseline, through the board's Ray actor and the measurement cache).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field, field_validator
 
+from suite.config import ConfigError
 from suite.methods import register
 from suite.methods.common import MethodJob, TimesItself, prune_structure
 from suite.metrics import P50, accuracy, time_models
@@ -29,7 +32,8 @@ class SLOPrune(TimesItself):
 
     kind: Literal["slo_prune"]
     ratios: list[float] = [0.25, 0.5, 0.75]  # shares of the channels removed, tried in order
-    speedup: float | None = Field(default=None, gt=0)  # the budget as a speed-up over the baseline, timed here
+    speedup: float | None = Field(default=None, gt=0)  # the budget as a speed-up over the baseline, timed where candidates are
+    board: str | None = None  # time the candidates on this board of --boards (default: this machine)
     teacher: ClassVar[bool] = True
     artifacts = ("slo_loop.md",)
 
@@ -52,11 +56,10 @@ class SLOPrune(TimesItself):
     def run(self, job: MethodJob) -> dict:
         ctx, source = job.ctx, job.source
         _, _, val_x, val_y = job.split()
-        example = val_x[:1].float() / 255.0
-        lat = ctx.cfg.evaluate.latency
+        time = self._timer(job, val_x)
         model = source.load()
-        timed = time_models({"m": model, "baseline": job.rows["baseline"].load()}, example, lat)
-        budget = timed["baseline"]["latency_p50_ms"] / self.speedup if self.speedup else self.budget(ctx.cfg.compare)
+        timed = time({"m": model, "baseline": job.rows["baseline"].load()}, {"m": [source.model, source.kwargs]})
+        budget = timed["baseline"][P50] / self.speedup if self.speedup else self.budget(ctx.cfg.compare)
 
         def candidate(ratio: float, model: nn.Module, stats: dict) -> dict:
             return {"ratio": ratio, **{k: stats[k] for k in (P50, P50 + LOW, P50 + HIGH)}, "val_acc": accuracy(model, val_x, val_y),
@@ -77,7 +80,7 @@ class SLOPrune(TimesItself):
             metrics = job.fit(folder / "model.pt", model=name, model_kwargs=kwargs, init_from={"": str(folder / "pruned_init.pt")},
                               storage_path=ctx.storage_for(folder), name=f"{stage}-r{ratio:g}", **(job.teacher() if kd else {}))
             model = load_model(name, kwargs, folder / "model.pt")
-            row = candidate(ratio, model, time_models({"m": model}, example, lat)["m"])
+            row = candidate(ratio, model, time({"m": model}, {"m": [name, kwargs]})["m"])
             tried.append(row)
             chosen = {"name": name, "kwargs": kwargs, "weights": folder / "model.pt", **row}
             job.log(f"[{stage}] channels -{100 * ratio:.0f}%: {row[P50]:.3f} ms, "
@@ -91,10 +94,24 @@ class SLOPrune(TimesItself):
         return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "slo_ratio": chosen["ratio"],
                 "slo_met": float(chosen["meets_budget"]), "slo_candidates_tried": len(tried)}
 
+    def _timer(self, job: MethodJob, images: torch.Tensor):
+        """time(models, architectures) -> label -> latency stats, where this loop decides: this
+        machine (``evaluate.latency``), or the board (``architectures`` name the cache entries)."""
+        lat = job.ctx.cfg.evaluate.latency
+        if self.board is None:
+            return lambda models, architectures: time_models(models, images[:1].float() / 255.0, lat)
+        timer = job.ctx.board_timers.get(self.board)
+        if timer is None:
+            raise ConfigError(f"compare.methods[{self.name!r}].board: {self.board} is not a board of this run; "
+                              "give the boards file that names it with --boards")
+        baseline = job.rows["baseline"].load()
+        return lambda models, architectures: timer({"baseline": baseline, **models}, architectures, images.float() / 255.0)
+
     def _report(self, budget: float, chosen: dict, tried: list[dict]) -> list[str]:
         verdict = "met" if chosen["meets_budget"] else "not met: no ratio left (add larger ratios or relax the budget)"
         target = f"{self.speedup:g}x the baseline's speed = " if self.speedup else ""
-        lines = [f"SLO loop for {self.of}: budget {target}{budget:.3g} ms batch-1 p50 on this machine; {verdict}", "",
+        where = f"board {self.board}" if self.board else "this machine"
+        lines = [f"SLO loop for {self.of}: budget {target}{budget:.3g} ms batch-1 p50 on {where}; {verdict}", "",
                  "| channels removed | p50 ms [95%] | val acc | parameters | meets |", "|---|---|---|---|---|"]
         lines += [f"| {100 * t['ratio']:.0f}% | {interval(t)} | {100 * t['val_acc']:.2f}% | {t['parameters']:,} | "
                   f"{'yes' if t['meets_budget'] else 'no'} |" for t in tried]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,6 +30,10 @@ class Context:
     # The stage whose per-epoch reports also go to Ray Tune (set inside a sweep trial).
     tune_stage: str | None = None
     console_prefix: str = ""  # before each training's name on the console (a study's cell)
+    # Board name -> timer(models, architectures, images) -> label -> latency stats, each model
+    # timed beside models["baseline"] on that board: set by a command given --boards (the
+    # board pool lives in a higher layer, suite.edge.pool).
+    board_timers: dict[str, Callable] = field(default_factory=dict)
 
     @functools.cached_property
     def example_input(self) -> np.ndarray:

@@ -89,13 +89,17 @@ def time_cached(architectures: dict[str, list], runs_as: dict, measure: Callable
                 failure: tuple[type[Exception], ...] = ()) -> Timed:
     """Every label of ``architectures`` (label -> [registry name, kwargs]) timed once per
     ``runs_as`` (format, threads, protocol, the machine's or board's fingerprint): those found
-    in ``cache`` are not timed again; ``measure(labels)`` times the others beside the baseline
-    (it returns label -> stats for the baseline and ``labels``), ``chunk`` at a time (0: all at
-    once), and each is kept as soon as it is measured. An exception of a ``failure`` type stops
-    measuring and is returned as ``error``, with the labels it left ``missing``."""
+    in ``cache`` are not timed again, and labels of one architecture are timed once;
+    ``measure(labels)`` times the others beside the baseline (it returns label -> stats for the
+    baseline and those of ``labels`` it could time), ``chunk`` at a time (0: all at once), and
+    each is kept as soon as it is measured. An exception of a ``failure`` type stops measuring
+    and is returned as ``error``, with the labels it left ``missing``."""
     keys = {label: entry_key(arch, runs_as) for label, arch in architectures.items()}
     found = {label: entry for label, k in keys.items() if cache is not None and (entry := cache.get(k))}
-    todo = [label for label in keys if label not in found]
+    first = {}  # key -> the one label measured for it (labels of one architecture share its value)
+    for label, k in keys.items():
+        first.setdefault(k, label)
+    todo = [label for label in keys if label not in found and first[keys[label]] == label]
     timed = Timed({}, {}, set(found))
     if todo:
         groups = [todo[i : i + chunk] for i in range(0, len(todo), chunk)] if chunk else [todo]
@@ -108,14 +112,24 @@ def time_cached(architectures: dict[str, list], runs_as: dict, measure: Callable
             timed.error = str(exc)
             timed.missing = [label for g in groups[done:] for label in g]
             break
-        timed.stats.setdefault(baseline, got[baseline])
+        if baseline in got:
+            timed.stats.setdefault(baseline, got[baseline])
         for label in group:
+            if label not in got:  # ``measure`` could not time it (e.g. no export for that format): no value, none cached
+                timed.missing.append(label)
+                continue
             timed.stats[label], timed.paired[label] = got[label], got[baseline]
             if cache is not None:
                 cache.put(keys[label], {"architecture": architectures[label], "runs_as": runs_as, "stats": got[label],
                                         "baseline": got[baseline]})
     for label, entry in found.items():
         timed.stats[label], timed.paired[label] = entry["stats"], entry["baseline"]
+    for label, k in keys.items():  # the same architecture under another label: its twin's value, timed once
+        twin = first[k]
+        if label not in timed.stats and label not in found and twin in timed.stats:
+            timed.stats[label], timed.paired[label] = timed.stats[twin], timed.paired[twin]
+        elif twin != label and twin in timed.missing:
+            timed.missing.append(label)
     if baseline not in timed.stats and found:  # nothing timed now: the baseline as it was timed beside a cached one
         timed.stats[baseline] = next(iter(found.values()))["baseline"]
     return timed

@@ -62,8 +62,10 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
             if r is None:
                 continue
             cell = {P50: r[P50], P50 + LOW: r.get(P50 + LOW), P50 + HIGH: r.get(P50 + HIGH),
-                    "energy_mj": r["energy_mj"], "energy_note": r["energy_note"]}
-            if base:  # paired windows on the same board (suite.timing.speedup), else the p50s' ratio
+                    "energy_mj": r["energy_mj"], "energy_note": r["energy_note"], "cached": bool(r.get("cached"))}
+            if r.get("speedup") is not None:  # paired by whoever timed it (a cached entry: with its own baseline windows)
+                cell.update({k: r.get(k) for k in ("speedup", "speedup_lo", "speedup_hi")})
+            elif base:  # paired windows on the same board (suite.timing.speedup), else the p50s' ratio
                 pairs = speedup(base.get(WINDOW_P50) or [], r.get(WINDOW_P50) or [])
                 cell["speedup"], cell["speedup_lo"], cell["speedup_hi"] = pairs if pairs[0] == pairs[0] else (
                     base[P50] / r[P50], None, None)
@@ -97,7 +99,7 @@ def markdown(report: dict, title: str) -> str:
                 cells += ["-", "-"] + (["-"] if report["slo_ms"] is not None else [])
                 continue
             ratio = interval(c, "speedup", ".2f", "x") if c.get("speedup") is not None else "-"
-            cells.append(f"{interval(c)} ({ratio})")
+            cells.append(f"{interval(c)} ({ratio})" + (" (cached)" if c.get("cached") else ""))
             cells.append(f"{c['energy_mj']:.3f} ({c['energy_ratio']:.2f}x)" if c.get("energy_ratio") else
                          (f"{c['energy_mj']:.3f}" if c["energy_mj"] is not None else "N/A"))
             if report["slo_ms"] is not None:
@@ -109,6 +111,8 @@ def markdown(report: dict, title: str) -> str:
         lines += [""] + [f"WARNING: did not converge: {u}" for u in unconverged]
     if notes:
         lines += [""] + [f"Energy: {n}" for n in notes]
+    if report.get("notes"):  # boards that failed, models a board could not run
+        lines += [""] + report["notes"]
     if report["slo_ms"] is not None:
         lines.append(f"SLO: batch-1 p50 <= {report['slo_ms']:g} ms on each board.")
     return "\n".join(lines)
