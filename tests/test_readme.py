@@ -1,4 +1,10 @@
-"""The README's commands, run as a user would paste them (issue 15, item 8)."""
+"""The README's and docs' commands, run as a user would paste them (issue 15, item 8; issue 34).
+
+Every command line of a ```bash block in README.md and docs/*.md is checked: ``caenet run`` lines
+plan with --dry-run, ``caenet sweep`` and ``caenet study`` lines load as their commands load
+them, every other ``caenet`` line parses with the real parser and its config loads, every
+``python jobs/...`` line parses with its job's parser, and every repository path a command names
+exists. Inline code in prose is not a command line and is not checked."""
 
 from __future__ import annotations
 
@@ -14,34 +20,76 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+# README.md first, then every page of docs/: the files whose commands are checked
+DOCS = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((REPO / "docs").glob("*.md"))}}
+CAENET = ("caenet", ".venv/bin/caenet")
+
+# Template lines: a line with a placeholder for the user to fill in (``<ID>``, or a word in capitals
+# naming a file or value, such as ``SWEEP.yaml``, ``BOARDS.yaml`` or ``CONFIG``) cannot run as
+# written. Such lines, and only those, are skipped (``command_lines``); bash variables ($PWD) are
+# not placeholders.
+PLACEHOLDER = re.compile(r"<[^>\s]+>|(?<![\w$./=-])[A-Z][A-Z_]{2,}(?:\.ya?ml)?(?![\w=])")
 
 
 def bash_block(after_heading: str) -> str:
-    """The first ```bash block after the heading ``after_heading``."""
+    """The first ```bash block after the heading ``after_heading`` of the README."""
     start = README.index(after_heading)
     match = re.search(r"```bash\n(.*?)```", README[start:], re.S)
     assert match, f"no bash block after {after_heading!r}"
     return match.group(1)
 
 
-def caenet_lines(command: str) -> list[list[str]]:
-    """Every ``caenet <command> ...`` line of the README's bash blocks, as argv (comments cut)."""
+def bash_lines() -> list[tuple[str, str]]:
+    """(file, line) for every line of every ```bash block of README.md and docs/*.md, with its
+    backslash continuations joined."""
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if len(words) > 1 and words[0] in ("caenet", ".venv/bin/caenet") and words[1] == command:
-                lines.append(words[1:])
+    for source, text in DOCS.items():
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+            lines += [(source, line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
     return lines
 
 
+def command_lines() -> list[tuple[str, list[str]]]:
+    """(file, words) for every simple command of the bash blocks (a line split at ``&&``, ``||``,
+    ``;`` and ``|``), comments cut, leading ``VAR=value`` assignments dropped; template lines
+    (``PLACEHOLDER``) left out."""
+    commands = []
+    for source, line in bash_lines():
+        words = shlex.split(line, comments=True)
+        if PLACEHOLDER.search(" ".join(words)):
+            continue
+        command: list[str] = []
+        for word in [*words, ";"]:
+            if word in ("&&", "||", ";", "|"):
+                while command and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", command[0]):
+                    command.pop(0)
+                if command:
+                    commands.append((source, command))
+                command = []
+            else:
+                command.append(word)
+    return commands
+
+
+def caenet_lines(command: str | None = None) -> list[list[str]]:
+    """Every ``caenet <command> ...`` of the README's and docs' bash blocks, as argv (without
+    ``caenet``); ``command`` None: every subcommand."""
+    return [words[1:] for _, words in command_lines()
+            if len(words) > 1 and words[0] in CAENET and (command is None or words[1] == command)]
+
+
+def in_repo(argv: list[str]) -> list[str]:
+    return [str(REPO / a) if a.startswith("configs/") else a for a in argv]
+
+
 def test_every_readme_run_line_parses_and_plans(cli):
-    """Each ``caenet run`` example: its config and --set keys validate, and ``--dry-run`` plans it."""
+    """Each ``caenet run`` line of the README and docs: its config and --set keys validate, and
+    ``--dry-run`` plans it."""
     runs = caenet_lines("run")
-    assert len(runs) >= 3
+    assert len(runs) >= 10
     for argv in runs:
-        argv = [str(REPO / a) if a.startswith("configs/") else a for a in argv]
-        done = cli([*argv, "--dry-run"])
+        argv = in_repo(argv)
+        done = cli([*(a for a in argv if a != "--dry-run"), "--dry-run"])
         assert done.returncode == 0, (argv, done.stderr)
         assert "would run" in done.stdout or "cached" in done.stdout
 
@@ -53,21 +101,87 @@ def test_every_readme_sweep_line_loads():
     from suite.sweep.config import load_sweep
 
     sweeps = caenet_lines("sweep")
-    assert len(sweeps) >= 3
+    assert len(sweeps) >= 5
     for argv in sweeps:
         args = build_parser(argv).parse_args(argv)
-        load_sweep(REPO / args.sweep, args.set, args.profile)
+        load_sweep(REPO / args.sweep, args.set, args.profile, args.allow_identical)
 
 
 def test_every_readme_study_line_loads(cli):
     """Each ``caenet study`` example: the study file, its variants and --set keys validate."""
     studies = caenet_lines("study")
-    assert len(studies) >= 3
+    assert len(studies) >= 5
     for argv in studies:
-        argv = [str(REPO / a) if a.startswith("configs/") else a for a in argv]
+        argv = in_repo(argv)
         done = cli([*(a for a in argv if a != "--dry-run"), "--dry-run"])
         assert done.returncode == 0, (argv, done.stderr)
         assert " cells: " in done.stdout
+
+
+def test_every_other_caenet_line_parses():
+    """Every other ``caenet`` line (compare, export, edge, report, runs, cache, data, models,
+    methods): it parses with the command's real parser, and the config it names loads with its
+    --set and --profile (a line that fails as written fails here)."""
+    from suite.cli import build_parser
+    from suite.commands import catalog
+    from suite.experiment import load
+
+    others = [argv for argv in caenet_lines() if argv[0] not in ("run", "sweep", "study")]
+    assert {argv[0] for argv in others} >= {"compare", "export", "edge", "report", "runs", "cache", "data", "models", "methods"}
+    for argv in others:
+        assert argv[0] in catalog(), argv
+        args = build_parser(argv).parse_args(argv)
+        config = getattr(args, "config", None) or getattr(args, "run", None)
+        if config and config.endswith((".yaml", ".yml")):
+            load(REPO / config, list(getattr(args, "set", [])), getattr(args, "profile", None))
+
+
+def test_every_path_a_command_names_exists():
+    """Every file of the repository that a command line names (configs/, jobs/, benchmarks/,
+    scripts/, tests/, docs/, the cluster files) is there."""
+    roots = ("configs/", "jobs/", "benchmarks/", "scripts/", "tests/", "docs/", ".ci/")
+    named = [(source, word) for source, words in command_lines() for word in words
+             if word.startswith(roots) or word in ("cluster.yaml", "cluster-onprem.yaml")]
+    assert len(named) >= 40
+    missing = [(source, word) for source, word in named if not (REPO / word).exists()]
+    assert not missing, missing
+
+
+def test_caenet_lines_cover_every_bash_line_that_names_caenet():
+    """No ``caenet`` command escapes the checks above: every bash line that names caenet is a
+    template (``PLACEHOLDER``) or yields a checked ``caenet`` command; the commands seen are
+    README's and docs' both."""
+    checked = {(source, " ".join(words)) for source, words in command_lines() if words[0] in CAENET}
+    for source, line in bash_lines():
+        words = shlex.split(line, comments=True)
+        if any(w in CAENET for w in words) and not PLACEHOLDER.search(" ".join(words)):
+            assert any(s == source and c in " ".join(words) for s, c in checked), (source, line)
+    assert {source for source, _ in checked} >= {"README.md", "docs/deploying.md", "docs/results.md", "docs/ablation.md"}
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def test_every_relative_link_resolves():
+    """Every relative link and image of README.md and docs/*.md names a file of the repository,
+    and its #anchor a heading of that file (the paper, outside the repository, is not linked)."""
+    links = 0
+    for source, text in DOCS.items():
+        here = (REPO / source).parent
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            links += 1
+            path, _, anchor = target.partition("#")
+            file = (here / path).resolve() if path else REPO / source
+            assert file.is_relative_to(REPO) and file.exists(), (source, target)
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", file.read_text(), re.M)
+                assert anchor in {_slug(h) for h in headings}, (source, target)
+    assert links >= 30
 
 
 def _checkout_copy(dest: Path) -> None:
@@ -124,17 +238,16 @@ def test_readme_job_section_runs_as_written(tmp_path, data_root):
 
 
 def test_every_readme_job_line_parses(monkeypatch):
-    """Each ``python jobs/X.py ...`` line of the README: its arguments parse with that job's
-    parser and its config (or sweep file) and --set keys load."""
+    """Each ``python jobs/X.py ...`` line of the README and docs: its arguments parse with that
+    job's parser and its config (or sweep file) and --set keys load."""
     from tests.conftest import load_job_line
 
     monkeypatch.setenv("PWD", str(REPO))
     seen = set()
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            if "python jobs/" not in line:
-                continue
-            job, *argv = shlex.split(os.path.expandvars(line.split("python ", 1)[1]), comments=True)
-            seen.add(job)
-            load_job_line(Path(job).name, argv)
+    for _, line in bash_lines():
+        if "python jobs/" not in line:
+            continue
+        job, *argv = shlex.split(os.path.expandvars(line.split("python ", 1)[1]), comments=True)
+        seen.add(job)
+        load_job_line(Path(job).name, argv)
     assert seen == {"jobs/pipeline.py", "jobs/sweep.py", "jobs/study.py", "jobs/scaling.py"}
