@@ -1,6 +1,7 @@
 """The clustering algorithms of stage 4, on one class's features at a time.
 
-``kmeans`` (FAISS) picks k with the elbow method over [k_min, k_max] unless ``k`` is fixed;
+``kmeans`` (FAISS) picks k with the elbow method over [k_min, k_max] unless ``k`` is fixed
+(``kmeans_path``: the same search by warm starts, faster at many classes);
 ``cosine`` merges images whose cosine similarity passes a threshold (average-linkage
 agglomeration); ``dbscan`` and ``hdbscan`` are density-based (their noise points join the
 nearest cluster). ``suite.distributed.clustering`` runs them over every class (on Ray when it
@@ -34,6 +35,55 @@ def kmeans(x: np.ndarray, k: int, iters: int = 25, restarts: int = 3, seed: int 
     km.train(x)
     dist, labels = km.index.search(x, 1)
     return labels[:, 0].astype(np.int64), float(dist.sum())
+
+
+def kmeans_path(x: np.ndarray, ks: list[int], iters: int = 25, restarts: int = 3, seed: int = 0) -> list[tuple[np.ndarray, float]]:
+    """k-means at every k of ``ks`` by warm starts: k starts from the k-1 solution's centroids
+    plus one k-means++ point (the best of 4 drawn in proportion to squared distance), then Lloyd
+    iterations until no assignment changes (at most ``iters``). ``restarts`` such chains with
+    different seeds; per k the lowest inertia wins. For the elbow search, where every k is
+    needed: the work of each k starts near its answer (2.4x faster than ``kmeans`` at each k on
+    1000 x 1300 x 512, the inertia summed over classes within 1% at every k; benchmarks/clustering.py)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, top = len(x), min(max(ks), len(x))
+    sq = np.einsum("ij,ij->i", x, x)
+    best: dict[int, tuple[np.ndarray, float]] = {}
+    for chain in range(restarts):
+        rng = np.random.default_rng(seed + chain)
+        centroids = x.mean(0, keepdims=True)
+        labels = np.zeros(n, dtype=np.int64)
+        nearest = np.maximum(sq - 2 * x @ centroids[0] + centroids[0] @ centroids[0], 0)  # squared distance to own centroid
+        for k in range(1, top + 1):
+            if k > 1:
+                weights = nearest / nearest.sum() if nearest.sum() > 0 else None
+                drawn = rng.choice(n, size=min(n, 4), p=weights)
+                to_drawn = np.maximum(sq[:, None] - 2 * x @ x[drawn].T + sq[drawn][None], 0)
+                pick = drawn[int(np.minimum(nearest[:, None], to_drawn).sum(0).argmin())]
+                centroids = np.vstack([centroids, x[pick : pick + 1]])
+                labels, nearest = _lloyd(x, sq, centroids, iters)
+            inertia = float(nearest.sum())
+            if k in ks and (k not in best or inertia < best[k][1]):
+                best[k] = (labels.copy(), inertia)
+    return [best[k] if k in best else best[top] for k in ks]
+
+
+def _lloyd(x: np.ndarray, sq: np.ndarray, centroids: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd iterations from ``centroids`` (updated in place) until the assignment holds:
+    (labels, each point's squared distance to its centroid)."""
+    n, k = len(x), len(centroids)
+    previous = None
+    for _ in range(iters + 1):
+        dist = sq[:, None] - 2 * x @ centroids.T + np.einsum("ij,ij->i", centroids, centroids)[None]
+        labels = dist.argmin(1)
+        if previous is not None and np.array_equal(labels, previous):
+            break
+        previous = labels
+        onehot = np.zeros((n, k), dtype=np.float32)
+        onehot[np.arange(n), labels] = 1
+        counts = onehot.sum(0)
+        filled = counts > 0  # an emptied centroid stays where it was
+        centroids[filled] = (onehot.T @ x)[filled] / counts[filled, None]
+    return labels, np.maximum(dist[np.arange(n), labels], 0)
 
 
 def elbow(ks: list[int], inertias: list[float]) -> int:
@@ -71,7 +121,10 @@ def cluster_class(x: np.ndarray, cfg: ClusteringConfig, seed: int) -> tuple[np.n
             labels, inertia = kmeans(x, cfg.k, cfg.kmeans_iters, cfg.kmeans_restarts, seed)
             return labels, {"k": int(labels.max()) + 1, "ks": [cfg.k], "inertia": [inertia]}
         ks = [k for k in range(cfg.k_min, cfg.k_max + 1) if k <= len(x)] or [1]
-        runs = [kmeans(x, k, cfg.kmeans_iters, cfg.kmeans_restarts, seed) for k in ks]
+        if cfg.elbow_search == "warm_start":
+            runs = kmeans_path(x, ks, cfg.kmeans_iters, cfg.kmeans_restarts, seed)
+        else:
+            runs = [kmeans(x, k, cfg.kmeans_iters, cfg.kmeans_restarts, seed) for k in ks]
         inertias = [r[1] for r in runs]
         best = elbow(ks, inertias)
         return runs[ks.index(best)][0], {"k": best, "ks": ks, "inertia": inertias}

@@ -23,7 +23,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
+class _Grown(_Strict):
+    """A section that gained keys after caches existed: at their defaults they are left out of
+    every dump, and so out of every stage's cache key (a cache made before them stays valid)."""
+
+    _LATER_KEYS: ClassVar[dict] = {}
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler):
+        out = handler(self)
+        for key, default in self._LATER_KEYS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        return out
+
+
+class DataConfig(_Grown):
     dataset: str = "cifar10"  # any dataset of suite/data/sources/ (one file each; `caenet data check` lists them)
     # Folder holding the standard layouts (MNIST/raw, cifar-10-batches-py, ...).
     # null: $CAENET_DATA, then the offline copies this machine ships, then download.
@@ -33,9 +48,14 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(default=None, ge=10)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)  # held out from training
     seed: int = 0
+    # The first share of the training images (after train_limit, so it shrinks a --smoke run
+    # too): the axis of a study of how cost grows with data (configs/studies/scaling_data.yaml).
+    fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    _LATER_KEYS: ClassVar[dict] = {"fraction": 1.0}
 
 
-class TrainConfig(_Strict):
+class TrainConfig(_Grown):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -53,17 +73,7 @@ class TrainConfig(_Strict):
     # epoch's weights are the result. null: every epoch runs.
     patience: int | None = Field(default=None, ge=1)
 
-    # Keys added after caches existed: at their defaults they are left out of every dump, and so
-    # out of every stage's cache key (a cache made before them stays valid).
     _LATER_KEYS: ClassVar[dict] = {"min_steps": 0, "patience": None}
-
-    @model_serializer(mode="wrap")
-    def _without_later_defaults(self, handler):
-        out = handler(self)
-        for key, default in self._LATER_KEYS.items():
-            if key in out and out[key] == default:
-                del out[key]
-        return out
 
 
 class BaselineConfig(_Strict):
@@ -78,7 +88,7 @@ class FeaturesConfig(_Strict):
     pca_dim: int | None = Field(default=64, ge=2)  # reduce features before clustering; null keeps all
 
 
-class ClusteringConfig(_Strict):
+class ClusteringConfig(_Grown):
     method: Literal["kmeans", "cosine", "dbscan", "hdbscan"] = "kmeans"
     # kmeans: k is picked per class by the elbow method over [k_min, k_max] ...
     k_min: int = Field(default=1, ge=1)
@@ -87,12 +97,21 @@ class ClusteringConfig(_Strict):
     k: int | None = Field(default=None, ge=1)
     kmeans_iters: int = Field(default=25, ge=1)
     kmeans_restarts: int = Field(default=3, ge=1)
+    # How the elbow search runs k-means at each k: "independent" (FAISS from scratch at each k,
+    # kmeans_restarts random starts) or "warm_start" (k starts from k-1's centroids plus one
+    # k-means++ point; kmeans_restarts such chains, the best inertia per k): for many large
+    # classes, 2.4x faster at ImageNet size (1000 x 1300 x 512) with the inertia summed over
+    # classes within 1% at every k (docs/performance.md); on small classes (~60 images) a k can
+    # come out up to 3% worse.
+    elbow_search: Literal["independent", "warm_start"] = "independent"
     cosine_similarity: float = Field(default=0.8, gt=0, lt=1)  # merge threshold
     dbscan_eps: float = Field(default=0.5, gt=0)
     dbscan_min_samples: int = Field(default=5, ge=1)
     hdbscan_min_cluster_size: int = Field(default=10, ge=2)
     # Where the per-class searches run: Ray tasks (auto: when Ray is up with >1 CPU) or a loop.
     backend: Literal["auto", "ray", "local"] = "auto"
+
+    _LATER_KEYS: ClassVar[dict] = {"elbow_search": "independent"}
 
     @model_validator(mode="after")
     def _range(self) -> "ClusteringConfig":

@@ -89,9 +89,14 @@ def resolve(name: str, cfg_root: str | None, download: bool) -> Path:
 
 
 def load_split(cfg: DataConfig, split: str) -> ImageSet:
-    """The train or test images of ``cfg.dataset``, limited to the first N when configured."""
+    """The train or test images of ``cfg.dataset``, limited to the first N when configured (and
+    to the first ``fraction`` of those for training)."""
     limit = cfg.train_limit if split == "train" else cfg.test_limit
-    return _read_split(cfg.dataset, cfg.root, cfg.download, split, limit)
+    images = _read_split(cfg.dataset, cfg.root, cfg.download, split, limit)
+    if split == "train" and cfg.fraction < 1.0:
+        keep = max(1, round(cfg.fraction * len(images.labels)))
+        images = dataclasses.replace(images, images=images.images[:keep], labels=images.labels[:keep])
+    return images
 
 
 def _read_split(name: str, root: str | None, download: bool, split: str, limit: int | None) -> ImageSet:
