@@ -33,7 +33,7 @@ import traceback
 from suite import __version__, commands
 from suite.commands import catalog
 from suite.console import lines_through_bars
-from suite.errors import INTERRUPTED, UserError, no_space
+from suite.errors import INTERRUPTED, ON_STOP, UserError, no_space
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -65,6 +65,18 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+def _on_sigterm(signum, frame):
+    """SIGTERM (``ray job stop`` sends it to a job's entrypoint and SIGKILLs it 3 s later): as
+    Ctrl-C, but the MLflow runs are ended KILLED first (``ON_STOP``), before Ray's shutdown."""
+    INTERRUPTED.set()
+    for stop in list(ON_STOP):
+        try:
+            stop()
+        except Exception:  # a store that does not answer: the next run ends what is left
+            pass
+    raise KeyboardInterrupt
+
+
 VERBOSE = ("-v", "--verbose")
 
 
@@ -77,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CAENET_VERBOSE"] = "1"
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with lines_through_bars():  # on a terminal: no printed line cut in two by a progress bar
             return args.func(args)

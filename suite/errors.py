@@ -20,6 +20,10 @@ from pathlib import Path
 # afterwards, when Ray's shutdown breaks its calls, and is KILLED all the same; no stage thread
 # starts Ray again. Here, at the bottom, so that every layer reads the same flag.
 INTERRUPTED = threading.Event()
+# Called (in order) when the process is told to stop (SIGTERM: `ray job stop` SIGKILLs its
+# entrypoint 3 s later): the MLflow runs are ended KILLED before anything slower, such as Ray's
+# shutdown. The tracker of each session adds itself (suite.pipeline.tracking).
+ON_STOP: list = []
 
 
 class UserError(Exception):

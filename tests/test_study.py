@@ -232,3 +232,43 @@ def test_a_gap_gets_a_paired_interval_and_a_verdict():
     assert verdict(*t_interval([-0.02, -0.03, -0.025])[1:]) == "worse"
     assert verdict(*t_interval([0.02, -0.01, 0.005])[1:]) == "no difference at these seeds"
     assert verdict(*t_interval([0.02])[1:]) == "one seed: no interval"
+
+
+def test_a_timing_study_trains_every_cell_fresh_and_writes_the_timing_view(tmp_path, cli, smoke_run):
+    """``timing: fresh`` (issue 26): over the session's smoke cache, where a shared study would
+    train nothing, each cell trains every stage itself; the table gives each stage's seconds,
+    images/s, speed-up and efficiency, timing.png is drawn and the run's cells per hour join
+    the study's history. ``data.fraction`` (the data axis) halves the training images."""
+    path = _study_file(tmp_path, "  - {name: all, set: [data.fraction=1.0]}\n  - {name: half, set: [data.fraction=0.5]}\n", seeds="[0]")
+    path.write_text(path.read_text() + "timing: fresh\n")
+    cache = smoke_run["cwd"] / "artifacts"
+    done = cli(["study", str(path), "--smoke", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "out")])
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = json.loads((tmp_path / "out" / "study.json").read_text())
+    for cell in study["cells"]:
+        assert cell["trained"] == ["baseline", "clustering", "autoencoder", "caenet"]  # nothing from the shared cache
+        assert {"baseline", "entropy", "features", "clustering", "targets", "autoencoder", "caenet", "evaluate"} <= set(cell["stage_seconds"])
+        assert cell["wall_s"] == pytest.approx(sum(cell["stage_seconds"].values()))
+        assert cell["images_per_second"]["baseline"] > 0 and cell["cluster_nodes"] == 1 and cell["cpus_per_training"] == 1
+    timing = study["timing"]
+    full, half = timing["variants"]
+    assert full["speedup"] == 1.0 and half["speedup"] == pytest.approx(full["wall_s_mean"] / half["wall_s_mean"])
+    assert half["efficiency"] == pytest.approx(half["speedup"])  # the same resources held
+    table = (tmp_path / "out" / "study.md").read_text()
+    assert "| all | 1 worker(s): 1 CPU |" in table and "cells per hour on 1 node(s)" in table
+    assert (tmp_path / "out" / "timing.png").stat().st_size > 10_000
+    history = (tmp_path / "out.timing-history.jsonl").read_text().splitlines()
+    assert len(history) == 1 and json.loads(history[0])["cells"] == 2 and timing["history"] == [json.loads(history[0])]
+    # each cell's stages live in a folder of its own
+    fresh = sorted((tmp_path / "out" / "fresh").glob("*/*"))
+    assert [p.name for p in fresh] == ["all-seed0", "half-seed0"]
+
+
+def test_data_fraction_keeps_the_first_share_and_old_keys():
+    from suite.config import DataConfig
+
+    assert "fraction" not in DataConfig().model_dump()  # at its default: every stage key as before it existed
+    assert DataConfig(fraction=0.5).model_dump()["fraction"] == 0.5
+    for name in ("scaling_workers", "scaling_data", "scaling_nodes"):  # the shipped timing studies load
+        study, cells = load_study(REPO / "configs" / "studies" / f"{name}.yaml")
+        assert study.timing == "fresh" and cells

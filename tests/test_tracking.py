@@ -354,3 +354,32 @@ def test_an_onnx_export_is_a_logged_model(tmp_path, monkeypatch):
         mlflow.set_tracking_uri(None)
     got = np.asarray(next(iter(got.values())) if isinstance(got, dict) else got)
     assert np.allclose(got, x @ w.T + b, atol=1e-6)
+
+
+def test_runs_a_dead_driver_left_running_are_ended_killed(tmp_path):
+    """A driver SIGKILLed (``ray job`` entrypoint, a lost head) cannot end its runs; the next
+    session on that host ends them KILLED, with every run under them, and leaves a live
+    driver's runs alone (issue 26)."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from suite.config import RuntimeConfig
+    from suite.pipeline import run_info
+    from suite.pipeline.session import _end_orphaned_runs
+    from suite.pipeline.tracking import Tracker
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert run_info.driver_gone(run_info.driver_id(dead.pid)) and not run_info.driver_gone(run_info.driver_id())
+    assert not run_info.driver_gone("another-host:1:1")  # another host's process: unknown, never ended from here
+    tracker = Tracker(RuntimeConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    client = MlflowClient(tracker.uri)
+    lost = tracker.start_parent("lost", {}, {"driver": run_info.driver_id(dead.pid)})
+    stage = tracker.start_child("baseline", {})
+    live = tracker.start_parent("live", {}, {"driver": run_info.driver_id()})
+    lines = []
+    _end_orphaned_runs(tracker, lines.append)
+    assert [client.get_run(r).info.status for r in (lost, stage, live)] == ["KILLED", "KILLED", "RUNNING"]
+    assert lines == [f"[mlflow] ended 2 run(s) KILLED that a driver which died left RUNNING ({run_info.driver_id(dead.pid)})"]

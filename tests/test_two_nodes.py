@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from suite.locks import try_lock
 from tests.conftest import REPO, free_port, kill_marked
 
 pytestmark = pytest.mark.slow
@@ -155,23 +156,33 @@ class Cluster:
         dashboard that Ray closes now and then mid-job (close code 1006, seen in one CI run in
         about ten), which fails the CLI while the job runs on. The wait polls the job's status
         over the dashboard's HTTP API (a ray CLI per poll would cost ~1.5 s of CPU each)."""
-        from ray.job_submission import JobStatus, JobSubmissionClient
+        sent, job = self.submit_no_wait(*args)
+        if job is None:
+            return sent
+        return self.wait(job, timeout, sent)
 
+    def submit_no_wait(self, *args: str) -> tuple[subprocess.CompletedProcess, str | None]:
+        """``ray job submit --no-wait``: (the CLI's result, the job's submission id or None)."""
         cmd = [RAY, "job", "submit", "--no-wait", "--address", self.address, "--working-dir", str(REPO), "--", "python", *args]
         sent = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120)
         found = re.search(r"raysubmit_\w+", sent.stdout + sent.stderr)
-        if sent.returncode != 0 or found is None:
-            return sent
-        job, client = found.group(0), JobSubmissionClient(self.address)
+        return sent, (found.group(0) if sent.returncode == 0 and found else None)
+
+    def wait(self, job: str, timeout: float = 900, sent: subprocess.CompletedProcess | None = None) -> subprocess.CompletedProcess:
+        """The job's end (status polled over HTTP), with its logs from ``ray job logs``."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(self.address)
         deadline = time.time() + timeout
         while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
             if time.time() > deadline:
                 raise TimeoutError(f"job {job} still {status} after {timeout:g}s")
-            time.sleep(1)
+            time.sleep(0.5)
         logs = subprocess.run([RAY, "job", "logs", "--address", self.address, job], env=self.env, cwd=REPO,
                               capture_output=True, text=True, timeout=120)
-        return subprocess.CompletedProcess(cmd, 0 if status == JobStatus.SUCCEEDED else 1,
-                                           sent.stdout + logs.stdout, sent.stderr + logs.stderr + f"\njob status: {status}")
+        before = (sent.stdout, sent.stderr) if sent else ("", "")
+        return subprocess.CompletedProcess(["ray", "job", job], 0 if status == JobStatus.SUCCEEDED else 1,
+                                           before[0] + logs.stdout, before[1] + logs.stderr + f"\njob status: {status}")
 
     def stop(self) -> None:
         for proc in self.workers:
@@ -276,6 +287,97 @@ def test_pipeline_job_survives_losing_its_worker_node(cluster):
     base_run = next(r for r in runs if r.data.tags.get("mlflow.runName") == "baseline")
     steps = {m.step for m in client.get_metric_history(base_run.info.run_id, "val_acc")}
     assert set(range(1, epochs + 1)) <= steps  # every epoch's curve point, from the driver's relay
+
+
+def _wait_for(pattern: str, root: Path, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not list(root.glob(pattern)):
+        if time.time() > deadline:
+            raise TimeoutError(f"no {pattern} under {root} after {timeout:g}s")
+        time.sleep(0.1)
+
+
+def _entrypoints(marker: str) -> list[int]:
+    """Pids of job entrypoints (``python jobs/pipeline.py ...``) whose command line holds ``marker``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if any(c.endswith(b"jobs/pipeline.py") for c in cmd) and marker.encode() in b" ".join(cmd):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_stopped_or_killed_job_resubmitted_resumes(cluster):
+    """The job lifecycle through the ``ray job`` CLI (issue 26): ``ray job stop`` during the CAE's
+    training ends the job's MLflow runs KILLED, keeps every finished stage, and the same job
+    submitted again finds them cached and resumes the CAE from its last checkpoint in
+    ``runtime.storage``; then the job's entrypoint is SIGKILLed during CAE-Net's training (no
+    chance to end its runs), and the next submission ends what it left RUNNING, resumes CAE-Net
+    from its checkpoint and finishes. No run is left RUNNING, no .partial folder or lock."""
+    from mlflow.tracking import MlflowClient
+
+    cache = cluster.temp / "lifecycle"
+    args = ["jobs/pipeline.py", "configs/mnist_lenet.yaml", "--set", f"runtime.cache_dir={cache}", "--set", "runtime.progress=false",
+            "--set", "data.train_limit=2000", "--set", "data.test_limit=300", "--set", "baseline.train.epochs=1",
+            "--set", "autoencoder.train.epochs=6", "--set", "autoencoder.train.batch_size=8",
+            "--set", "caenet.train.epochs=6", "--set", "caenet.train.batch_size=8",
+            "--set", "clustering.k_max=3", "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
+            "--set", "evaluate.latency.window_queries=4", "--set", "runtime.experiment=lifecycle"]
+    client = MlflowClient(cluster.tracking_uri)
+
+    def runs(status: str | None = None):
+        exp = client.get_experiment_by_name("lifecycle")
+        found = client.search_runs([exp.experiment_id], max_results=500) if exp else []
+        return [r for r in found if status is None or r.info.status == status]
+
+    # 1. ray job stop while the CAE trains
+    sent, job = cluster.submit_no_wait(*args)
+    assert job, sent.stdout + sent.stderr
+    _wait_for("checkpoints/mnist/autoencoder-*/attempt-*/checkpoint_*/meta.json", cluster.storage)
+    stop = subprocess.run([RAY, "job", "stop", "--address", cluster.address, job], env=cluster.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    done = cluster.wait(job)
+    assert "job status: STOPPED" in done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
+    time.sleep(1)
+    assert not runs("RUNNING"), [(r.info.run_name, r.info.status) for r in runs()]
+    (parent,) = [r for r in runs() if "mlflow.parentRunId" not in r.data.tags]
+    stages = {r.info.run_name: r.info.status for r in runs() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert parent.info.status == "KILLED" and stages["autoencoder"] == "KILLED" and stages["baseline"] == "FINISHED", (
+        stages, done.stdout[-3000:], done.stderr[-2000:])
+    finished = {p.name.rsplit("-", 1)[0] for p in (cache / "mnist").glob("*-*") if (p / "_SUCCESS").exists()}
+    assert {"baseline", "entropy", "features", "clustering", "targets"} <= finished, finished
+
+    # 2. the same job again: finished stages cached, the CAE from its checkpoint; SIGKILL during CAE-Net
+    sent, job = cluster.submit_no_wait(*args)
+    assert job, sent.stdout + sent.stderr
+    _wait_for("checkpoints/mnist/caenet-*/attempt-*/checkpoint_*/meta.json", cluster.storage)
+    pids = _entrypoints(str(cache))
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    done = cluster.wait(job)
+    assert "job status: FAILED" in done.stderr, done.stderr[-2000:]
+    assert "[baseline] cached" in done.stdout and "[clustering] cached" in done.stdout, done.stdout[-3000:]
+    cae = json.loads(next((cache / "mnist").glob("autoencoder-*/metrics.json")).read_text())
+    assert cae["epoch"] == 6 and cae["started_at_epoch"] >= 1, cae  # resumed, not restarted
+    assert runs("RUNNING")  # nobody could end them: the driver was SIGKILLed
+
+    # 3. and again: the dead driver's runs end KILLED, CAE-Net resumes, the run finishes
+    done = cluster.submit(*args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[mlflow] ended" in done.stdout and "that a driver which died left RUNNING" in done.stdout
+    caenet = json.loads(next((cache / "mnist").glob("caenet-*/metrics.json")).read_text())
+    assert caenet["epoch"] == 6 and caenet["started_at_epoch"] >= 1, caenet
+    assert not runs("RUNNING")
+    assert sum(r.info.status == "FINISHED" and "mlflow.parentRunId" not in r.data.tags for r in runs()) == 1
+    assert not list((cache / "mnist").glob("*.partial"))
+    for lock in (cache / "mnist").glob("*.lock"):  # lock files stay (flock): none is held
+        with try_lock(lock, create=False) as free:
+            assert free, lock
+    assert not list(cluster.storage.glob("checkpoints/mnist/*/attempt-*/checkpoint_*"))
 
 
 def test_smoke_sweep_job_on_two_nodes(cluster):

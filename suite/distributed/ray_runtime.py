@@ -190,7 +190,8 @@ def ray_session(runtime: RuntimeConfig, cache_root: Path | None = None, tune: bo
             stack.enter_context(local_ray_lock())
         with _lock:
             _pending, _started_here = (runtime, cache_root, needs_dashboard(runtime, tune)), False
-        if threading.current_thread() is threading.main_thread():  # as ray.init would (it runs in another thread)
+        # as ray.init would (it runs in another thread), unless the CLI has its own handler
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
         interrupted = False
         try:

@@ -42,7 +42,7 @@ from suite.data import load_split, split_train_val
 from suite.distributed import progress, relay
 from suite.distributed.ray_runtime import ensure_ray, on_close, session_key, use_gpu
 from suite.distributed.worker import train_loop_per_worker, train_task
-from suite.errors import UserError, last_line, no_space
+from suite.errors import INTERRUPTED, UserError, last_line, no_space
 from suite.training import checkpoints
 from suite.training import fit as recipe
 from suite.training.job import TrainingError, TrainJob
@@ -217,6 +217,24 @@ def train_task_remote(gpu: bool):
     return ray.remote(max_calls=1)(train_task) if gpu else ray.remote(train_task)
 
 
+def _imported() -> int:
+    """A task that only makes its worker process import what a training needs: this module,
+    and with it torch, the models and the epoch loop."""
+    return 1
+
+
+def warm_workers(runtime: RuntimeConfig) -> int:
+    """Start the processes one-worker CPU trainings run in (as many as fit side by side) before
+    anything is timed, so that a timing study's first cell does not pay their start-up (Ray
+    keeps idle workers for later tasks); returns how many. Ray Train and GPU trainings start
+    fresh processes per training, which is part of their cost: nothing to warm."""
+    if uses_ray_train(runtime) or use_gpu(runtime):
+        return 0
+    ensure_ray()
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // runtime.cpus_per_worker))
+    return sum(ray.get([ray.remote(num_cpus=runtime.cpus_per_worker)(_imported).remote() for _ in range(min(slots, 16))]))
+
+
 def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tune: bool) -> tuple[dict, dict]:
     """Run ``job`` as one Ray task on a warm worker process; retry up to ``max_failures``
     times, each retry resuming from the newest checkpoint. Each epoch's metrics stream back
@@ -256,6 +274,8 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
             failure = last_line(exc.cause or exc)
         except RayError as exc:  # the worker process or its node died
             failure = last_line(exc)
+        if INTERRUPTED.is_set():  # Ctrl-C or `ray job stop`: Ray is going down, nothing to retry on
+            raise TrainingError(f"training '{job.name}' interrupted; its last checkpoint is kept")
         failures += 1
         if failures > runtime.max_failures:
             raise TrainingError(f"training '{job.name}' failed after {runtime.max_failures} retries: {failure}")

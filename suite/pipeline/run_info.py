@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,13 +29,41 @@ def source_tags() -> dict[str, str]:
     ``mlflow.source.*`` are MLflow's own tag names (the UI shows them in the run's header).
     A job's working copy has no ``.git``: the commit is then "unknown", not an error.
     """
-    tags = {"mlflow.source.name": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000],
+    tags = {"driver": driver_id(),  # which process owns the run: a later run ends it KILLED if that process died
+            "mlflow.source.name": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000],
             "mlflow.source.type": "JOB" if _in_ray_job() else "LOCAL",
             "command_line": shlex.join(sys.argv)[:5000], "caenet.version": suite.__version__}
     commit, dirty = _git_state()
     tags["mlflow.source.git.commit"] = commit
     tags["git_dirty"] = dirty
     return tags
+
+
+def driver_id(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process (this one by default); the start time (clock ticks since
+    boot) tells a reused pid from the process that had it. ``start`` is 0 where /proc is absent."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_started(pid)}"
+
+
+def _started(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def driver_gone(driver: str) -> bool:
+    """Whether the process a ``driver_id`` names has ended (False for another host's: unknown)."""
+    host, _, rest = driver.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    started = _started(int(pid))
+    if started == 0:  # no such process (or no /proc to read its start from)
+        return not Path(f"/proc/{pid}").exists()
+    return str(started) != start  # the pid now belongs to another process
 
 
 def _in_ray_job() -> bool:

@@ -62,6 +62,28 @@ def stage_context(cfg: ExperimentConfig, tracker: Tracker | None, log: Callable[
     return Context(cfg, runner, tracker, tune_stage=tune_stage, console_prefix=console_prefix)
 
 
+def _end_orphaned_runs(tracker: Tracker, log) -> None:
+    """Runs left RUNNING by a driver that died without ending them (SIGKILL, a lost node), with
+    every run under them, are ended KILLED: the store then shows no run as running that is not.
+    Only drivers of this host are checked (another host's process cannot be seen from here)."""
+    try:
+        running = {r.info.run_id: r for r in tracker.client.search_runs(
+            [tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=5000)}
+    except Exception:  # the store's trouble shows where the run needs it, not here
+        return
+    orphans = {rid for rid, r in running.items() if r.data.tags.get("driver") and run_info.driver_gone(r.data.tags["driver"])}
+    grown = True
+    while grown:  # their stage runs, and the stages of a study's cells, at any depth
+        more = {rid for rid, r in running.items() if r.data.tags.get("mlflow.parentRunId") in orphans} - orphans
+        orphans |= more
+        grown = bool(more)
+    for rid in orphans:
+        tracker.client.set_terminated(rid, "KILLED")
+    drivers = sorted({running[rid].data.tags["driver"] for rid in orphans if "driver" in running[rid].data.tags})
+    if orphans:
+        log(f"[mlflow] ended {len(orphans)} run(s) KILLED that a driver which died left RUNNING ({', '.join(drivers)})")
+
+
 def _dataset_input(cfg: ExperimentConfig, split: str, data):
     """One split as an MLflow dataset input: name, digest of the arrays, where it was read, sizes."""
     from mlflow.entities import (  # deferred: mlflow takes ~1 s to import
@@ -94,6 +116,7 @@ def open_session(cfg: ExperimentConfig, run_name: str | None = None, params: dic
         yield Session(cfg, cache_root(cfg), None, None, log)
         return
     tracker = Tracker(cfg.runtime)
+    _end_orphaned_runs(tracker, log)
     run_id = tracker.start_parent(run_name, run_info.changed_params(cfg) if params is None else params,
                                   {"dataset": cfg.data.dataset, "smoke": str(cfg.smoke), **run_info.source_tags(), **(tags or {})})
     tracker.log_text(run_id, to_yaml(cfg), "config.yaml")  # the whole resolved config; params hold what differs

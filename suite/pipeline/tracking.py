@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from suite.config import RuntimeConfig
-from suite.errors import ConfigError, last_line
+from suite.errors import ON_STOP, ConfigError, last_line
 from suite.locks import file_lock
 
 # Opens on the runs table of "machine learning" rather than MLflow 3's GenAI overview.
@@ -109,8 +109,16 @@ class Tracker:
     def start_parent(self, name: str, params: dict, tags: dict | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags or {})
         self.parent_id = run.info.run_id
+        ON_STOP.append(self.end_open)  # told to stop: this run and its open stages end KILLED first
         self.log_params(self.parent_id, params)
         return self.parent_id
+
+    def end_open(self, status: str = "KILLED") -> None:
+        """End every run this tracker opened and has not ended (stages first, then the parent)."""
+        with self._lock:
+            children = sorted(self.open_children)
+        for run_id in [*children, *([self.parent_id] if self.parent_id else [])]:
+            self.end(run_id, status)
 
     def start_child(self, name: str, params: dict, tags: dict | None = None) -> str:
         all_tags = {"mlflow.parentRunId": self.parent_id, "stage": name, **(tags or {})}
@@ -329,6 +337,8 @@ class Tracker:
             status = "KILLED"
             raise
         finally:
+            if self.end_open in ON_STOP:
+                ON_STOP.remove(self.end_open)
             try:
                 if status != "FINISHED":
                     with self._lock:

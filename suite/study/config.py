@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,6 +44,12 @@ class StudyConfig(_Strict):
     variants: list[Variant] = Field(min_length=1)
     baseline_variant: str | None = None  # the row others are compared with; null: the first
     max_concurrent: int | None = Field(default=None, ge=1)  # cells trained side by side; null: as the cluster has room
+    # shared: cells reuse every stage another cell (or run) finished, an ablation's way.
+    # fresh: a timing study: each cell trains every stage itself, in a folder of its own (a
+    # scaling cell must never be a cache hit), one cell at a time unless max_concurrent says
+    # otherwise; the table then shows each stage's wall time, images/s, the resources held,
+    # and time, speed-up and parallel efficiency against the reference variant.
+    timing: Literal["shared", "fresh"] = "shared"
     note: str = ""  # a line under the table (e.g. "CIFAR: CAE 8 epochs instead of 20")
 
     @field_validator("seeds")
@@ -93,7 +100,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profiles: l
         for seed in study.seeds:
             cfg = experiment.from_tree(base, [*variant.set, f"{study.seed_key}={seed}"], source=f"{path}: variant {variant.name!r}")
             cells.append(Cell(variant.name, seed, cfg))
-    if not allow_identical:
+    if not allow_identical and study.timing == "shared":  # a timing study may repeat one experiment (cells per hour)
         same = same_outcome({repr(c.variant): c.cfg for c in cells if c.seed == study.seeds[0]}, "evaluate")
         if same:
             raise ConfigError(f"{path}: variants {' and '.join(same[0])} run the same experiment (every stage the same); "

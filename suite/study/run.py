@@ -10,6 +10,9 @@
 3. One row per variant: mean ± std over the seeds. Written to stdout, ``study.md``,
    ``study.json``, ``cells.parquet`` and ``study.png`` (bars with error bars), and to MLflow:
    a parent run with one nested run per cell (its stages nested under it).
+4. With ``timing: fresh`` (a scaling study), each cell trains all its stages in a folder of its
+   own, one at a time after an untimed warm-up, and ``suite.study.timing`` adds the timing view
+   (``timing.png``).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from suite.distributed.training import warm_workers
 from suite.errors import UserError, last_line
 from suite.metrics import P50, PARAMETERS, TEST_ACC
 from suite.pipeline import run_info
@@ -28,6 +33,7 @@ from suite.pipeline.context import Context
 from suite.pipeline.session import open_session, stage_context
 from suite.stages import evaluate
 from suite.stages.graph import concurrent_slots, train_stages
+from suite.study import timing
 from suite.study.config import Cell, StudyConfig
 from suite.study.report import aggregate, markdown, plot, write_cells
 from suite.training.convergence import unconverged
@@ -48,13 +54,21 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
         # a smoke run does not overwrite the real table
         out_dir = session.folder("studies", out, name=study.name + ("-smoke" if base.smoke else ""))
         out_dir.mkdir(parents=True, exist_ok=True)
+        if study.timing == "fresh":  # every stage trained by its own cell, in a folder of its own
+            cells = fresh_cells(cells, out_dir / "fresh" / time.strftime("%Y%m%d-%H%M%S"))
         runs = {c: tracker.start_child(c.label, {**run_info.changed_params(c.cfg), "variant": c.variant, "seed": c.seed},
                                        {"kind": "study-cell", "variant": c.variant, "seed": str(c.seed)}) for c in cells}
         contexts = {c: stage_context(c.cfg, tracker.under(runs[c]), _prefixed(log, c), console_prefix=f"({c.label}) ")
                     for c in cells}
         t0 = time.perf_counter()
         with session.ray():
+            if study.timing == "fresh":  # one-time start-up (imports, processes) would land on the first cell
+                log("warming up, untimed: the first cell at smoke scale in a folder of its own")
+                warm_workers(base.runtime)
+                _warm_up(cells[0], out_dir / "warm-up", log)
+                t0 = time.perf_counter()
             trained, errors = _train_all(study, cells, contexts, log)
+            cluster = timing.cluster_size()
         train_seconds = time.perf_counter() - t0
         rows = []
         for cell in cells:
@@ -69,6 +83,8 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
                 tracker.end(runs[cell], "FAILED")
                 continue
             row["mlflow_run_id"] = runs[cell]
+            if study.timing == "fresh":
+                row.update(timing.cell_timing(cell.cfg.runtime, contexts[cell].runner.results, cluster))
             rows.append(row)
             tracker.log_metrics(runs[cell], {k: v for k, v in row.items() if isinstance(v, (int, float))})
             tracker.end(runs[cell])
@@ -80,11 +96,18 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
                         "wall_seconds": round(time.perf_counter() - started, 1), "host": platform.node(),
                         "cpus": os.cpu_count(), "mlflow_run_id": parent, "output": str(out_dir), "dataset": base.data.dataset})
         text = markdown(summary)
+        files = ["study.md", "study.json", "cells.parquet", "study.png"]
+        if study.timing == "fresh":
+            summary["timing"] = timing.aggregate(study, rows, cluster, train_seconds)
+            text += "\n\n" + timing.markdown(summary["timing"])
+            timing.append_history(summary["timing"], out_dir.parent / f"{out_dir.name}.timing-history.jsonl")
+            timing.plot(summary["timing"], out_dir / "timing.png")
+            files.append("timing.png")
         (out_dir / "study.md").write_text(text + "\n")
         (out_dir / "study.json").write_text(json.dumps({**summary, "cells": rows}, indent=2, default=str))
         write_cells(rows, out_dir / "cells.parquet")
         plot(summary, out_dir / "study.png")
-        for name in ("study.md", "study.json", "cells.parquet", "study.png"):
+        for name in files:
             tracker.log_artifact(parent, out_dir / name)
         for variant in summary["variants"]:
             tracker.log_metrics(parent, {f"{variant['name']}.{k}": v for k, v in variant.items()
@@ -99,7 +122,8 @@ def _prefixed(log, cell: Cell):
 
 def _train_all(study: StudyConfig, cells: list[Cell], contexts: dict, log) -> tuple[dict, dict]:
     """Every cell's trained models; a cell whose stages failed is an error line instead."""
-    slots = study.max_concurrent or max(1, concurrent_slots(cells[0].cfg.runtime))
+    # a timing study's cells one at a time unless it says otherwise: side by side they time each other
+    slots = study.max_concurrent or (1 if study.timing == "fresh" else max(1, concurrent_slots(cells[0].cfg.runtime)))
     trained, errors = {}, {}
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="study-cell")
     try:
@@ -150,6 +174,36 @@ def _same_cae(study: StudyConfig, cells: list[Cell], contexts: dict) -> dict[str
         pairs = [(key.get((variant.name, s)), key.get((study.reference, s))) for s in study.seeds]
         out[variant.name] = variant.name != study.reference and all(a is not None and b is not None and a.key == b.key
                                                                     for a, b in pairs)
+    return out
+
+
+def _warm_up(cell: Cell, folder: Path, log) -> None:
+    """``cell``'s pipeline at smoke scale in ``folder`` (emptied first), recorded nowhere: what
+    a process does once (imports, worker processes, Ray Train's first start) is then done."""
+    shutil.rmtree(folder, ignore_errors=True)
+    cfg = cell.cfg.model_copy(update={"smoke": True}).effective()
+    cfg.runtime.cache_dir = str(folder)
+    if cfg.runtime.storage:  # on a cluster: checkpoints where every node reaches them, apart from the cells'
+        cfg.runtime.storage = f"{cfg.runtime.storage.rstrip('/')}/warm-up"
+    try:
+        ctx = stage_context(cfg, None, lambda line: None)
+        models = train_stages(ctx)
+        evaluate.run(ctx, {"baseline": models["baseline"], "caenet": models["caenet"]})
+    except Exception as exc:  # the cells will say what is wrong, each in its row
+        log(f"warm-up failed: {_failure_line(exc)}")
+
+
+def fresh_cells(cells: list[Cell], root: Path) -> list[Cell]:
+    """Each cell with a cache (and checkpoint storage) of its own under ``root``: it finds nothing
+    cached and trains every stage itself, as a timing study needs."""
+    out = []
+    for cell in cells:
+        slug = "".join(ch if ch.isalnum() else "-" for ch in f"{cell.variant}-seed{cell.seed}").strip("-")
+        cfg = cell.cfg.model_copy(deep=True)
+        cfg.runtime.cache_dir = str(root / slug)
+        if cfg.runtime.storage:
+            cfg.runtime.storage = f"{cfg.runtime.storage.rstrip('/')}/fresh/{root.name}/{slug}"
+        out.append(Cell(cell.variant, cell.seed, cfg))
     return out
 
 
