@@ -7,7 +7,9 @@
 Each ``docs/results/<name>.summary.json`` is the ``summary.json`` of a full run of a shipped
 config, written by ``caenet run configs/<name>.yaml --summary docs/results/<name>.summary.json``.
 The table sits between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in each file of
-``TARGETS``; ``tests/test_results_tables.py`` fails when a file's block and the JSON disagree.
+``TARGETS``, and the strong-scaling table of ``scaling_workers.smoke.json`` between
+``<!-- scaling:begin -->`` and ``<!-- scaling:end -->`` (``BLOCKS``);
+``tests/test_results_tables.py`` fails when a file's block and the JSON disagree.
 Standard library only.
 """
 
@@ -114,18 +116,40 @@ def render(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def block(text: str) -> str:
-    """What ``text`` holds between the markers (stripped); ValueError when they are missing."""
-    start, end = text.find(BEGIN), text.find(END)
+def render_scaling(folder: Path = RESULTS) -> str:
+    """The strong-scaling table of ``scaling_workers.smoke.json`` (a ``timing: fresh`` study's
+    ``study.json`` timing view, written by ``caenet study configs/studies/scaling_workers.yaml --smoke``)."""
+    timing = json.loads((folder / "scaling_workers.smoke.json").read_text())["timing"]
+    lines = ["| workers | CPUs per training | wall s per cell | CAE img/s | speed-up | efficiency |", "|---|---|---|---|---|---|"]
+    for v in timing["variants"]:
+        lines.append(f"| {v['workers']} | {v['cpus_per_training']:g} | {v['wall_s_mean']:.1f} | "
+                     f"{v['images_per_second'].get('autoencoder', 0):.0f} | {v['speedup']:.2f}x | {v['efficiency']:.2f} |")
+    return "\n".join(lines)
+
+
+# block name -> (its table from docs/results/, the files that hold it between its markers)
+BLOCKS = {"results": (lambda: render(load()), TARGETS),
+          "scaling": (render_scaling, (REPO / "README.md", REPO / "docs" / "performance.md"))}
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def block(text: str, name: str = "results") -> str:
+    """What ``text`` holds between the markers of block ``name`` (stripped); ValueError when they are missing."""
+    begin, end_marker = _markers(name)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"no {BEGIN} ... {END} block")
-    return text[start + len(BEGIN):end].strip("\n")
+        raise ValueError(f"no {begin} ... {end_marker} block")
+    return text[start + len(begin):end].strip("\n")
 
 
-def splice(text: str, table: str) -> str:
-    """``text`` with the block between the markers replaced by ``table``."""
-    block(text)  # the markers are there
-    start, end = text.find(BEGIN) + len(BEGIN), text.find(END)
+def splice(text: str, table: str, name: str = "results") -> str:
+    """``text`` with the block ``name`` between its markers replaced by ``table``."""
+    block(text, name)  # the markers are there
+    begin, end_marker = _markers(name)
+    start, end = text.find(begin) + len(begin), text.find(end_marker)
     return text[:start] + "\n" + table + "\n" + text[end:]
 
 
@@ -133,17 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file's block differs")
     args = parser.parse_args(argv)
-    table = render(load())
     stale = []
-    for target in TARGETS:
-        text = target.read_text()
-        if block(text) == table:
-            continue
-        if args.check:
-            stale.append(target.relative_to(REPO))
-        else:
-            target.write_text(splice(text, table))
-            print(f"updated {target.relative_to(REPO)}")
+    for name, (make, targets) in BLOCKS.items():
+        table = make()
+        for target in TARGETS if name == "results" else targets:  # TARGETS: patched by the tests
+            text = target.read_text()
+            if block(text, name) == table:
+                continue
+            if args.check:
+                stale.append(f"{target.relative_to(REPO)} ({name})")
+            else:
+                target.write_text(splice(text, table, name))
+                print(f"updated {target.relative_to(REPO)} ({name})")
     if stale:
         print(f"results table differs from docs/results/*.json in: {', '.join(map(str, stale))}; "
               "run scripts/results_tables.py", file=sys.stderr)

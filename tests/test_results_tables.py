@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import importlib.util
 from pathlib import Path
 
@@ -67,3 +68,14 @@ def test_a_changed_number_changes_the_table_and_the_check_fails(tmp_path, monkey
 def test_a_page_without_markers_is_an_error():
     with pytest.raises(ValueError, match="results:begin"):
         tables.block("no markers here")
+
+
+@pytest.mark.parametrize("target", tables.BLOCKS["scaling"][1], ids=lambda p: p.name)
+def test_scaling_block_is_the_json(target):
+    """The strong-scaling table (issue 26) in the README and docs/performance.md is
+    docs/results/scaling_workers.smoke.json, each row's speed-up as measured."""
+    table = tables.render_scaling()
+    assert tables.block(target.read_text(), "scaling") == table
+    timing = json.loads((REPO / "docs" / "results" / "scaling_workers.smoke.json").read_text())["timing"]
+    assert [v["workers"] for v in timing["variants"]] == [1, 2, 4, 8]
+    assert all(f"{v['speedup']:.2f}x" in table for v in timing["variants"])

@@ -118,7 +118,7 @@ def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple
     return table, latency_rows
 
 
-def time_on_boards(pool: BoardPool, cfg: ExperimentConfig, rows: dict[str, Trained], cache: LatencyCache,
+def time_rows_on_boards(pool: BoardPool, cfg: ExperimentConfig, rows: dict[str, Trained], cache: LatencyCache,
                    log=print) -> dict[str, BoardTiming]:
     """Every row's model on every board of ``pool``, beside the baseline, unless the cache has its
     architecture for that board. A registry model is identified by [name, kwargs] (dense latency
@@ -207,7 +207,7 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
                 if pool:
                     ctx.board_timers = {name: _board_timer(pool, name, cache, log) for name in pool.actors}
                 rows = train_all(ctx)
-                on_boards = time_on_boards(pool, cfg, rows, cache, log) if pool else {}
+                on_boards = time_rows_on_boards(pool, cfg, rows, cache, log) if pool else {}
             finally:
                 if pool:
                     pool.close()
