@@ -236,59 +236,6 @@ def test_unshared_storage_stops_the_run_before_any_stage(cluster, storage):
     assert took < 120, f"took {took:.0f}s to refuse"
 
 
-def test_pipeline_job_survives_losing_its_worker_node(cluster):
-    """The pipeline through ``ray job submit`` with only the storage shared; the worker node is
-    killed mid-baseline and a fresh one takes its place (as the autoscaler would): the
-    training resumes from its last checkpoint and the run finishes, logged on the head."""
-    import threading
-
-    from mlflow.tracking import MlflowClient
-
-    epochs = 5
-    args = ["jobs/pipeline.py", "configs/mnist_lenet.yaml", *_flags(cluster),
-            "--set", "data.train_limit=8000", "--set", "data.test_limit=300",
-            "--set", f"baseline.train.epochs={epochs}", "--set", "baseline.train.batch_size=32",
-            "--set", "autoencoder.train.epochs=1", "--set", "caenet.train.epochs=1", "--set", "clustering.k_max=3",
-            "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
-            "--set", "evaluate.latency.window_queries=4", "--set", "runtime.experiment=two-nodes"]
-    replaced: list[str] = []
-
-    def lose_the_worker_node():
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if list(cluster.storage.glob("checkpoints/mnist/baseline-*/attempt-0/checkpoint_*/meta.json")):
-                cluster.kill_worker(cluster.workers[-1])
-                replaced.append("killed")
-                cluster.start_worker(len(cluster.workers))
-                replaced.append("started")
-                return
-            time.sleep(0.1)
-
-    killer = threading.Thread(target=lose_the_worker_node, daemon=True)
-    killer.start()
-    done = cluster.submit(*args)
-    killer.join(timeout=180)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-4000:]
-    assert replaced == ["killed", "started"], out[-3000:]
-
-    baseline = json.loads(next(cluster.cache.glob("mnist/baseline-*/metrics.json")).read_text())
-    assert baseline["epoch"] == epochs
-    assert baseline["started_at_epoch"] >= 1, baseline  # the new node's workers began from a checkpoint
-    # Checkpoints were in the shared storage, and are gone once the stages finished.
-    assert not list(cluster.storage.glob("checkpoints/mnist/*/attempt-*/checkpoint_*"))
-    assert any(cluster.cache.glob("mnist/caenet-*/_SUCCESS"))
-
-    client = MlflowClient(cluster.tracking_uri)  # the head's store: the worker node never had it
-    exp = client.get_experiment_by_name("two-nodes")
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    base_run = next(r for r in runs if r.data.tags.get("mlflow.runName") == "baseline")
-    steps = {m.step for m in client.get_metric_history(base_run.info.run_id, "val_acc")}
-    assert set(range(1, epochs + 1)) <= steps  # every epoch's curve point, from the driver's relay
-
-
 def _wait_for(pattern: str, root: Path, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not list(root.glob(pattern)):
@@ -315,15 +262,19 @@ def test_a_stopped_or_killed_job_resubmitted_resumes(cluster):
     training ends the job's MLflow runs KILLED, keeps every finished stage, and the same job
     submitted again finds them cached and resumes the CAE from its last checkpoint in
     ``runtime.storage``; then the job's entrypoint is SIGKILLed during CAE-Net's training (no
-    chance to end its runs), and the next submission ends what it left RUNNING, resumes CAE-Net
-    from its checkpoint and finishes. No run is left RUNNING, no .partial folder or lock."""
+    chance to end its runs), and the next submission ends what it left RUNNING and resumes CAE-Net
+    from its checkpoint; its worker node is then lost and replaced, and the training resumes
+    there from its newest checkpoint in the shared storage. The run finishes; no run is left
+    RUNNING, no .partial folder or held lock."""
+    import threading
+
     from mlflow.tracking import MlflowClient
 
     cache = cluster.temp / "lifecycle"
     args = ["jobs/pipeline.py", "configs/mnist_lenet.yaml", "--set", f"runtime.cache_dir={cache}", "--set", "runtime.progress=false",
             "--set", "data.train_limit=2000", "--set", "data.test_limit=300", "--set", "baseline.train.epochs=1",
             "--set", "autoencoder.train.epochs=6", "--set", "autoencoder.train.batch_size=8",
-            "--set", "caenet.train.epochs=6", "--set", "caenet.train.batch_size=8",
+            "--set", "caenet.train.epochs=10", "--set", "caenet.train.batch_size=8",
             "--set", "clustering.k_max=3", "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
             "--set", "evaluate.latency.window_queries=4", "--set", "runtime.experiment=lifecycle"]
     client = MlflowClient(cluster.tracking_uri)
@@ -365,14 +316,35 @@ def test_a_stopped_or_killed_job_resubmitted_resumes(cluster):
     assert cae["epoch"] == 6 and cae["started_at_epoch"] >= 1, cae  # resumed, not restarted
     assert runs("RUNNING")  # nobody could end them: the driver was SIGKILLed
 
-    # 3. and again: the dead driver's runs end KILLED, CAE-Net resumes, the run finishes
+    # 3. and again: the dead driver's runs end KILLED and CAE-Net resumes; then its worker node
+    # is lost (killed, and a fresh one started, as the autoscaler would): the training resumes
+    # on the new node from its newest checkpoint, and the run finishes, logged on the head
+    resumed_from = max(int(json.loads(m.read_text())["epoch"]) for m in
+                       cluster.storage.glob("checkpoints/mnist/caenet-*/attempt-0/checkpoint_*/meta.json"))
+    replaced: list[str] = []
+
+    def lose_the_worker_node():
+        _wait_for("checkpoints/mnist/caenet-*/attempt-1/checkpoint_*/meta.json", cluster.storage, 600)
+        cluster.kill_worker(cluster.workers[-1])
+        replaced.append("killed")
+        cluster.start_worker(len(cluster.workers))
+        replaced.append("started")
+
+    killer = threading.Thread(target=lose_the_worker_node, daemon=True)
+    killer.start()
     done = cluster.submit(*args)
+    killer.join(timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert replaced == ["killed", "started"], done.stdout[-3000:]
     assert "[mlflow] ended" in done.stdout and "that a driver which died left RUNNING" in done.stdout
+    assert "[caenet] worker lost" in done.stdout, done.stdout[-3000:]
     caenet = json.loads(next((cache / "mnist").glob("caenet-*/metrics.json")).read_text())
-    assert caenet["epoch"] == 6 and caenet["started_at_epoch"] >= 1, caenet
+    assert caenet["epoch"] == 10 and caenet["started_at_epoch"] > resumed_from, (caenet, resumed_from)  # the newer checkpoint
     assert not runs("RUNNING")
-    assert sum(r.info.status == "FINISHED" and "mlflow.parentRunId" not in r.data.tags for r in runs()) == 1
+    (last,) = [r for r in runs("FINISHED") if "mlflow.parentRunId" not in r.data.tags]
+    stage = next(r for r in runs() if r.data.tags.get("mlflow.parentRunId") == last.info.run_id and r.info.run_name == "caenet")
+    steps = {m.step for m in client.get_metric_history(stage.info.run_id, "val_acc")}
+    assert set(range(resumed_from + 1, 11)) <= steps  # every epoch this run trained, from the driver's relay
     assert not list((cache / "mnist").glob("*.partial"))
     for lock in (cache / "mnist").glob("*.lock"):  # lock files stay (flock): none is held
         with try_lock(lock, create=False) as free:
