@@ -10,6 +10,7 @@ errors too.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 import threading
@@ -63,6 +64,24 @@ def no_space(exc: BaseException) -> str | None:
     if cause is None:
         return None
     return no_space_line(f" writing {cause.filename}" if cause.filename else "")
+
+
+GONE = {errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def storage_gone(exc: BaseException, under: str, storage: str | None) -> str | None:
+    """One line when ``exc`` (or the worker's exception behind it) is the configured checkpoint
+    storage ``storage`` failing under a training that keeps its checkpoints ``under`` it (the
+    folder removed, turned into a file, unmounted, read-only): no retry helps, the setting is
+    named; else None (and always None without a ``runtime.storage``)."""
+    cause = exc
+    while storage and cause is not None and not (isinstance(cause, OSError) and cause.errno in GONE
+                                                 and under in str(cause.filename or cause)):
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if not storage or cause is None:
+        return None
+    return (f"runtime.storage {storage} can no longer hold checkpoints ([Errno {cause.errno}] {cause.strerror}); point "
+            "runtime.storage at writable storage every node reaches; finished stages are kept, run the same command again")
 
 
 def disk_full(folder: str | Path) -> bool:

@@ -403,3 +403,21 @@ slo: {{speedup: 0.5}}
     assert name == "two-node-sweep-slo-caenet"
     picked = client.get_model_version(name, version)
     assert picked.tags["trial"] == summary["chosen"]["trial"] and picked.tags["param.clustering.k"] == "2"
+
+
+def test_a_ray_head_that_stopped_is_one_line(cluster):
+    """Last in this module: the cluster's head (and its worker node) killed, as a head that went
+    down; a run pointed at it stops before any stage with one line naming RAY_ADDRESS, in
+    seconds, not Ray's minutes of reconnecting (issue 29)."""
+    kill_marked(str(cluster.temp))
+    for proc in cluster.workers:
+        proc.wait(timeout=30)
+    env = {**cluster.env, "RAY_ADDRESS": f"127.0.0.1:{cluster.gcs}"}
+    t0 = time.time()
+    done = subprocess.run([str(VENV_BIN / "caenet"), "run", "configs/mnist_lenet.yaml", "--smoke", *_flags(cluster)],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    took = time.time() - t0
+    lines = [l for l in done.stderr.splitlines() if l.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
+    assert lines[0].startswith("caenet: error: RAY_ADDRESS 127.0.0.1:") and "no Ray head answers there" in lines[0], lines
+    assert took < 30, took

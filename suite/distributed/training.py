@@ -42,7 +42,7 @@ from suite.data import load_split, split_train_val
 from suite.distributed import progress, relay
 from suite.distributed.ray_runtime import ensure_ray, on_close, session_key, use_gpu
 from suite.distributed.worker import train_loop_per_worker, train_task
-from suite.errors import INTERRUPTED, UserError, last_line, no_space
+from suite.errors import INTERRUPTED, UserError, last_line, no_space, storage_gone
 from suite.training import checkpoints
 from suite.training import fit as recipe
 from suite.training.job import TrainingError, TrainJob
@@ -269,7 +269,7 @@ def _fit_task(job: TrainJob, runtime: RuntimeConfig, storage: str, report_to_tun
         except RayTaskError as exc:
             if isinstance(exc.cause, UserError):  # a mistake a retry cannot fix (e.g. weights that do not fit)
                 raise TrainingError(f"training '{job.name}' failed: {exc.cause}") from None
-            if line := no_space(exc):  # a full disk: no retry helps
+            if line := no_space(exc) or storage_gone(exc, storage, runtime.storage):  # a full disk, a storage gone: no retry helps
                 raise TrainingError(f"training '{job.name}' failed: {line}") from None
             failure = last_line(exc.cause or exc)
         except RayError as exc:  # the worker process or its node died

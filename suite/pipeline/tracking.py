@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from suite.config import RuntimeConfig
+from suite.distributed.relay import RETRY_DOWN_S
 from suite.errors import ON_STOP, ConfigError, last_line
 from suite.locks import file_lock
 
@@ -360,7 +361,8 @@ class Tolerant:
     bad input (``UserError``) still raise."""
 
     def __init__(self, tracker: Tracker, log: Callable[[str], None] = print):
-        self._tracker, self._log, self._down = tracker, log, False
+        self._tracker, self._log = tracker, log
+        self._down_since: float | None = None  # when a call last found the store down
 
     def __getattr__(self, name: str):
         attr = getattr(self._tracker, name)
@@ -368,17 +370,19 @@ class Tolerant:
             return attr
 
         def call(*args, **kwargs):
+            if self._down_since is not None and time.monotonic() - self._down_since < RETRY_DOWN_S:
+                return None  # known to be down: not asked again for a while (each try costs seconds of retries)
             try:
                 out = attr(*args, **kwargs)
             except _store_errors() as exc:
-                if not self._down:
+                if self._down_since is None:
                     self._log(f"[mlflow] WARNING: {self._tracker.uri} did not answer ({last_line(exc)[:160]}); the run goes "
                               "on and its stages are cached, but their MLflow record is incomplete")
-                self._down = True
+                self._down_since = time.monotonic()
                 return None
-            if self._down:
+            if self._down_since is not None:
                 self._log(f"[mlflow] {self._tracker.uri} answers again")
-                self._down = False
+                self._down_since = None
             return out
 
         return call
