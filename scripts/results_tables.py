@@ -36,22 +36,22 @@ def _pct(v) -> str:
     return NA if v is None else f"{100 * v:.2f}%"
 
 
-def _count(n) -> str:
+def _scaled(n, units: tuple[str, str, str], below: str) -> str:
+    """``n`` in thousands, millions or billions (``units``), three digits; ``below`` under 1000."""
     if n is None:
         return NA
-    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+    for size, unit in zip((1e9, 1e6, 1e3), units):
         if n >= size:
             return f"{n / size:.3g}{unit}"
-    return str(n)
+    return below.format(n)
+
+
+def _count(n) -> str:
+    return _scaled(n, ("G", "M", "K"), "{}")
 
 
 def _bytes(n) -> str:
-    if n is None:
-        return NA
-    for size, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n} B"
+    return _scaled(n, (" GB", " MB", " KB"), "{} B")
 
 
 def _pair(a: str, b: str, sep: str = " → ") -> str:

@@ -55,12 +55,19 @@ def no_space_line(where: str = "") -> str:
             "disk; finished stages are kept, run the same command again to resume")
 
 
-def no_space(exc: BaseException) -> str | None:
-    """One line for a full disk met mid-run, naming the settings; else None. Follows a Ray task
-    error's ``cause`` (the worker's exception) and ``__cause__`` chains."""
+def _os_error(exc: BaseException, codes, under: str = "") -> OSError | None:
+    """The first ``OSError`` with an errno of ``codes`` (and ``under`` in its file name) along
+    a Ray task error's ``cause`` (the worker's exception) and ``__cause__`` chains; else None."""
     cause = exc
-    while cause is not None and not (isinstance(cause, OSError) and cause.errno in NO_SPACE):
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in codes
+                                     and under in str(cause.filename or cause)):
         cause = getattr(cause, "cause", None) or cause.__cause__
+    return cause
+
+
+def no_space(exc: BaseException) -> str | None:
+    """One line for a full disk met mid-run, naming the settings; else None."""
+    cause = _os_error(exc, NO_SPACE)
     if cause is None:
         return None
     return no_space_line(f" writing {cause.filename}" if cause.filename else "")
@@ -74,11 +81,8 @@ def storage_gone(exc: BaseException, under: str, storage: str | None) -> str | N
     storage ``storage`` failing under a training that keeps its checkpoints ``under`` it (the
     folder removed, turned into a file, unmounted, read-only): no retry helps, the setting is
     named; else None (and always None without a ``runtime.storage``)."""
-    cause = exc
-    while storage and cause is not None and not (isinstance(cause, OSError) and cause.errno in GONE
-                                                 and under in str(cause.filename or cause)):
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    if not storage or cause is None:
+    cause = _os_error(exc, GONE, under) if storage else None
+    if cause is None:
         return None
     return (f"runtime.storage {storage} can no longer hold checkpoints ([Errno {cause.errno}] {cause.strerror}); point "
             "runtime.storage at writable storage every node reaches; finished stages are kept, run the same command again")

@@ -38,7 +38,7 @@ from suite.pipeline.session import open_session
 from suite.report import tables
 from suite.stages.common import Trained
 from suite.stages.graph import train_stages
-from suite.timing import WINDOW_P50, Protocol, speedup
+from suite.timing import Protocol
 
 ORDER = 30
 HELP = 'train every competitor of Tables I/II and compare them with CAE-Net here'
@@ -89,9 +89,8 @@ def train_all(ctx: Context) -> dict[str, Trained]:
     return rows
 
 
-def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple[dict, list[dict]]:
-    """(table rows, latency rows) of every model, measured on this machine."""
-    test = load_split(cfg.data, "test")
+def measure(cfg: ExperimentConfig, rows: dict[str, Trained], test, log=print) -> tuple[dict, list[dict]]:
+    """(table rows, latency rows) of every model, measured on this machine (``test``: the test split)."""
     lat = cfg.evaluate.latency
     table, loaded, varied = {}, {}, set()
     for label, trained in rows.items():
@@ -118,13 +117,12 @@ def measure(cfg: ExperimentConfig, rows: dict[str, Trained], log=print) -> tuple
     return table, latency_rows
 
 
-def time_rows_on_boards(pool: BoardPool, cfg: ExperimentConfig, rows: dict[str, Trained], cache: LatencyCache,
-                   log=print) -> dict[str, BoardTiming]:
+def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: LatencyCache,
+                        log=print) -> dict[str, BoardTiming]:
     """Every row's model on every board of ``pool``, beside the baseline, unless the cache has its
     architecture for that board. A registry model is identified by [name, kwargs] (dense latency
     does not depend on the weights' values), an int8 TorchScript by its stage; BranchyNet is left
     out (where an image exits depends on the image, and an exported trace runs one path)."""
-    test = load_split(cfg.data, "test")
     models, architectures, skipped = {}, {}, {}
     for label, trained in rows.items():
         model = trained.load()
@@ -171,7 +169,7 @@ def _board_rows(on_boards: dict[str, BoardTiming]) -> tuple[list[dict], dict[str
             row = {**stats, "board": t.board, "model": label, "cached": label in t.timed.cached,
                    "energy_mj": stats.get("energy_mj"), "energy_note": stats.get("energy_note")}
             if label != "baseline":
-                row["speedup"], row["speedup_lo"], row["speedup_hi"] = speedup(t.timed.paired[label][WINDOW_P50], stats[WINDOW_P50])
+                row["speedup"], row["speedup_lo"], row["speedup_hi"] = t.timed.speedup(label)
             rows.append(row)
     return rows, {b: t.error for b, t in on_boards.items() if t.error}
 
@@ -198,6 +196,7 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
         folder = session.folder("compare", out, cfg.name)
         folder.mkdir(parents=True, exist_ok=True)
         cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)
+        test = load_split(cfg.data, "test")  # read once: the boards and this machine time the same images
         with session.ray(tune=any(m.uses_tune for m in cfg.compare.methods)):
             pool = None
             if boards:
@@ -207,11 +206,11 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
                 if pool:
                     ctx.board_timers = {name: _board_timer(pool, name, cache, log) for name in pool.actors}
                 rows = train_all(ctx)
-                on_boards = time_rows_on_boards(pool, cfg, rows, cache, log) if pool else {}
+                on_boards = time_rows_on_boards(pool, rows, test, cache, log) if pool else {}
             finally:
                 if pool:
                     pool.close()
-        table, latency_rows = measure(cfg, rows, log)  # after Ray has stopped: its daemons skew timings
+        table, latency_rows = measure(cfg, rows, test, log)  # after Ray has stopped: its daemons skew timings
         board_rows, failed_boards = _board_rows(on_boards)
         report = tables.build(table, [{"rows": latency_rows + board_rows}], cfg.compare.slo_ms)
         report["host"] = platform.node()
@@ -236,10 +235,9 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
         for row in board_rows:  # each board's own, the board named in the metric
             tracker.log_metrics(parent, {f"{row['model']}.{k}.{row['board']}": row[k] for k in (P50, P90, "speedup")
                                          if isinstance(row.get(k), float) and row[k] == row[k]})
-        for board, t in on_boards.items():
-            for key in ("cpu", "kernel", "machine", "python", "runtime_version", "model"):
-                if t.system.get(key):
-                    tracker.set_tag(parent, f"board.{board}.{key}", str(t.system[key])[:250])
+        for t in on_boards.values():
+            for key, value in t.tags().items():
+                tracker.set_tag(parent, key, value)
         if failed_boards:
             tracker.set_tag(parent, "failed_boards", "; ".join(f"{b}: {e}" for b, e in failed_boards.items())[:4000])
     report["markdown"] = text

@@ -85,6 +85,11 @@ class BoardTiming:
     export_s: float = 0.0
     not_exported: dict = field(default_factory=dict)  # label -> why it could not be exported for this board
 
+    def tags(self) -> dict[str, str]:
+        """The board's system info as MLflow tags, ``board.<name>.<key>`` (CPU, kernel, runtimes)."""
+        return {f"board.{self.board}.{key}": str(self.system[key])[:250]
+                for key in ("cpu", "kernel", "machine", "python", "runtime_version", "model") if self.system.get(key)}
+
 
 class Exports:
     """Each (label, format) exported once, as the bytes a board actor receives; thread-safe."""

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from suite.metrics import time_models
-from suite.timing import Protocol
+from suite.timing import WINDOW_P50, Protocol, speedup
 
 FOLDER = "latency"
 
@@ -82,6 +82,11 @@ class Timed:
     cached: set  # the labels read from the cache, not timed now
     error: str | None = None  # why measuring stopped; what was measured before it is kept
     missing: list = field(default_factory=list)  # the labels left unmeasured by that error
+
+    def speedup(self, label: str) -> tuple[float, float, float]:
+        """``label``'s speed-up over the baseline from the windows that alternated with it, with
+        its 95% interval (``suite.timing.speedup``)."""
+        return speedup(self.paired[label][WINDOW_P50], self.stats[label][WINDOW_P50])
 
 
 def time_cached(architectures: dict[str, list], runs_as: dict, measure: Callable[[list[str]], dict],

@@ -116,10 +116,15 @@ class Tracker:
 
     def end_open(self, status: str = "KILLED") -> None:
         """End every run this tracker opened and has not ended (stages first, then the parent)."""
+        self._end_children(status)
+        if self.parent_id:
+            self.end(self.parent_id, status)
+
+    def _end_children(self, status: str) -> None:
         with self._lock:
             children = sorted(self.open_children)
-        for run_id in [*children, *([self.parent_id] if self.parent_id else [])]:
-            self.end(run_id, status)
+        for child in children:
+            self.end(child, status)
 
     def start_child(self, name: str, params: dict, tags: dict | None = None) -> str:
         all_tags = {"mlflow.parentRunId": self.parent_id, "stage": name, **(tags or {})}
@@ -342,10 +347,7 @@ class Tracker:
                 ON_STOP.remove(self.end_open)
             try:
                 if status != "FINISHED":
-                    with self._lock:
-                        children = sorted(self.open_children)
-                    for child in children:
-                        self.end(child, status)
+                    self._end_children(status)
                 self.end(run_id, status)
             except _store_errors() as exc:  # the work is done and cached; only its record is short
                 print(f"[mlflow] could not record the end ({status}) of run {run_id}: {self.uri} did not answer "

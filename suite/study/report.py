@@ -23,7 +23,8 @@ COLUMNS = {
 }
 
 
-def _stats(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std of the values given (None and NaN left out); (None, None) for none."""
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return None, None
@@ -43,7 +44,7 @@ def aggregate(study, rows: list[dict], same_cae: dict[str, bool]) -> dict:
                  "same_cae_as_reference": same_cae.get(variant.name, False),
                  "not_converged": {r["seed"]: r["not_converged"] for r in done if r.get("not_converged")}}
         for column in COLUMNS:
-            entry[f"{column}_mean"], entry[f"{column}_std"] = _stats([r.get(column) for r in done])
+            entry[f"{column}_mean"], entry[f"{column}_std"] = mean_std([r.get(column) for r in done])
         # the gap to the baseline is paired already (each seed's CAE-Net minus that seed's baseline)
         _, entry["delta_acc_lo"], entry["delta_acc_hi"] = t_interval([r.get("delta_acc") for r in done])
         entry["verdict"] = verdict(entry["delta_acc_lo"], entry["delta_acc_hi"])

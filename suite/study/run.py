@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from suite import storage
+from suite.config import ExperimentConfig
 from suite.distributed.training import warm_workers
 from suite.errors import UserError, last_line
 from suite.metrics import P50, PARAMETERS, TEST_ACC
@@ -181,10 +183,7 @@ def _warm_up(cell: Cell, folder: Path, log) -> None:
     """``cell``'s pipeline at smoke scale in ``folder`` (emptied first), recorded nowhere: what
     a process does once (imports, worker processes, Ray Train's first start) is then done."""
     shutil.rmtree(folder, ignore_errors=True)
-    cfg = cell.cfg.model_copy(update={"smoke": True}).effective()
-    cfg.runtime.cache_dir = str(folder)
-    if cfg.runtime.storage:  # on a cluster: checkpoints where every node reaches them, apart from the cells'
-        cfg.runtime.storage = f"{cfg.runtime.storage.rstrip('/')}/warm-up"
+    cfg = _moved(cell.cfg.model_copy(update={"smoke": True}).effective(), folder, "warm-up")
     try:
         ctx = stage_context(cfg, None, lambda line: None)
         models = train_stages(ctx)
@@ -199,12 +198,18 @@ def fresh_cells(cells: list[Cell], root: Path) -> list[Cell]:
     out = []
     for cell in cells:
         slug = "".join(ch if ch.isalnum() else "-" for ch in f"{cell.variant}-seed{cell.seed}").strip("-")
-        cfg = cell.cfg.model_copy(deep=True)
-        cfg.runtime.cache_dir = str(root / slug)
-        if cfg.runtime.storage:
-            cfg.runtime.storage = f"{cfg.runtime.storage.rstrip('/')}/fresh/{root.name}/{slug}"
-        out.append(Cell(cell.variant, cell.seed, cfg))
+        out.append(Cell(cell.variant, cell.seed, _moved(cell.cfg, root / slug, "fresh", root.name, slug)))
     return out
+
+
+def _moved(cfg: ExperimentConfig, folder: Path, *storage_parts: str) -> ExperimentConfig:
+    """A copy of ``cfg`` whose cache is ``folder`` and whose checkpoint storage, when set (a
+    cluster's, which every node reaches), is ``storage_parts`` under it: apart from every other run's."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.runtime.cache_dir = str(folder)
+    if cfg.runtime.storage:
+        cfg.runtime.storage = storage.join(cfg.runtime.storage, *storage_parts)
+    return cfg
 
 
 def smoke_cells(cells: list[Cell]) -> list[Cell]:

@@ -19,6 +19,7 @@ import numpy as np
 import ray
 
 from suite.plots import save, subplots
+from suite.study.report import mean_std
 
 TRAININGS = ("baseline", "autoencoder", "caenet")  # the stages whose images/s the table shows
 
@@ -44,13 +45,6 @@ def cell_timing(runtime, results: dict, cluster: dict) -> dict:
             "cluster_nodes": cluster.get("nodes"), "cluster_cpus": cluster.get("cpus"), "cluster_gpus": cluster.get("gpus")}
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
-
-
 def aggregate(study, rows: list[dict], cluster: dict, train_seconds: float) -> dict:
     """Per variant: wall time (mean ± std over seeds), each stage's mean seconds and the
     trainings' images/s, the resources held, speed-up and parallel efficiency against the
@@ -61,13 +55,13 @@ def aggregate(study, rows: list[dict], cluster: dict, train_seconds: float) -> d
         if not done:
             variants.append({"name": variant.name, "wall_s_mean": None})
             continue
-        wall, wall_std = _mean_std([r["wall_s"] for r in done])
+        wall, wall_std = mean_std([r["wall_s"] for r in done])
         stages = list(dict.fromkeys(s for r in done for s in r["stage_seconds"]))  # in the order they ran
         first = done[0]
         variants.append({
             "name": variant.name, "wall_s_mean": wall, "wall_s_std": wall_std, "seeds": len(done),
-            "stage_seconds": {s: _mean_std([r["stage_seconds"].get(s) for r in done])[0] for s in stages},
-            "images_per_second": {s: _mean_std([r["images_per_second"].get(s) for r in done])[0]
+            "stage_seconds": {s: mean_std([r["stage_seconds"].get(s) for r in done])[0] for s in stages},
+            "images_per_second": {s: mean_std([r["images_per_second"].get(s) for r in done])[0]
                                   for s in TRAININGS if any(s in r["images_per_second"] for r in done)},
             "workers": first["workers"], "cpus_per_training": first["cpus_per_training"],
             "gpus_per_training": first["gpus_per_training"], "units": first["gpus_per_training"] or first["cpus_per_training"]})

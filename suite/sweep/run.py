@@ -45,7 +45,7 @@ from suite.stages.common import Trained, load_model, register_model
 from suite.sweep.config import THIS_MACHINE, SweepConfig
 from suite.sweep.slo import TrialRow, choose, markdown, on_board, plot
 from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, finish_trial, run_trial, trial_name
-from suite.timing import HIGH, LOW, WINDOW_P50, speedup
+from suite.timing import HIGH, LOW
 
 
 def _param_space(space: dict) -> dict:
@@ -214,8 +214,7 @@ def _where_stats(timed: Timed | None, key: str) -> dict:
     stats = timed.stats.get(key) if timed is not None else None
     if stats is None:
         return {"p50_ms": float("nan"), "cached": False}
-    base = timed.paired[key]
-    ratio, low, high = speedup(base[WINDOW_P50], stats[WINDOW_P50])
+    ratio, low, high = timed.speedup(key)
     return {"p50_ms": stats[P50], "p50_ms_lo": stats[P50 + LOW], "p50_ms_hi": stats[P50 + HIGH],
             "p90_ms": stats[P90], "p90_ms_lo": stats[P90 + LOW], "p90_ms_hi": stats[P90 + HIGH],
             "speedup": ratio, "speedup_lo": low, "speedup_hi": high, "baseline_p50_ms": timed.stats["baseline"][P50],
@@ -261,10 +260,9 @@ def _slo_search(rows, models, test, cfg, sweep, out_dir, tracker, parent, log, o
                             if b.get(name) == b.get(name) and b.get(name) is not None})
         tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
         tracker.set_tag(run_id, "slo_decided_on", r.board)
-        for board, t in on_boards.items():
-            for key in ("cpu", "kernel", "machine", "python", "runtime_version", "model"):
-                if t.system.get(key):
-                    tracker.set_tag(run_id, f"board.{board}.{key}", str(t.system[key])[:250])
+        for t in on_boards.values():
+            for key, value in t.tags().items():
+                tracker.set_tag(run_id, key, value)
     others = {w: v for w, v in views.items() if w != where}  # every other place's own table and front
     text = markdown(table, baseline_ms, sweep.slo.describe(), chosen, others, failed_boards)
     (out_dir / "pareto.md").write_text(text + "\n")
