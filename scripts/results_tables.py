@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""The headline results table of README.md and docs/results.md, rendered from docs/results/*.json.
+"""The results tables of README.md and docs/, rendered from docs/results/*.json.
 
     .venv/bin/python scripts/results_tables.py           # rewrite the block between the markers
     .venv/bin/python scripts/results_tables.py --check   # exit 1 when a block differs from the JSON
 
 Each ``docs/results/<name>.summary.json`` is the ``summary.json`` of a full run of a shipped
 config, written by ``caenet run configs/<name>.yaml --summary docs/results/<name>.summary.json``.
-The table sits between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in each file of
-``TARGETS``, and the strong-scaling table of ``scaling_workers.smoke.json`` between
-``<!-- scaling:begin -->`` and ``<!-- scaling:end -->`` (``BLOCKS``);
+Their table sits between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in
+docs/results.md (``TARGETS``), and the strong-scaling table of ``scaling_workers.smoke.json`` between
+``<!-- scaling:begin -->`` and ``<!-- scaling:end -->``, Tables I and II of
+``compare_<config>.json`` (written by ``caenet compare ... --seeds 0 1 2 --publish docs/results``)
+in docs/results.md and their headline rows in the README (``BLOCKS``);
 ``tests/test_results_tables.py`` fails when a file's block and the JSON disagree.
 Standard library only.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
-TARGETS = (REPO / "README.md", REPO / "docs" / "results.md")
+TARGETS = (REPO / "docs" / "results.md",)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 NA = "n/a"
 
@@ -127,9 +129,95 @@ def render_scaling(folder: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+def _interval(v: float, lo, hi, fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    text = f"{scale * v:{fmt}}{unit}"
+    return text if lo is None or lo != lo else f"{text} [{scale * lo:{fmt}}, {scale * hi:{fmt}}]"
+
+
+def _gap(row: dict) -> str:
+    if "gap" not in row or row is None:
+        return "-"
+    if row["gap_lo"] is None or row["gap_lo"] != row["gap_lo"]:
+        return f"{100 * row['gap']:+.2f} (one seed)"
+    return f"{100 * row['gap']:+.2f} [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}] {row['verdict']}"
+
+
+def _latency(cell: dict | None, first: bool) -> tuple[str, str]:
+    """(p50 [95%], speed-up [95%]) of one board's cell."""
+    if not cell:
+        return NA, NA
+    p50 = _interval(cell["latency_p50_ms"], cell.get("latency_p50_ms_lo"), cell.get("latency_p50_ms_hi"), ".3g")
+    if first:
+        return p50, "1x"
+    if cell.get("speedup") is None:
+        return p50, NA
+    return p50, _interval(cell["speedup"], cell.get("speedup_lo"), cell.get("speedup_hi"), ".3g", unit="x")
+
+
+def render_compare(config: str, folder: Path = RESULTS) -> str:
+    """Table I or II: ``compare_<config>.json``, the report of ``caenet compare configs/<config>.yaml
+    --seeds 0 1 2 --publish docs/results``: accuracy mean ± std over the seeds, the paired gap to
+    the baseline with its 95% interval and verdict, size, and each board's batch-1 p50 and
+    speed-up with their 95% intervals (``this-cpu``: PyTorch here); the headlines under it."""
+    report = json.loads((folder / f"compare_{config}.json").read_text())
+    boards = report.get("boards") or ["this-cpu"]
+    head = "| Method | Accuracy (mean ± std) | vs baseline, pts [95%] | Params (non-zero) | Size |"
+    for b in boards:
+        head += f" {b} p50 ms [95%] | {b} speed-up [95%] |"
+    lines = [head, "|---" * (5 + 2 * len(boards)) + "|"]
+    for i, row in enumerate(report["rows"]):
+        std = row.get("test_acc_std")
+        cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""),
+                 f"{100 * row['test_acc']:.2f}{f' ± {100 * std:.2f}' if std is not None else ''}%",
+                 "-" if i == 0 else _gap(row), f"{_count(row['parameters'])} ({_count(row['nonzero_parameters'])})",
+                 _bytes(row["size_bytes"])]
+        for b in boards:
+            cells += _latency(row["boards"].get(b), i == 0)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"{len(report['seeds'])} seeds ({', '.join(map(str, report['seeds']))}) on {report['test_images']:,} test images; "
+              f"batch-1 p50 on {report['threads']} thread(s) of `{report['host']}`."]
+    for b in boards:
+        h = (report.get("headlines") or {}).get(b, report.get("headline") if b == boards[0] else None)
+        lines.append(f"- {b}: " + headline(h, report["rows"][0]["method"]))
+    lines += [f"- {note}" for note in report.get("notes") or []]
+    return "\n".join(lines)
+
+
+def headline(h: dict | None, base: str) -> str:
+    """The fastest row whose accuracy interval reaches the baseline's, in one sentence."""
+    if h is None:
+        return f"no model's accuracy interval reaches {base}'s."
+    return (f"**{h['method']}** is the fastest model whose accuracy interval ({100 * h['test_acc_lo']:.2f}-"
+            f"{100 * h['test_acc_hi']:.2f}%) reaches {base}'s ({100 * h['baseline_acc_lo']:.2f}-{100 * h['baseline_acc_hi']:.2f}%): "
+            f"**{_interval(h['speedup'], h.get('speedup_lo'), h.get('speedup_hi'), '.3g', unit='x')}** faster "
+            f"(p50 {h['latency_p50_ms']:.3g} ms); its accuracy gap, {_points(h)}.")
+
+
+def _points(row: dict) -> str:
+    """The paired gap in words: points with the interval, then the verdict."""
+    if row["gap_lo"] is None or row["gap_lo"] != row["gap_lo"]:
+        return f"{100 * row['gap']:+.2f} points at one seed"
+    return f"{100 * row['gap']:+.2f} points [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}]: {row['verdict']}"
+
+
+def render_headlines(folder: Path = RESULTS) -> str:
+    """The README's headline: per dataset, the headline row of its ``caenet compare --seeds``."""
+    lines = []
+    for config, title in COMPARES:
+        if (folder / f"compare_{config}.json").exists():
+            report = json.loads((folder / f"compare_{config}.json").read_text())
+            lines.append(f"- {title}, on this machine: " + headline(report["headline"], report["rows"][0]["method"]))
+    return "\n".join(lines)
+
+
+COMPARES = (("cifar10_alexnet", "CIFAR-10 subset (Table I)"), ("mnist_lenet", "MNIST (Table II)"))
+
 # block name -> (its table from docs/results/, the files that hold it between its markers)
 BLOCKS = {"results": (lambda: render(load()), TARGETS),
-          "scaling": (render_scaling, (REPO / "README.md", REPO / "docs" / "performance.md"))}
+          "scaling": (render_scaling, (REPO / "README.md", REPO / "docs" / "performance.md")),
+          "headline": (render_headlines, (REPO / "README.md",)),
+          **{f"compare_{config}": (lambda config=config: render_compare(config), (REPO / "docs" / "results.md",))
+             for config, _ in COMPARES}}
 
 
 def _markers(name: str) -> tuple[str, str]:

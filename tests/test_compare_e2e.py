@@ -19,15 +19,19 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     config = str(REPO / "configs" / "mnist_lenet.yaml")
     cache = smoke_run["cwd"] / "artifacts"  # the session's smoke run: baseline, CAE and CAE-Net are found there
     out = caenet(["compare", config, "--smoke", "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
-                  "--set", "compare.slo_ms=1000", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "cmp")],
-                 tmp_path, data_root, timeout=1200)
+                  "--set", "compare.slo_ms=1000", "--set", f"runtime.cache_dir={cache}", "--out", str(tmp_path / "cmp"),
+                  "--seeds", "0", "1"], tmp_path, data_root, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[baseline] cached" in out.stdout and "[caenet] cached" in out.stdout  # the pipeline's models, reused
     report = json.loads((tmp_path / "cmp" / "report.json").read_text())
     rows = {r["method"]: r for r in report["rows"]}
-    assert list(rows) == ["lenet (baseline)", "CAE-Net", "LeNet-KD", "LeNet-WP", "LeNet-WC", "LeNet-int8", "BranchyNet",
+    assert list(rows) == ["lenet (baseline)", "CAE-Net", "CAE-Net (paper's choices)", "LeNet-KD", "LeNet-WP", "LeNet-WC", "LeNet-int8", "BranchyNet",
                           "SubFlow", "AdaDeep", "CAE-Net-int8", "CAE-Net-SLO"]
     base = rows["lenet (baseline)"]
+    # the paper's choices (kind: pipeline): the pipeline's own stages under mnist_lenet_paper.yaml's keys
+    paper = Path(rows["CAE-Net (paper's choices)"]["stage_dir"])
+    assert paper.name.startswith("caenet-") and paper != Path(rows["CAE-Net"]["stage_dir"])
+    assert '"head": "conv"' in (paper / "params.json").read_text()
     assert rows["LeNet-KD"]["parameters"] < 0.2 * base["parameters"]
     # WP: 40% of the conv/linear weights are zero and the sparse file is smaller than the dense one
     assert rows["LeNet-WP"]["nonzero_parameters"] < 0.65 * base["parameters"]
@@ -59,22 +63,42 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     assert [t["parameters"] for t in loop["tried"]] == sorted((t["parameters"] for t in loop["tried"]), reverse=True)
     if loop["chosen"] > 0:
         assert rows["CAE-Net-SLO"]["parameters"] < rows["CAE-Net"]["parameters"]
+    # two seeds (issue 28): each row's accuracy at both, their mean ± std, the gap to the same
+    # seed's baseline with its paired interval and verdict
+    assert report["seeds"] == [0, 1]
     for label, row in rows.items():
-        assert 0 <= row["test_acc"] <= 1 and row["boards"]["this-cpu"]["latency_p50_ms"] > 0
+        accs = row["test_acc_by_seed"]
+        assert set(accs) == {"0", "1"} and row["test_acc"] == pytest.approx((accs["0"] + accs["1"]) / 2), label
+        assert row["test_acc_lo"] <= row["test_acc"] <= row["test_acc_hi"] and row["test_acc_std"] is not None, label
+        if label != "lenet (baseline)":
+            assert row["gap_lo"] <= row["gap"] <= row["gap_hi"] and row["verdict"] in (
+                "better", "worse", "no difference at these seeds"), label
+        assert row["boards"]["this-cpu"]["latency_p50_ms"] > 0
         assert row["boards"]["this-cpu"]["meets_slo"], label
-    assert (tmp_path / "cmp" / "figure1.png").stat().st_size > 10_000
+    # an architecture is timed once whatever the seeds; BranchyNet's latency depends on its weights
+    timed = int(out.stdout.split("timing ")[-1].split()[0])
+    assert len(rows) < timed < 2 * len(rows) and "BranchyNet: its model differs between seeds" in out.stdout + json.dumps(report)
+    assert (tmp_path / "cmp" / "figure1.png").stat().st_size > 10_000 and (tmp_path / "cmp" / "front.png").stat().st_size > 10_000
     table = (tmp_path / "cmp" / "table.md").read_text()
-    assert "| LeNet-WC" in table and "(1.00x [1.00, 1.00])" in table
+    assert "| LeNet-WC" in table and "(1.00x [1.00, 1.00])" in table and "vs baseline, pts [95%]" in table
+    head = report["headline"]  # the fastest row whose accuracy interval reaches the baseline's
+    assert head is None or rows[head["method"]]["test_acc_hi"] >= rows["lenet (baseline)"]["test_acc_lo"]
+    assert "Headline: " in table
     # smoke scale: the baseline stays near chance, and its row says so (issue 30)
-    assert "| lenet (baseline) (did not converge) |" in table and "WARNING: did not converge: lenet (baseline): val acc" in table
+    assert "| lenet (baseline) (did not converge) |" in table and "WARNING: did not converge: lenet (baseline): " in table and " (seed " in table
     assert "LeNet-KD" in out.stdout
     # one MLflow parent with every competitor's stage nested under it
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     parent = client.get_run(out.stdout.strip().splitlines()[-1].split()[-1])
     assert parent.data.tags["kind"] == "compare" and parent.info.status == "FINISHED"
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    seed_runs = {c.info.run_name: c for c in client.search_runs([parent.info.experiment_id],
+                                                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(seed_runs) == {"seed 0", "seed 1"} and seed_runs["seed 1"].info.status == "FINISHED"
+    assert seed_runs["seed 1"].data.metrics["LeNet-KD.test_acc"] == rows["LeNet-KD"]["test_acc_by_seed"]["1"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{seed_runs['seed 1'].info.run_id}'")
     names = {c.info.run_name for c in children}
-    assert {"cmp-lenet-kd", "cmp-lenet-wp", "cmp-lenet-wc", "cmp-branchynet", "cmp-subflow"} <= names
+    assert {"baseline", "cmp-lenet-kd", "cmp-lenet-wp", "cmp-lenet-wc", "cmp-branchynet", "cmp-subflow"} <= names
+    assert {"front.png", "table.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     # A second compare reuses every stage and adds the SLO loop on a board (issue 25): with
     # --boards every model is also timed on the loopback board "pi", and the new method's
     # candidates are timed there (its budget is out of reach: the unpruned model and one ratio).

@@ -157,3 +157,21 @@ def test_caenet_methods_command_lists_every_kind_with_its_keys():
     for kind in BUILT_IN:
         assert any(line.startswith(kind + " ") for line in out.stdout.splitlines()), kind
     assert "ratio (required)" in out.stdout and "clusters=32" in out.stdout
+
+
+def test_a_pipeline_row_is_this_config_under_the_settings_its_file_states():
+    """``kind: pipeline`` (issue 28: the paper's choices keep a row of Tables I/II): the keys
+    configs/mnist_lenet_paper.yaml states, over this config at its seed and with its --set values,
+    then the row's own; the row's ablations are not trained."""
+    row = {"name": "CAE-Net (paper's choices)", "kind": "pipeline", "config": "mnist_lenet_paper.yaml",
+           "set": ["features.extractor=baseline"]}
+    cfg = from_tree({**BASE, "data": {**BASE["data"], "seed": 2}, "runtime": {"cache_dir": "/tmp/x"},
+                     "compare": {"methods": [row]}}).effective()
+    paper = cfg.compare.methods[0].settings(cfg)
+    assert (paper.autoencoder.targets, paper.autoencoder.skips, paper.caenet.encoder, paper.caenet.head) == (
+        "cluster", True, "frozen", "conv")
+    assert paper.caenet.kd.temperature == 10.0 and paper.features.pca_dim is None
+    assert paper.features.extractor == "baseline" and paper.caenet.ablations == []  # the row's set, then no ablations
+    assert (paper.data, paper.runtime.cache_dir, paper.name, paper.smoke) == (cfg.data, "/tmp/x", cfg.name, cfg.smoke)
+    with pytest.raises(ConfigError, match="no-such.yaml"):
+        registry.parse_method({**row, "config": "no-such.yaml"}, 0).settings(cfg)

@@ -1,4 +1,5 @@
-"""``caenet compare``: CAE-Net against every competitor of Tables I / II on one dataset.
+"""``caenet compare``: CAE-Net against every competitor of Tables I / II on one dataset, at one
+seed or several (``compare.seeds``, ``--seeds``).
 
 The pipeline's stages give the baseline and CAE-Net (cached from ``caenet run``); each
 ``compare.methods`` entry is then one more cached stage (``suite.methods.stage``),
@@ -8,17 +9,25 @@ rounds (BranchyNet: over real test images, since where an image exits depends on
 With ``--boards``, every model is also timed on each board (one Ray actor per board,
 ``suite.edge.pool``; the measurement cache keeps what a board measured), one more column
 group per board, and ``slo_prune`` methods with ``board: NAME`` time their candidates there.
-The table (Markdown, CSV, JSON) and Fig. 1 (latency vs accuracy, with the SLO line) are
-written under ``<cache>/<dataset>/compare/<name>/`` and logged to MLflow.
+At several seeds every row is trained at each (one after another, in one Ray session; a seed
+already trained is a cache hit): accuracy becomes mean ± std with a paired 95% interval of the
+gap to the baseline (``suite.report.intervals``), and each architecture is timed once. The
+table (Markdown, CSV, JSON), Fig. 1 (latency vs accuracy, with the SLO line) and the
+accuracy-latency front (``front.png``, the headline row marked) are written under
+``<cache>/<dataset>/compare/<name>/`` and logged to MLflow.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from suite.commands.common import add_set, add_smoke, config_of
@@ -34,11 +43,11 @@ from suite.models.branchy import BranchyNet
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.latency_cache import FOLDER as LATENCY_FOLDER
 from suite.pipeline.latency_cache import LatencyCache
-from suite.pipeline.session import open_session
-from suite.report import tables
+from suite.pipeline.session import open_session, stage_context
+from suite.report import intervals, tables
 from suite.stages.common import Trained
 from suite.stages.graph import train_stages
-from suite.timing import Protocol
+from suite.timing import HIGH, LOW, WINDOW_P50, Protocol, speedup, t_interval
 
 ORDER = 30
 HELP = 'train every competitor of Tables I/II and compare them with CAE-Net here'
@@ -50,9 +59,13 @@ def add_parser(sub) -> None:
                              "compare.methods in the config (`caenet methods` lists the kinds: KD students, weight "
                              "pruning, weight clustering, channel pruning, int8 quantization, BranchyNet, SubFlow, AdaDeep, "
                              "CAE-Net's prune-until-the-SLO loop and the larger CIFAR networks), each a cached stage "
-                             "trained through Ray Train. Then measures accuracy, parameters (non-zero), size and batch-1 "
-                             "latency of all of them on this machine and writes the table (Markdown, CSV, JSON) and "
-                             "Fig. 1 with the SLO line, logged to MLflow. Example: caenet compare configs/cifar10_alexnet.yaml")
+                             "trained on Ray, at each seed of --seeds. Then measures accuracy (mean ± std over the seeds, "
+                             "the gap to the baseline with its paired 95%% interval), parameters (non-zero), size and "
+                             "batch-1 latency (p50 and speed-up with 95%% intervals) of all of them on this machine and "
+                             "writes the table (Markdown, CSV, JSON), Fig. 1 with the SLO line and the accuracy-latency "
+                             "front (front.png) with the headline row: the fastest model whose accuracy interval reaches "
+                             "the baseline's. All of it is logged to MLflow. "
+                             "Example: caenet compare configs/cifar10_alexnet.yaml --seeds 0 1 2")
     compare.add_argument("config", help="YAML config with a compare: section, e.g. configs/cifar10_alexnet.yaml")
     add_set(compare, "--set compare.slo_ms=5 or --set compare.finetune.epochs=1")
     add_smoke(compare, "a few hundred images and one epoch for every model")
@@ -61,6 +74,12 @@ def add_parser(sub) -> None:
                          "is also timed on each board, beside the baseline, unless the measurement cache has it for "
                          "that board; slo_prune methods with board: NAME time their candidates there")
     compare.add_argument("--only", nargs="+", metavar="BOARD", help="only these boards of --boards")
+    compare.add_argument("--publish", metavar="DIR", help="also copy the report and the front to DIR/compare_<config>.json "
+                         "and DIR/compare_<config>_front.png (docs/results: the README's tables are generated from them)")
+    compare.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                         help="train every row at each data.seed (same as --set compare.seeds=[0,1,2]): accuracy as "
+                         "mean ± std, each row's gap to the baseline of the same seed with its paired 95%% interval; "
+                         "a seed already trained is found in the cache")
     compare.set_defaults(func=main)
 
 
@@ -68,7 +87,16 @@ def main(args) -> int:
     if args.only and not args.boards:
         raise ConfigError("--only names boards of --boards: give --boards BOARDS.yaml too")
     boards = load_inventory(args.boards, args.only) if args.boards else None
+    if args.seeds:
+        args.set = [*args.set, f"compare.seeds={json.dumps(args.seeds)}"]
     report = run_compare(config_of(args, args.config), out=args.out, boards=boards)
+    if args.publish:
+        publish = Path(args.publish)
+        publish.mkdir(parents=True, exist_ok=True)
+        name = report["config"] + ("-smoke" if report["smoke"] else "")  # a smoke run never replaces the real one
+        shutil.copyfile(Path(report["output"]) / "report.json", publish / f"compare_{name}.json")
+        shutil.copyfile(Path(report["output"]) / "front.png", publish / f"compare_{name}_front.png")
+        print(f"published: {publish / f'compare_{name}.json'}, {publish / f'compare_{name}_front.png'}")
     print()
     print(report["markdown"])
     print(f"\nresults: {report['output']}\nMLflow run: {report['mlflow_run_id']}")
@@ -79,42 +107,99 @@ def main(args) -> int:
 BOARD = "this-cpu"  # the column of the table: this machine, as ``caenet report`` has one per board
 
 
-def train_all(ctx: Context) -> dict[str, Trained]:
-    """Baseline, CAE-Net and every configured competitor, trained or found in the cache."""
+def train_all(ctx: Context, tracker) -> dict[str, Trained]:
+    """Baseline, CAE-Net and every configured competitor, trained or found in the cache
+    (``tracker``: the MLflow runs they go under)."""
     models = train_stages(ctx)
     rows = {label: models[label] for label in ("baseline", "caenet")}
     entropy = ctx.runner.results["entropy"]
     for method in ctx.cfg.compare.methods:
-        rows[method.name] = competitors.run(ctx, method, rows, entropy)
+        if method.seeds is not None and ctx.cfg.data.seed not in method.seeds:
+            continue  # this row is trained at its own seeds only
+        if getattr(method, "pipeline", False):  # CAE-Net under other settings: the pipeline's own stages
+            variant = stage_context(method.settings(ctx.cfg), tracker, ctx.runner.log)
+            rows[method.name] = replace(train_stages(variant)["caenet"], label=method.name)
+        else:
+            rows[method.name] = competitors.run(ctx, method, rows, entropy)
     return rows
 
 
-def measure(cfg: ExperimentConfig, rows: dict[str, Trained], test, log=print) -> tuple[dict, list[dict]]:
-    """(table rows, latency rows) of every model, measured on this machine (``test``: the test split)."""
+def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test, log=print) -> tuple[dict, list[dict], list[str]]:
+    """(table rows, latency rows, notes) of every model at every seed, measured on this machine
+    (``test``: the test split). Accuracy is measured per seed (``suite.report.intervals``: mean,
+    interval, paired gap to the baseline); parameters and size are the first seed's. Latency:
+    a dense model's does not depend on its weights' values, so each architecture is timed once,
+    whatever the seeds; a row whose architecture differs between seeds (a pick by a search or
+    by the SLO loop) has each seed's timed and reports their envelope."""
     lat = cfg.evaluate.latency
-    table, loaded, varied = {}, {}, set()
-    for label, trained in rows.items():
-        model = trained.load()  # int8 TorchScript loads on the CPU, float models on device()
-        row = {"model": trained.model or "int8-torchscript",
-               "test_acc": accuracy(model, test.images, test.labels, cfg.evaluate.batch_size)}
-        if isinstance(model, BranchyNet):  # exit shares over the test set, in batches
-            exits = torch.cat([_exits_of(model, test.images[i : i + 256]) for i in range(0, len(test.images), 256)])
-            for i in range(model.num_exits):
-                row[f"exit_share_{i}"] = float((exits == i).float().mean())
-            varied.add(label)
-        row.update(trained.parameters or count_parameters(model), **tables.convergence_of(trained.stage.metrics))
-        row["size_bytes"] = trained.size_bytes or serialized_bytes(model)
-        table[label] = row
-        loaded[label] = (fold_batchnorm(model) if lat.fold_batchnorm else model).cpu().eval()  # TorchScript: as is
+    seeds = list(by_seed)
+    table, accuracy_by, key_of, timed_as, loaded, varied, notes = {}, {}, {}, {}, {}, set(), []
+    for seed in seeds:
+        for label, trained in by_seed[seed].items():
+            model = trained.load()  # int8 TorchScript loads on the CPU, float models on device()
+            accuracy_by.setdefault(label, {})[seed] = accuracy(model, test.images, test.labels, cfg.evaluate.batch_size)
+            branchy = isinstance(model, BranchyNet)
+            if label not in table:  # the first seed the row was trained at
+                row = {"model": trained.model or "int8-torchscript"}
+                if branchy:  # exit shares over the test set, in batches
+                    exits = torch.cat([_exits_of(model, test.images[i : i + 256]) for i in range(0, len(test.images), 256)])
+                    row.update({f"exit_share_{i}": float((exits == i).float().mean()) for i in range(model.num_exits)})
+                row.update(trained.parameters or count_parameters(model))
+                row["size_bytes"] = trained.size_bytes or serialized_bytes(model)
+                table[label] = row
+            why = tables.convergence_of(trained.stage.metrics).get("convergence")
+            if why is not None:  # no seed's failure to learn goes unmarked
+                why = why or "its training did not converge"
+                table[label]["convergence"] = "; ".join(filter(None, [table[label].get("convergence"),
+                                                                      why + (f" (seed {seed})" if len(seeds) > 1 else "")]))
+            # where an image exits depends on the weights: a BranchyNet is timed at every seed
+            key = (label, seed if branchy else _architecture(trained))
+            key_of[(label, seed)] = key
+            if key not in timed_as:
+                timed_as[key] = label if label not in loaded else f"{label} (seed {seed})"
+                loaded[timed_as[key]] = (fold_batchnorm(model) if lat.fold_batchnorm else model).cpu().eval()  # TorchScript: as is
+                if branchy:
+                    varied.add(timed_as[key])
+    for label, row in table.items():
+        row.update(intervals.accuracy_interval(accuracy_by[label], len(test.labels)))
+        row.update(intervals.paired_gap(accuracy_by[label], accuracy_by["baseline"]))
+        if len(accuracy_by[label]) < len(seeds):
+            notes.append(f"{label}: trained at seed {', '.join(map(str, accuracy_by[label]))} only (its `seeds` in "
+                         "compare.methods); its interval is over those")
     log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), at least {lat.windows} alternating windows each")
     example = test.floats(slice(0, min(len(test.images), 200)))
     timings = batch1_latency(loaded, example, lat.threads, Protocol.of(lat), varied=varied)
-    latency_rows = [{"board": BOARD, "model": label, **t, "energy_mj": None,
-                     "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"}
-                    for label, t in timings.items()]
-    for label, t in timings.items():
-        table[label].update(t)
-    return table, latency_rows
+    latency_rows = []
+    for label in table:
+        names = list(dict.fromkeys(timed_as[key_of[(label, s)]] for s in seeds if (label, s) in key_of))  # its seeds' models
+        if len(names) == 1:
+            t = timings[names[0]]
+        else:  # the seeds' models differ: their envelope, and the speed-up's spread over the seeds
+            t = _envelope([timings[n] for n in names], timings["baseline"])
+            notes.append(f"{label}: its model differs between seeds; p50 and speed-up span the seeds' "
+                         f"{', '.join(f'{timings[n][P50]:.3f}' for n in names)} ms")
+        latency_rows.append({"board": BOARD, "model": label, **t, "energy_mj": None,
+                             "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"})
+        table[label].update({k: v for k, v in t.items() if not k.startswith("speedup")})
+    return table, latency_rows, notes
+
+
+def _architecture(trained: Trained) -> str:
+    """What a dense model's latency depends on: its registry name and arguments (an int8
+    TorchScript: its row, whose float model's architecture is fixed by the config)."""
+    return json.dumps([trained.model, trained.kwargs] if trained.model else ["int8-torchscript", trained.label], sort_keys=True)
+
+
+def _envelope(stats: list[dict], baseline: dict) -> dict:
+    """One row's latency when its seeds' models differ: the median p50 with the interval that
+    holds every seed's, and the geometric mean of the seeds' paired speed-ups with a t-interval
+    over the seeds."""
+    ratios = [speedup(baseline[WINDOW_P50], s[WINDOW_P50])[0] for s in stats]
+    mean, low, high = t_interval(np.log(ratios))
+    return {P50: float(np.median([s[P50] for s in stats])), P50 + LOW: min(s[P50 + LOW] for s in stats),
+            P50 + HIGH: max(s[P50 + HIGH] for s in stats), P90: float(np.median([s[P90] for s in stats])),
+            "speedup": math.exp(mean), "speedup_lo": math.exp(low) if low == low else None,
+            "speedup_hi": math.exp(high) if high == high else None}
 
 
 def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: LatencyCache,
@@ -180,9 +265,14 @@ def _exits_of(model, images: torch.Tensor) -> torch.Tensor:
     return model.exit_index.cpu()
 
 
+def at_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``cfg`` with ``data.seed`` set (the split, initialisation and order of every training)."""
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": seed})})
+
+
 def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None, boards: Inventory | None = None) -> dict:
-    """Train what is missing, measure everything (on ``boards`` too), write the tables and
-    Fig. 1; return the report."""
+    """Train what is missing at every seed of ``compare.seeds``, measure everything (on
+    ``boards`` too), write the tables, Fig. 1 and the accuracy-latency front; return the report."""
     if not cfg.compare.methods:
         log("compare.methods is empty: the table holds the baseline and CAE-Net only (see configs/ for a full list)")
     names = [b.name for b in boards.boards] if boards else []
@@ -190,51 +280,79 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
         if getattr(method, "board", None) and method.board not in names:
             raise ConfigError(f"compare.methods[{method.name!r}].board: {method.board} is not a board of --boards "
                               f"({', '.join(names) if names else 'no --boards FILE given'}); give the boards file that names it")
-    with open_session(cfg, f"compare-{cfg.name}", tags={"kind": "compare"}, check_data=True, log=log) as session:
+    seeds = cfg.compare.seeds or [cfg.data.seed]
+    with open_session(cfg, f"compare-{cfg.name}", params={"seeds": seeds}, tags={"kind": "compare"}, check_data=True,
+                      log=log) as session:
         cfg, tracker, parent = session.cfg, session.tracker, session.run_id
-        ctx = session.context()
+        # one seed: its stage runs under the parent run; several: under one child run per seed
+        seed_runs = {s: tracker.start_child(f"seed {s}", {"data.seed": s}, {"kind": "compare-seed", "seed": str(s)})
+                     for s in seeds} if len(seeds) > 1 else {}
+        trackers = {s: tracker.under(seed_runs[s]) if seed_runs else tracker for s in seeds}
+        contexts = {s: stage_context(at_seed(cfg, s), trackers[s], log) for s in seeds}
         folder = session.folder("compare", out, cfg.name)
         folder.mkdir(parents=True, exist_ok=True)
         cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)
-        test = load_split(cfg.data, "test")  # read once: the boards and this machine time the same images
+        test = load_split(cfg.data, "test")  # read once: every seed, the boards and this machine use the same images
+        by_seed = {}
         with session.ray(tune=any(m.uses_tune for m in cfg.compare.methods)):
             pool = None
             if boards:
                 ensure_ray()  # the board actors need Ray up now (stages start it only when they train)
                 pool = BoardPool(boards)
             try:
-                if pool:
-                    ctx.board_timers = {name: _board_timer(pool, name, cache, log) for name in pool.actors}
-                rows = train_all(ctx)
-                on_boards = time_rows_on_boards(pool, rows, test, cache, log) if pool else {}
+                for seed in seeds:  # one after another: a seed's rows build on each other, in order
+                    if len(seeds) > 1:
+                        log(f"--- seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) ---")
+                    if pool:
+                        contexts[seed].board_timers = {name: _board_timer(pool, name, cache, log) for name in pool.actors}
+                    by_seed[seed] = train_all(contexts[seed], trackers[seed])
+                # the boards time architectures, which the seeds share: the first seed's models
+                on_boards = time_rows_on_boards(pool, by_seed[seeds[0]], test, cache, log) if pool else {}
             finally:
                 if pool:
                     pool.close()
-        table, latency_rows = measure(cfg, rows, test, log)  # after Ray has stopped: its daemons skew timings
+        table, latency_rows, notes = measure(cfg, by_seed, test, log)  # after Ray has stopped: its daemons skew timings
         board_rows, failed_boards = _board_rows(on_boards)
         report = tables.build(table, [{"rows": latency_rows + board_rows}], cfg.compare.slo_ms)
-        report["host"] = platform.node()
-        report["threads"] = cfg.evaluate.latency.threads
-        report["failed_boards"] = failed_boards
-        report["notes"] = [f"board {b} failed: {e} (its cells are N/A)" for b, e in failed_boards.items()]
+        report.update({"host": platform.node(), "threads": cfg.evaluate.latency.threads, "seeds": seeds,
+                       "test_images": len(test.labels), "failed_boards": failed_boards, "config": cfg.name, "smoke": cfg.smoke,
+                       "dataset": cfg.data.dataset, "boards_system": {b: t.system for b, t in on_boards.items()}})
+        report["notes"] = notes + [f"board {b} failed: {e} (its cells are N/A)" for b, e in failed_boards.items()]
         report["notes"] += [f"{t.board}: {label} N/A: {why}" for t in on_boards.values() for label, why in t.not_exported.items()]
-        report["boards_system"] = {b: t.system for b, t in on_boards.items()}
+        if on_boards and len(seeds) > 1:
+            report["notes"].append(f"The boards timed seed {seeds[0]}'s models (latency depends on the architecture, not the seed).")
+        baseline_name = f"{cfg.baseline.model} (baseline)"
         for row in report["rows"]:
-            row["stage_dir"] = str(rows[row["method"]].stage.path)
-            row["method"] = {"baseline": f"{cfg.baseline.model} (baseline)", "caenet": "CAE-Net"}.get(row["method"], row["method"])
+            row["stage_dir"] = str(by_seed[seeds[0]][row["method"]].stage.path)
+            row["method"] = {"baseline": baseline_name, "caenet": "CAE-Net"}.get(row["method"], row["method"])
+        report["headlines"] = {b: intervals.headline(report["rows"], b) for b in report["boards"]}
+        report["headline"] = report["headlines"][BOARD]
         title = f"{tables.TITLES.get(cfg.data.dataset, cfg.data.dataset)}: {cfg.name}, batch-1 latency on this machine"
-        text = tables.markdown(report, title)
+        text = tables.markdown(report, title) + "\n\n" + "\n".join(
+            intervals.headline_line(h, baseline_name) + ("" if b == BOARD else f" (board {b})") for b, h in report["headlines"].items())
         (folder / "table.md").write_text(text + "\n")
         tables.write_csv(report, folder / "table.csv")
         (folder / "report.json").write_text(json.dumps(report, indent=2))
         tables.figure1(report, folder / "figure1.png")
-        for name in ("table.md", "table.csv", "report.json", "figure1.png"):
+        intervals.front_plot(report, folder / "front.png",
+                             f"{tables.TITLES.get(cfg.data.dataset, cfg.data.dataset)}: accuracy vs batch-1 latency, "
+                             f"{len(seeds)} seed(s), {cfg.evaluate.latency.threads} thread(s)")
+        for name in ("table.md", "table.csv", "report.json", "figure1.png", "front.png"):
             tracker.log_artifact(parent, folder / name)
         tracker.log_metrics(parent, {f"{label}.{k}": v for label, row in table.items() for k, v in row.items()
-                                     if isinstance(v, (int, float))})
+                                     if isinstance(v, (int, float)) and v == v})
         for row in board_rows:  # each board's own, the board named in the metric
             tracker.log_metrics(parent, {f"{row['model']}.{k}.{row['board']}": row[k] for k in (P50, P90, "speedup")
                                          if isinstance(row.get(k), float) and row[k] == row[k]})
+        for seed, run in seed_runs.items():  # each seed's accuracies on its own run
+            tracker.log_metrics(run, {f"{label}.test_acc": row["test_acc_by_seed"][str(seed)] for label, row in table.items()
+                                      if str(seed) in row["test_acc_by_seed"]})
+            tracker.end(run)
+        if report["headline"]:
+            h = report["headline"]
+            tracker.set_tag(parent, "headline", intervals.headline_line(h, baseline_name)[:4000])
+            tracker.log_metrics(parent, {f"headline.{k}": h[k] for k in ("speedup", "speedup_lo", "speedup_hi", "test_acc", "gap")
+                                         if isinstance(h.get(k), float) and h[k] == h[k]})
         for t in on_boards.values():
             for key, value in t.tags().items():
                 tracker.set_tag(parent, key, value)

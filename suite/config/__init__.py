@@ -8,7 +8,7 @@ Names owned by plug-in registries (datasets, models, method kinds) are checked a
 registries, by ``suite.experiment``: what commands load a config through.
 """
 
-from suite.config.loader import (from_dict, load_config, load_wrapper, one_line, parse_override, profile, read_yaml,
+from suite.config.loader import (from_dict, load_config, load_wrapper, one_line, overlay, parse_override, profile, read_yaml,
                                  set_dotted, split_overrides, to_yaml)
 from suite.config.schema import (AutoencoderConfig, BaselineConfig, CAENetConfig, ClusteringConfig, CompareConfig,
                                  DataConfig, EvaluateConfig, ExperimentConfig, FeaturesConfig, KDConfig, LatencyConfig,
@@ -17,5 +17,5 @@ from suite.errors import ConfigError
 
 __all__ = ["AutoencoderConfig", "BaselineConfig", "CAENetConfig", "ClusteringConfig", "CompareConfig", "ConfigError",
            "DataConfig", "EvaluateConfig", "ExperimentConfig", "FeaturesConfig", "KDConfig", "LatencyConfig", "MethodEntry",
-           "PruneConfig", "RuntimeConfig", "TrainConfig", "from_dict", "load_config", "load_wrapper", "one_line",
+           "PruneConfig", "RuntimeConfig", "TrainConfig", "from_dict", "load_config", "load_wrapper", "one_line", "overlay",
            "parse_override", "profile", "read_yaml", "set_dotted", "split_overrides", "to_yaml"]

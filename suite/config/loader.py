@@ -72,11 +72,11 @@ def profile(name: str) -> dict:
     return read_yaml(path, "profile", f"known profiles: {known}; or give a YAML file")
 
 
-def _overlay(tree: dict, overlay: dict) -> dict:
-    """``tree`` with ``overlay``'s keys set, section by section (lists and values replace)."""
+def overlay(tree: dict, over: dict) -> dict:
+    """``tree`` with ``over``'s keys set, section by section (lists and values replace)."""
     out = dict(tree)
-    for key, value in overlay.items():
-        out[key] = _overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    for key, value in over.items():
+        out[key] = overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -88,7 +88,7 @@ def from_dict(tree: dict | None, overrides: list[str] | None = None, source: str
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(tree).__name__}")
     for name in profiles or []:
-        tree = _overlay(tree, profile(name))
+        tree = overlay(tree, profile(name))
     for text in overrides or []:
         key, value = parse_override(text)
         set_dotted(tree, key, value)
@@ -140,7 +140,7 @@ def _config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = _config_tree(parent_path, (*seen, path.resolve()))
     if not isinstance(base, dict):
         raise ConfigError(f"{path}: extends: {parent}: the top level must be a mapping of keys, got {type(base).__name__}")
-    return _overlay(base, tree)
+    return overlay(base, tree)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

@@ -202,6 +202,8 @@ class MethodEntry(_Strict):
     kind: str  # no default: it names the method's class, and is part of every cache key
     of: str = "baseline"  # the model this method compresses: baseline, caenet or an earlier method's name
     train: TrainConfig | None = None  # null: compare.train (from scratch) or compare.finetune (after compressing)
+    # the seeds of compare.seeds this row is trained at (null: all); not part of its cache key
+    seeds: list[int] | None = None
 
     def smoke(self) -> "MethodEntry":
         """This row shrunk for ``smoke: true``; a kind with settings to shrink overrides it."""
@@ -217,6 +219,10 @@ class CompareConfig(_Strict):
     slo_ms: float | None = Field(default=None, gt=0)  # batch-1 p50 on this machine; drawn in Fig. 1
     calibration_images: int = Field(default=256, ge=8)  # int8: training images that fix activation ranges
     branchy_tolerance: float = Field(default=0.01, ge=0, lt=1)  # accuracy BranchyNet's exits may give up on val
+    # data.seed of each repetition (split, initialisation, order): every row is trained at
+    # each and reported as mean ± std with a paired interval of its gap to the baseline; empty:
+    # data.seed alone. `caenet compare --seeds 0 1 2` sets it.
+    seeds: list[int] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CompareConfig":
@@ -225,6 +231,8 @@ class CompareConfig(_Strict):
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
             seen.add(m.name)
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds: {self.seeds} must be distinct non-negative integers")
         return self
 
 

@@ -40,7 +40,7 @@ class MethodParams(MethodEntry):
     def key(self, cfg: ExperimentConfig) -> dict:
         """What the stage's cache key holds besides the data settings. Defaults are left out,
         so a new option (with its default) does not invalidate finished stages."""
-        key: dict = {"method": self.model_dump(exclude={"name", "train"}, exclude_defaults=True)}
+        key: dict = {"method": self.model_dump(exclude={"name", "train", "seeds"}, exclude_defaults=True)}
         if self.trains:
             key["train"] = self.train_config(cfg.compare).model_dump()
         if self.times_itself:

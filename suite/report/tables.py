@@ -86,13 +86,17 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
 
 
 def markdown(report: dict, title: str) -> str:
-    head = ["Method", "Accuracy", "Params (non-zero)", "Size (KB)"]
+    paired = any("gap" in row for row in report["rows"])  # caenet compare: accuracy over seeds, gap with its interval
+    head = ["Method", "Accuracy" + (" (mean ± std)" if len(report.get("seeds") or []) > 1 else "")]
+    head += ["vs baseline, pts [95%]"] if paired else []
+    head += ["Params (non-zero)", "Size (KB)"]
     for b in report["boards"]:
         head += [f"{b} p50 ms [95%] (speed-up [95%])", f"{b} energy mJ (ratio)"] + ([f"{b} SLO"] if report["slo_ms"] is not None else [])
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
-        cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""), f"{100 * row['test_acc']:.2f}%", f"{row['parameters']:,} ({row['nonzero_parameters']:,})",
-                 f"{row['size_bytes'] / 1024:.1f}"]
+        cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""), _accuracy(row)]
+        cells += [_gap(row, row is report["rows"][0])] if paired else []
+        cells += [f"{row['parameters']:,} ({row['nonzero_parameters']:,})", f"{row['size_bytes'] / 1024:.1f}"]
         for b in report["boards"]:
             c = row["boards"].get(b)
             if c is None:
@@ -118,14 +122,29 @@ def markdown(report: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def _accuracy(row: dict) -> str:
+    std = row.get("test_acc_std")
+    return f"{100 * row['test_acc']:.2f}" + (f" ± {100 * std:.2f}%" if std is not None else "%")
+
+
+def _gap(row: dict, baseline: bool) -> str:
+    """The paired gap to the baseline with its 95% interval and verdict (``suite.report.intervals``)."""
+    if baseline:
+        return "-"
+    if row["gap_lo"] != row["gap_lo"]:
+        return f"{100 * row['gap']:+.2f} (one seed)"
+    return f"{100 * row['gap']:+.2f} [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}] {row['verdict']}"
+
+
 def write_csv(report: dict, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "board", "test_acc", "parameters", "nonzero_parameters", "size_bytes", P50, P50 + LOW, P50 + HIGH,
+        w.writerow(["method", "board", "test_acc", "test_acc_std", "test_acc_lo", "test_acc_hi", "gap", "gap_lo", "gap_hi", "parameters", "nonzero_parameters", "size_bytes", P50, P50 + LOW, P50 + HIGH,
                     "speedup", "speedup_lo", "speedup_hi", "energy_mj", "energy_ratio", "meets_slo"])
         for row in report["rows"]:
             for b, c in row["boards"].items() or {"": {}}.items():
-                w.writerow([row["method"], b, row["test_acc"], row["parameters"], row["nonzero_parameters"], row["size_bytes"],
+                w.writerow([row["method"], b, row["test_acc"], *(row.get(k) for k in ("test_acc_std", "test_acc_lo", "test_acc_hi",
+                                                                                    "gap", "gap_lo", "gap_hi")), row["parameters"], row["nonzero_parameters"], row["size_bytes"],
                             c.get(P50), c.get(P50 + LOW), c.get(P50 + HIGH), c.get("speedup"), c.get("speedup_lo"),
                             c.get("speedup_hi"), c.get("energy_mj"), c.get("energy_ratio"), c.get("meets_slo")])
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from suite.plots import save, subplots
+from suite.report.intervals import verdict
 from suite.timing import t_interval
 
 # cell column -> (column title, scale for display, digits)
@@ -50,17 +51,6 @@ def aggregate(study, rows: list[dict], same_cae: dict[str, bool]) -> dict:
         entry["verdict"] = verdict(entry["delta_acc_lo"], entry["delta_acc_hi"])
         variants.append(entry)
     return {"reference": study.reference, "note": study.note, "variants": variants}
-
-
-def verdict(low: float, high: float) -> str:
-    """What a gap's 95% interval says: above 0, below 0, or either way at these seeds."""
-    if low != low or high != high:
-        return "one seed: no interval"
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return "no difference at these seeds"
 
 
 def _cell(mean, std, scale, digits) -> str:

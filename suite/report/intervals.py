@@ -1,0 +1,151 @@
+"""Accuracy over seeds, its interval and the gap to the baseline, the accuracy-latency front
+and the headline row of ``caenet compare``.
+
+- A row's accuracy interval: over two or more seeds, the 95% t-interval of the seeds' test
+  accuracies; at one seed, the 95% Wilson interval of the test images it got right (the test
+  set's sampling is then the only noise that can be put a number on).
+- Its gap to the baseline is paired: each seed's accuracy minus the baseline's at that seed,
+  with the 95% t-interval of those differences (a seed that helps both rows cancels out).
+- The front: the rows no other row beats on both latency (lower p50) and accuracy (higher mean).
+- The headline: the fastest row whose accuracy interval overlaps or beats the baseline's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from suite.metrics import P50
+from suite.plots import save, subplots
+from suite.timing import HIGH, LOW, Z95, t_interval
+
+
+def wilson(accuracy: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``accuracy`` measured on ``n`` items."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    z2 = Z95 * Z95
+    centre = (accuracy + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_interval(by_seed: dict[int, float], n_test: int) -> dict:
+    """Mean, sample std and 95% interval of one row's test accuracies (seed -> accuracy);
+    ``how`` says which interval it is."""
+    values = list(by_seed.values())
+    mean, low, high = t_interval(values)
+    if len(values) >= 2:  # an accuracy stays within [0, 1] whatever the spread of a few seeds
+        std, how = float(np.std(values, ddof=1)), f"t over {len(values)} seeds"
+        low, high = max(0.0, low), min(1.0, high)
+    else:
+        (low, high), std, how = wilson(mean, n_test), None, f"Wilson over {n_test} test images"
+    return {"test_acc": mean, "test_acc_std": std, "test_acc_lo": low, "test_acc_hi": high, "test_acc_interval": how,
+            "test_acc_by_seed": {str(s): v for s, v in by_seed.items()}}
+
+
+def paired_gap(by_seed: dict[int, float], baseline_by_seed: dict[int, float]) -> dict:
+    """The row's accuracy minus the baseline's at the same seed: mean, 95% t-interval over the
+    seeds (NaN bounds at one seed), and the verdict it supports."""
+    diffs = [by_seed[s] - baseline_by_seed[s] for s in by_seed if s in baseline_by_seed]
+    gap, low, high = t_interval(diffs)
+    return {"gap": gap, "gap_lo": low, "gap_hi": high, "verdict": verdict(low, high)}
+
+
+def verdict(low: float, high: float) -> str:
+    """What a gap's 95% interval says: above 0, below 0, or either way at these seeds."""
+    if low != low or high != high:
+        return "one seed: no interval"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no difference at these seeds"
+
+
+def front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated (latency, accuracy) points: none other is at least as fast
+    and at least as accurate, and strictly better on one of them."""
+    out = []
+    for i, (lat, acc) in enumerate(points):
+        if not any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for j, (l2, a2) in enumerate(points) if j != i):
+            out.append(i)
+    return out
+
+
+def _latency(row: dict, board: str) -> dict | None:
+    cell = row["boards"].get(board)
+    return cell if cell and cell.get(P50) is not None and cell[P50] == cell[P50] else None
+
+
+def headline(rows: list[dict], board: str) -> dict | None:
+    """The fastest row on ``board`` (by p50) whose accuracy interval reaches the baseline's
+    (its upper end at or above the baseline's lower end); None when no row beside the
+    baseline does. ``rows`` are a report's, the baseline first."""
+    base = rows[0]
+    fits = [r for r in rows[1:] if _latency(r, board) and r["test_acc_hi"] >= base["test_acc_lo"]]
+    if not fits:
+        return None
+    best = min(fits, key=lambda r: r["boards"][board][P50])
+    cell = best["boards"][board]
+    return {"method": best["method"], "board": board, P50: cell[P50], "speedup": cell.get("speedup"),
+            "speedup_lo": cell.get("speedup_lo"), "speedup_hi": cell.get("speedup_hi"),
+            **{k: best[k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "gap", "gap_lo", "gap_hi", "verdict")},
+            "baseline_acc": base["test_acc"], "baseline_acc_lo": base["test_acc_lo"], "baseline_acc_hi": base["test_acc_hi"]}
+
+
+def headline_line(h: dict | None, baseline: str) -> str:
+    if h is None:
+        return f"Headline: no model's accuracy interval reaches {baseline}'s."
+    ratio = f"{h['speedup']:.3g}x" + (f" [{h['speedup_lo']:.3g}, {h['speedup_hi']:.3g}]" if h.get("speedup_lo") else "")
+    gap = f"{100 * h['gap']:+.2f} pts" + (f" [{100 * h['gap_lo']:+.2f}, {100 * h['gap_hi']:+.2f}]" if h["gap_lo"] == h["gap_lo"] else "")
+    return (f"Headline: {h['method']} is the fastest model whose accuracy interval "
+            f"[{100 * h['test_acc_lo']:.2f}, {100 * h['test_acc_hi']:.2f}]% reaches {baseline}'s "
+            f"[{100 * h['baseline_acc_lo']:.2f}, {100 * h['baseline_acc_hi']:.2f}]%: {ratio} faster on {h['board']} "
+            f"(p50 {h[P50]:.3f} ms), accuracy gap {gap}.")
+
+
+def front_plot(report: dict, path, title: str) -> None:
+    """Every row on every board of the report as a point with error bars both ways (p50's 95%
+    interval, the accuracy's), one marker per board (runtime); the front of non-dominated points
+    over all of them joined and filled, the baseline's accuracy band and each board's headline
+    (red) marked."""
+    fig, ax = subplots(figsize=(10.0, 5.6))
+    points, where = [], []
+    for b in report["boards"]:
+        for i, r in enumerate(report["rows"]):
+            if _latency(r, b):
+                points.append((r["boards"][b][P50], 100 * r["test_acc"]))
+                where.append((b, i))
+    on_front = set(front(points))
+    heads = {b: (h or {}).get("method") for b, h in (report.get("headlines") or {}).items()}
+    markers = dict(zip(report["boards"], "os^Dv<>"))
+    for k, ((b, i), (x, y)) in enumerate(zip(where, points)):
+        r, cell = report["rows"][i], report["rows"][i]["boards"][b]
+        xerr = [[x - (cell.get(P50 + LOW) or x)], [(cell.get(P50 + HIGH) or x) - x]]
+        yerr = [[y - 100 * r["test_acc_lo"]], [100 * r["test_acc_hi"] - y]]
+        colour = "tab:orange" if i == 0 else "tab:red" if heads.get(b) == r["method"] else "tab:blue" if k in on_front else "grey"
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[b], color=colour, capsize=2, markersize=5,
+                    markerfacecolor=colour if k in on_front or i == 0 else "white")
+        name = r["method"] + ("" if len(report["boards"]) == 1 else f" [{b}]")
+        if k in on_front or i == 0 or b == report["boards"][0]:  # the other boards' points named where they matter
+            ax.annotate(name, (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+    ordered = sorted(on_front, key=lambda k: points[k][0])
+    ax.plot([points[k][0] for k in ordered], [points[k][1] for k in ordered], "--", color="tab:blue", lw=1, label="front")
+    for b in report["boards"]:
+        ax.plot([], [], markers[b], color="black", markerfacecolor="white", label=f"{b}")
+    if report["rows"]:
+        base = report["rows"][0]
+        ax.axhspan(100 * base["test_acc_lo"], 100 * base["test_acc_hi"], color="tab:orange", alpha=0.12,
+                   label=f"{base['method']}: accuracy interval")
+    if report.get("slo_ms") is not None:
+        ax.axvline(report["slo_ms"], ls=":", c="tab:red", lw=1, label=f"SLO {report['slo_ms']:g} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50 (ms), 95% interval")
+    ax.set_ylabel(f"test accuracy (%), {report['rows'][0].get('test_acc_interval', '') if report['rows'] else ''}")
+    ax.set_title(title + "\nred: the fastest model whose accuracy interval reaches the baseline's", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, never over them
+    fig.tight_layout()
+    save(fig, path)
