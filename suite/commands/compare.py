@@ -191,9 +191,9 @@ def _architecture(trained: Trained) -> str:
 
 
 def _envelope(stats: list[dict], baseline: dict) -> dict:
-    """One row's latency when its seeds' models differ: the median p50 with the interval that
-    holds every seed's, and the geometric mean of the seeds' paired speed-ups with a t-interval
-    over the seeds."""
+    """One row's latency when its seeds' models differ (``stats``: each distinct model's): the
+    median p50 with the interval that holds every model's, and the geometric mean of their paired
+    speed-ups with a t-interval over those models (wide with two: the spread is the seeds' picks)."""
     ratios = [speedup(baseline[WINDOW_P50], s[WINDOW_P50])[0] for s in stats]
     mean, low, high = t_interval(np.log(ratios))
     return {P50: float(np.median([s[P50] for s in stats])), P50 + LOW: min(s[P50 + LOW] for s in stats),

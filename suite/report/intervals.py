@@ -109,9 +109,9 @@ def headline_line(h: dict | None, baseline: str) -> str:
 def front_plot(report: dict, path, title: str) -> None:
     """Every row on every board of the report as a point with error bars both ways (p50's 95%
     interval, the accuracy's), one marker per board (runtime); the front of non-dominated points
-    over all of them joined and filled, the baseline's accuracy band and each board's headline
-    (red) marked."""
-    fig, ax = subplots(figsize=(10.0, 5.6))
+    over all of them joined, the baseline's accuracy band and each board's headline (red) marked.
+    Left: every point; right: the band around the baseline's accuracy, where the front and the
+    headline are, each point named."""
     points, where = [], []
     for b in report["boards"]:
         for i, r in enumerate(report["rows"]):
@@ -121,31 +121,40 @@ def front_plot(report: dict, path, title: str) -> None:
     on_front = set(front(points))
     heads = {b: (h or {}).get("method") for b, h in (report.get("headlines") or {}).items()}
     markers = dict(zip(report["boards"], "os^Dv<>"))
-    for k, ((b, i), (x, y)) in enumerate(zip(where, points)):
-        r, cell = report["rows"][i], report["rows"][i]["boards"][b]
-        xerr = [[x - (cell.get(P50 + LOW) or x)], [(cell.get(P50 + HIGH) or x) - x]]
-        yerr = [[y - 100 * r["test_acc_lo"]], [100 * r["test_acc_hi"] - y]]
-        colour = "tab:orange" if i == 0 else "tab:red" if heads.get(b) == r["method"] else "tab:blue" if k in on_front else "grey"
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[b], color=colour, capsize=2, markersize=5,
-                    markerfacecolor=colour if k in on_front or i == 0 else "white")
-        name = r["method"] + ("" if len(report["boards"]) == 1 else f" [{b}]")
-        if k in on_front or i == 0 or b == report["boards"][0]:  # the other boards' points named where they matter
-            ax.annotate(name, (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
-    ordered = sorted(on_front, key=lambda k: points[k][0])
-    ax.plot([points[k][0] for k in ordered], [points[k][1] for k in ordered], "--", color="tab:blue", lw=1, label="front")
+    base = report["rows"][0] if report["rows"] else None
+    near = (100 * base["test_acc_lo"] - 6.0) if base else 0.0  # the zoom: from 6 points under the baseline's band
+    fig, axes = subplots(1, 2, figsize=(15.0, 6.0), squeeze=False)
+    for panel, ax in enumerate(axes[0]):
+        for k, ((b, i), (x, y)) in enumerate(zip(where, points)):
+            r, cell = report["rows"][i], report["rows"][i]["boards"][b]
+            if panel == 1 and y < near:
+                continue
+            xerr = [[x - (cell.get(P50 + LOW) or x)], [(cell.get(P50 + HIGH) or x) - x]]
+            yerr = [[y - 100 * r["test_acc_lo"]], [100 * r["test_acc_hi"] - y]]
+            colour = "tab:orange" if i == 0 else "tab:red" if heads.get(b) == r["method"] else "tab:blue" if k in on_front else "grey"
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[b], color=colour, capsize=2, markersize=5,
+                        markerfacecolor=colour if k in on_front or i == 0 else "white")
+            if (panel == 1) == (y >= near):  # each point named once: in the zoom when it is there
+                name = r["method"] + ("" if len(report["boards"]) == 1 else f" [{b}]")
+                ax.annotate(name, (x, y), fontsize=6.5, xytext=(4, 3 if k % 2 else -8), textcoords="offset points")
+        ordered = sorted(on_front, key=lambda k: points[k][0])
+        ax.plot([points[k][0] for k in ordered], [points[k][1] for k in ordered], "--", color="tab:blue", lw=1, label="front")
+        if base:
+            ax.axhspan(100 * base["test_acc_lo"], 100 * base["test_acc_hi"], color="tab:orange", alpha=0.12,
+                       label=f"{base['method']}: accuracy interval")
+        if report.get("slo_ms") is not None:
+            ax.axvline(report["slo_ms"], ls=":", c="tab:red", lw=1, label=f"SLO {report['slo_ms']:g} ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("batch-1 latency p50 (ms), 95% interval")
+        ax.grid(alpha=0.3)
     for b in report["boards"]:
-        ax.plot([], [], markers[b], color="black", markerfacecolor="white", label=f"{b}")
-    if report["rows"]:
-        base = report["rows"][0]
-        ax.axhspan(100 * base["test_acc_lo"], 100 * base["test_acc_hi"], color="tab:orange", alpha=0.12,
-                   label=f"{base['method']}: accuracy interval")
-    if report.get("slo_ms") is not None:
-        ax.axvline(report["slo_ms"], ls=":", c="tab:red", lw=1, label=f"SLO {report['slo_ms']:g} ms")
-    ax.set_xscale("log")
-    ax.set_xlabel("batch-1 latency p50 (ms), 95% interval")
-    ax.set_ylabel(f"test accuracy (%), {report['rows'][0].get('test_acc_interval', '') if report['rows'] else ''}")
-    ax.set_title(title + "\nred: the fastest model whose accuracy interval reaches the baseline's", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, never over them
+        axes[0][0].plot([], [], markers[b], color="black", markerfacecolor="white", label=f"{b}")
+    axes[0][0].set_ylabel(f"test accuracy (%), {base.get('test_acc_interval', '') if base else ''}")
+    axes[0][0].set_title("every model", fontsize=9)
+    axes[0][1].set_title(f"near the baseline's accuracy (from {near:.0f}%); red: the fastest model whose accuracy "
+                         "interval reaches the baseline's", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="best")
+    axes[0][1].set_ylim(bottom=near)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save(fig, path)
