@@ -16,10 +16,11 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @register
 class Pipeline(MethodParams):
-    """CAE-Net of the pipeline under other settings: the keys that ``config`` itself states (a
-    YAML of configs/, e.g. cifar10_alexnet_paper.yaml; its ``extends`` is not followed) laid over
-    this config, then ``set``. Its stages are the pipeline's own, cached like ``caenet run``'s;
-    only its CAE-Net is a row (its ablations are not trained)."""
+    """CAE-Net of this pipeline under other settings, e.g. the paper's (configs/*_paper.yaml).
+
+    The keys that ``config`` itself states (a YAML of configs/; its ``extends`` is not followed)
+    are laid over this config, then ``set``. Its stages are the pipeline's own, cached like
+    ``caenet run``'s; only its CAE-Net is a row (its ablations are not trained)."""
 
     kind: Literal["pipeline"]
     config: str | None = None  # a path, or a file name of configs/
