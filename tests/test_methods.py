@@ -175,3 +175,13 @@ def test_a_pipeline_row_is_this_config_under_the_settings_its_file_states():
     assert (paper.data, paper.runtime.cache_dir, paper.name, paper.smoke) == (cfg.data, "/tmp/x", cfg.name, cfg.smoke)
     with pytest.raises(ConfigError, match="no-such.yaml"):
         registry.parse_method({**row, "config": "no-such.yaml"}, 0).settings(cfg)
+
+
+def test_a_rows_own_seeds_are_not_part_of_its_cache_key():
+    """``seeds: [0]`` on a row (issue 28: the larger CIFAR networks at one seed) keeps the stage
+    it had at seed 0: the key is the same with and without it."""
+    entry = {"name": "VGG16", "kind": "train", "model": "vgg16"}
+    plain = from_tree({**BASE, "compare": {"methods": [entry]}}).effective()
+    one = from_tree({**BASE, "compare": {"methods": [{**entry, "seeds": [0]}]}}).effective()
+    assert one.compare.methods[0].seeds == [0]
+    assert one.compare.methods[0].key(one) == plain.compare.methods[0].key(plain)
