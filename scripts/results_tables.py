@@ -11,8 +11,10 @@ docs/results.md (``TARGETS``), and the strong-scaling table of ``scaling_workers
 ``<!-- scaling:begin -->`` and ``<!-- scaling:end -->``, Tables I and II of
 ``compare_<config>.json`` (written by ``caenet compare ... --seeds 0 1 2 --publish docs/results``)
 in docs/results.md and their headline rows in the README (``BLOCKS``);
-``tests/test_results_tables.py`` fails when a file's block and the JSON disagree.
-Standard library only.
+and each study's table (``study_<name>.json``, written by ``caenet study configs/studies/<name>.yaml
+--publish docs/results``) in docs/ablation.md. ``tests/test_results_tables.py`` fails when a file's
+block and the JSON disagree. The cells are formatted by the suite's own report code (a gap, a
+speed-up, the headline, a study's table), so a table here reads as the run printed it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from suite.report.intervals import gap_text, headline_line, ratio_text
+from suite.study.report import markdown as study_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -129,17 +134,8 @@ def render_scaling(folder: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def _interval(v: float, lo, hi, fmt: str, scale: float = 1.0, unit: str = "") -> str:
-    text = f"{scale * v:{fmt}}{unit}"
-    return text if lo is None or lo != lo else f"{text} [{scale * lo:{fmt}}, {scale * hi:{fmt}}]"
-
-
-def _gap(row: dict) -> str:
-    if "gap" not in row or row is None:
-        return "-"
-    if row["gap_lo"] is None or row["gap_lo"] != row["gap_lo"]:
-        return f"{100 * row['gap']:+.2f} (one seed)"
-    return f"{100 * row['gap']:+.2f} [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}] {row['verdict']}"
+def _interval(v: float, lo, hi, fmt: str) -> str:
+    return f"{v:{fmt}}" if lo is None or lo != lo else f"{v:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
 def _latency(cell: dict | None, first: bool) -> tuple[str, str]:
@@ -151,7 +147,7 @@ def _latency(cell: dict | None, first: bool) -> tuple[str, str]:
         return p50, "1x"
     if cell.get("speedup") is None:
         return p50, NA
-    return p50, _interval(cell["speedup"], cell.get("speedup_lo"), cell.get("speedup_hi"), ".3g", unit="x")
+    return p50, ratio_text(cell["speedup"], cell.get("speedup_lo"), cell.get("speedup_hi"))
 
 
 def render_compare(config: str, folder: Path = RESULTS) -> str:
@@ -169,7 +165,7 @@ def render_compare(config: str, folder: Path = RESULTS) -> str:
         std = row.get("test_acc_std")
         cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""),
                  f"{100 * row['test_acc']:.2f}{f' ± {100 * std:.2f}' if std is not None else ''}%",
-                 "-" if i == 0 else _gap(row), f"{_count(row['parameters'])} ({_count(row['nonzero_parameters'])})",
+                 "-" if i == 0 else gap_text(row), f"{_count(row['parameters'])} ({_count(row['nonzero_parameters'])})",
                  _bytes(row["size_bytes"])]
         for b in boards:
             cells += _latency(row["boards"].get(b), i == 0)
@@ -178,26 +174,9 @@ def render_compare(config: str, folder: Path = RESULTS) -> str:
               f"batch-1 p50 on {report['threads']} thread(s) of `{report['host']}`."]
     for b in boards:
         h = (report.get("headlines") or {}).get(b, report.get("headline") if b == boards[0] else None)
-        lines.append(f"- {b}: " + headline(h, report["rows"][0]["method"]))
+        lines.append(f"- {b}: " + headline_line(h, report["rows"][0]["method"], b))
     lines += [f"- {note}" for note in report.get("notes") or []]
     return "\n".join(lines)
-
-
-def headline(h: dict | None, base: str) -> str:
-    """The fastest row whose accuracy interval reaches the baseline's, in one sentence."""
-    if h is None:
-        return f"no model's accuracy interval reaches {base}'s."
-    return (f"**{h['method']}** is the fastest model whose accuracy interval ({100 * h['test_acc_lo']:.2f}-"
-            f"{100 * h['test_acc_hi']:.2f}%) reaches {base}'s ({100 * h['baseline_acc_lo']:.2f}-{100 * h['baseline_acc_hi']:.2f}%): "
-            f"**{_interval(h['speedup'], h.get('speedup_lo'), h.get('speedup_hi'), '.3g', unit='x')}** faster "
-            f"(p50 {h['latency_p50_ms']:.3g} ms); its accuracy gap, {_points(h)}.")
-
-
-def _points(row: dict) -> str:
-    """The paired gap in words: points with the interval, then the verdict."""
-    if row["gap_lo"] is None or row["gap_lo"] != row["gap_lo"]:
-        return f"{100 * row['gap']:+.2f} points at one seed"
-    return f"{100 * row['gap']:+.2f} points [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}]: {row['verdict']}"
 
 
 def render_headlines(folder: Path = RESULTS) -> str:
@@ -206,18 +185,25 @@ def render_headlines(folder: Path = RESULTS) -> str:
     for config, title in COMPARES:
         if (folder / f"compare_{config}.json").exists():
             report = json.loads((folder / f"compare_{config}.json").read_text())
-            lines.append(f"- {title}, on this machine: " + headline(report["headline"], report["rows"][0]["method"]))
+            lines.append(f"- {title}, on this machine: " + headline_line(report["headline"], report["rows"][0]["method"], "this-cpu"))
     return "\n".join(lines)
 
 
 COMPARES = (("cifar10_alexnet", "CIFAR-10 subset (Table I)"), ("mnist_lenet", "MNIST (Table II)"))
+STUDIES = ("mnist", "cifar10", "cifar10-defaults")  # docs/results/study_<name>.json -> docs/ablation.md
+
+
+def render_study(name: str, folder: Path = RESULTS) -> str:
+    """A study's table as ``caenet study`` wrote it (``study.md``), from ``study_<name>.json``."""
+    return study_table(json.loads((folder / f"study_{name}.json").read_text()))
 
 # block name -> (its table from docs/results/, the files that hold it between its markers)
 BLOCKS = {"results": (lambda: render(load()), TARGETS),
           "scaling": (render_scaling, (REPO / "README.md", REPO / "docs" / "performance.md")),
           "headline": (render_headlines, (REPO / "README.md",)),
           **{f"compare_{config}": (lambda config=config: render_compare(config), (REPO / "docs" / "results.md",))
-             for config, _ in COMPARES}}
+             for config, _ in COMPARES},
+          **{f"study_{name}": (lambda name=name: render_study(name), (REPO / "docs" / "ablation.md",)) for name in STUDIES}}
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@ comparison stage and `caenet methods` with no other edit; the cache keys of the 
 existed before methods had classes are pinned, so finished stages stay valid."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,16 @@ def test_a_rows_own_seeds_are_not_part_of_its_cache_key():
     one = from_tree({**BASE, "compare": {"methods": [{**entry, "seeds": [0]}]}}).effective()
     assert one.compare.methods[0].seeds == [0]
     assert one.compare.methods[0].key(one) == plain.compare.methods[0].key(plain)
+
+
+def test_a_row_of_a_row_trained_at_fewer_seeds_fails_in_one_line():
+    """A row compresses its ``of:`` at each of its seeds, so that row must be trained there:
+    pruning VGG16 at every seed while VGG16 has ``seeds: [0]`` fails on load, naming the fix."""
+    vgg = {"name": "VGG16", "kind": "train", "model": "vgg16", "seeds": [0]}
+    pruned = {"name": "VGG16-pruned", "kind": "channel_prune", "of": "VGG16", "ratio": 0.5}
+    for row, asks in ((pruned, ""), ({**pruned, "seeds": [0, 1]}, "; it asks for [1]")):
+        with pytest.raises(ConfigError, match=rf"'VGG16-pruned' is of 'VGG16', which is trained at seeds \[0\] only: "
+                                              rf"give 'VGG16-pruned' `seeds: \[0\]` \(or fewer\){re.escape(asks)}"):
+            from_tree({**BASE, "compare": {"methods": [vgg, row]}})
+    ok = from_tree({**BASE, "compare": {"methods": [vgg, {**pruned, "seeds": [0]}]}}).effective()
+    assert [m.seeds for m in ok.compare.methods] == [[0], [0]]

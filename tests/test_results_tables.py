@@ -101,7 +101,7 @@ def test_a_compare_table_carries_each_rows_intervals(tmp_path):
              "size_bytes": 1_270_000, "boards": {"this-cpu": {"latency_p50_ms": 0.2, "latency_p50_ms_lo": 0.19,
                                                                "latency_p50_ms_hi": 0.21, "speedup": 30.1, "speedup_lo": 28.2,
                                                                "speedup_hi": 32.0}}}]
-    head = {"method": "CAE-Net-int8", "latency_p50_ms": 0.2, "test_acc_lo": 0.56, "test_acc_hi": 0.60, "baseline_acc_lo": 0.57, "baseline_acc_hi": 0.60,
+    head = {"method": "CAE-Net-int8", "board": "this-cpu", "latency_p50_ms": 0.2, "test_acc_lo": 0.56, "test_acc_hi": 0.60, "baseline_acc_lo": 0.57, "baseline_acc_hi": 0.60,
             "speedup": 30.1, "speedup_lo": 28.2, "speedup_hi": 32.0, **{k: rows[1][k] for k in ("gap", "gap_lo", "gap_hi", "verdict")}}
     (tmp_path / "compare_x.json").write_text(json.dumps({"rows": rows, "headline": head, "seeds": [0, 1, 2], "test_images": 1017,
                                                          "threads": 1, "host": "h", "notes": ["a note"],
@@ -110,4 +110,4 @@ def test_a_compare_table_carries_each_rows_intervals(tmp_path):
     assert "| CAE-Net-int8 | 58.02 ± 1.10% | -0.49 [-2.10, +1.12] no difference at these seeds | 1.24M (1.24M) | 1.27 MB | " \
            "0.2 [0.19, 0.21] | 30.1x [28.2, 32] |" in table
     assert "| alexnet (baseline) | 58.51 ± 0.80% | - | 9.35M (9.35M) | 37.4 MB | 6 [5.9, 6.1] | 1x |" in table
-    assert "**30.1x [28.2, 32]** faster" in table and "- a note" in table and "3 seeds (0, 1, 2) on 1,017 test images" in table
+    assert "**30.1x [28.2, 32]** faster on this-cpu" in table and "-0.49 points [-2.10, +1.12]: no difference" in table and "- a note" in table and "3 seeds (0, 1, 2) on 1,017 test images" in table

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from suite.config import ExperimentConfig
 from suite.experiment import resolve as resolve_config
@@ -39,3 +41,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_publish(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--publish", metavar="DIR", help=f"also copy {what} to DIR (docs/results: the tables of the README "
+                        "and docs/ are generated from there by scripts/results_tables.py)")
+
+
+def publish(folder: str | Path, files: dict[str, Path]) -> None:
+    """Copy each run output (value) to ``folder/<name>`` (key) and say where; the folder is made."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        shutil.copyfile(source, folder / name)
+    print("published: " + ", ".join(str(folder / name) for name in files))

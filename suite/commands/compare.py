@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from suite.commands.common import add_set, add_smoke, config_of
+from suite.commands.common import add_publish, add_set, add_smoke, config_of, publish
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import load_split
 from suite.distributed.ray_runtime import ensure_ray
@@ -47,7 +46,7 @@ from suite.pipeline.session import open_session, stage_context
 from suite.report import intervals, tables
 from suite.stages.common import Trained
 from suite.stages.graph import train_stages
-from suite.timing import HIGH, LOW, WINDOW_P50, Protocol, speedup, t_interval
+from suite.timing import HIGH, LOW, WINDOW_P50, Protocol, speedup
 
 ORDER = 30
 HELP = 'train every competitor of Tables I/II and compare them with CAE-Net here'
@@ -74,8 +73,7 @@ def add_parser(sub) -> None:
                          "is also timed on each board, beside the baseline, unless the measurement cache has it for "
                          "that board; slo_prune methods with board: NAME time their candidates there")
     compare.add_argument("--only", nargs="+", metavar="BOARD", help="only these boards of --boards")
-    compare.add_argument("--publish", metavar="DIR", help="also copy the report and the front to DIR/compare_<config>.json "
-                         "and DIR/compare_<config>_front.png (docs/results: the README's tables are generated from them)")
+    add_publish(compare, "the report and the front, as compare_<config>.json and compare_<config>_front.png,")
     compare.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                          help="train every row at each data.seed (same as --set compare.seeds=[0,1,2]): accuracy as "
                          "mean ± std, each row's gap to the baseline of the same seed with its paired 95%% interval; "
@@ -91,12 +89,9 @@ def main(args) -> int:
         args.set = [*args.set, f"compare.seeds={json.dumps(args.seeds)}"]
     report = run_compare(config_of(args, args.config), out=args.out, boards=boards)
     if args.publish:
-        publish = Path(args.publish)
-        publish.mkdir(parents=True, exist_ok=True)
         name = report["config"] + ("-smoke" if report["smoke"] else "")  # a smoke run never replaces the real one
-        shutil.copyfile(Path(report["output"]) / "report.json", publish / f"compare_{name}.json")
-        shutil.copyfile(Path(report["output"]) / "front.png", publish / f"compare_{name}_front.png")
-        print(f"published: {publish / f'compare_{name}.json'}, {publish / f'compare_{name}_front.png'}")
+        out = Path(report["output"])
+        publish(args.publish, {f"compare_{name}.json": out / "report.json", f"compare_{name}_front.png": out / "front.png"})
     print()
     print(report["markdown"])
     print(f"\nresults: {report['output']}\nMLflow run: {report['mlflow_run_id']}")
@@ -192,14 +187,15 @@ def _architecture(trained: Trained) -> str:
 
 def _envelope(stats: list[dict], baseline: dict) -> dict:
     """One row's latency when its seeds' models differ (``stats``: each distinct model's): the
-    median p50 with the interval that holds every model's, and the geometric mean of their paired
-    speed-ups with a t-interval over those models (wide with two: the spread is the seeds' picks)."""
-    ratios = [speedup(baseline[WINDOW_P50], s[WINDOW_P50])[0] for s in stats]
-    mean, low, high = t_interval(np.log(ratios))
+    median p50 and the geometric mean of the models' paired speed-ups, each with the envelope of
+    the models' own 95% intervals (the lowest low, the highest high), so the interval holds every
+    model the seeds picked."""
+    ratios = [speedup(baseline[WINDOW_P50], s[WINDOW_P50]) for s in stats]
+    lows, highs = [r[1] for r in ratios if r[1] == r[1]], [r[2] for r in ratios if r[2] == r[2]]
     return {P50: float(np.median([s[P50] for s in stats])), P50 + LOW: min(s[P50 + LOW] for s in stats),
             P50 + HIGH: max(s[P50 + HIGH] for s in stats), P90: float(np.median([s[P90] for s in stats])),
-            "speedup": math.exp(mean), "speedup_lo": math.exp(low) if low == low else None,
-            "speedup_hi": math.exp(high) if high == high else None}
+            "speedup": math.exp(float(np.mean(np.log([r[0] for r in ratios])))),
+            "speedup_lo": min(lows) if lows else None, "speedup_hi": max(highs) if highs else None}
 
 
 def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: LatencyCache,
@@ -329,7 +325,7 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
         report["headline"] = report["headlines"][BOARD]
         title = f"{tables.TITLES.get(cfg.data.dataset, cfg.data.dataset)}: {cfg.name}, batch-1 latency on this machine"
         text = tables.markdown(report, title) + "\n\n" + "\n".join(
-            intervals.headline_line(h, baseline_name) + ("" if b == BOARD else f" (board {b})") for b, h in report["headlines"].items())
+            "Headline: " + intervals.headline_line(h, baseline_name, b) for b, h in report["headlines"].items())
         (folder / "table.md").write_text(text + "\n")
         tables.write_csv(report, folder / "table.csv")
         (folder / "report.json").write_text(json.dumps(report, indent=2))

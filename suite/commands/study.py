@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from suite.commands.common import add_set, add_smoke
+from suite.commands.common import add_publish, add_set, add_smoke, publish
 from suite.study.config import load_study
 from suite.study.run import run_study, smoke_cells
 
@@ -30,6 +31,7 @@ def add_parser(sub) -> None:
     add_smoke(study, "run every cell at smoke scale (a few hundred images, 1 epoch)")
     study.add_argument("--out", metavar="DIR",
                        help="where the table goes (default: <cache>/<dataset>/studies/<name>, <name>-smoke with --smoke)")
+    add_publish(study, "the table's data and plot, as study_<name>.json and study_<name>.png,")
     study.add_argument("--dry-run", action="store_true", help="list the cells (variant, seed) and exit; runs nothing")
     study.set_defaults(func=main)
 
@@ -48,6 +50,10 @@ def main(args) -> int:
     print(summary["table"])
     print(f"\nresults: {summary['output']}  (study.md, study.json, cells.parquet, study.png)\n"
           f"MLflow study run: {summary['mlflow_run_id']}")
+    if args.publish:
+        name = study.name + ("-smoke" if args.smoke else "")  # a smoke run never replaces the real one
+        out = Path(summary["output"])
+        publish(args.publish, {f"study_{name}.json": out / "study.json", f"study_{name}.png": out / "study.png"})
     if summary["failed_cells"]:  # the table stands on the cells that finished; the exit code says some did not
         print(f"caenet: {summary['failed_cells']} of {len(cells)} cells failed (listed under the table); "
               "run the same command again to retry them", file=sys.stderr)

@@ -231,6 +231,15 @@ class CompareConfig(_Strict):
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
             seen.add(m.name)
+        rows = {m.name: m for m in self.methods}
+        for m in self.methods:  # a row compresses its 'of' at each of its seeds: that row must be trained there
+            of = rows.get(m.of)
+            if of is None or of.seeds is None:
+                continue
+            missing = sorted(set(m.seeds) - set(of.seeds)) if m.seeds is not None else None
+            if m.seeds is None or missing:
+                raise ValueError(f"method {m.name!r} is of {m.of!r}, which is trained at seeds {of.seeds} only: give "
+                                 f"{m.name!r} `seeds: {of.seeds}` (or fewer)" + (f"; it asks for {missing}" if missing else ""))
         if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds: {self.seeds} must be distinct non-negative integers")
         return self

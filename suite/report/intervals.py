@@ -95,15 +95,34 @@ def headline(rows: list[dict], board: str) -> dict | None:
             "baseline_acc": base["test_acc"], "baseline_acc_lo": base["test_acc_lo"], "baseline_acc_hi": base["test_acc_hi"]}
 
 
-def headline_line(h: dict | None, baseline: str) -> str:
+def _known(x) -> bool:
+    return x is not None and x == x  # None and NaN: no interval (one seed, one window)
+
+
+def ratio_text(value: float, low=None, high=None) -> str:
+    """A speed-up with its 95% interval, as every table prints it: ``32.5x [31.1, 34]``."""
+    return f"{value:.3g}x" + (f" [{low:.3g}, {high:.3g}]" if _known(low) else "")
+
+
+def gap_text(row: dict, unit: str = "", sep: str = " ") -> str:
+    """A row's paired gap to the baseline in points, with its 95% interval and verdict, as every
+    table prints it: ``+0.56 [-1.58, +2.69] no difference at these seeds`` (``(one seed)``
+    when there is no interval)."""
+    gap = f"{100 * row['gap']:+.2f}{unit}"
+    if not _known(row.get("gap_lo")):
+        return f"{gap} (one seed)"
+    return f"{gap} [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}]{sep}{row['verdict']}"
+
+
+def headline_line(h: dict | None, baseline: str, board: str | None = None) -> str:
+    """The headline (``headline``) in one Markdown sentence: the compare table's last line, the
+    README's results (scripts/results_tables.py) and the MLflow tag all print this."""
     if h is None:
-        return f"Headline: no model's accuracy interval reaches {baseline}'s."
-    ratio = f"{h['speedup']:.3g}x" + (f" [{h['speedup_lo']:.3g}, {h['speedup_hi']:.3g}]" if h.get("speedup_lo") else "")
-    gap = f"{100 * h['gap']:+.2f} pts" + (f" [{100 * h['gap_lo']:+.2f}, {100 * h['gap_hi']:+.2f}]" if h["gap_lo"] == h["gap_lo"] else "")
-    return (f"Headline: {h['method']} is the fastest model whose accuracy interval "
-            f"[{100 * h['test_acc_lo']:.2f}, {100 * h['test_acc_hi']:.2f}]% reaches {baseline}'s "
-            f"[{100 * h['baseline_acc_lo']:.2f}, {100 * h['baseline_acc_hi']:.2f}]%: {ratio} faster on {h['board']} "
-            f"(p50 {h[P50]:.3f} ms), accuracy gap {gap}.")
+        return f"no model's accuracy interval reaches {baseline}'s" + (f" on {board}." if board else ".")
+    return (f"**{h['method']}** is the fastest model whose accuracy interval ({100 * h['test_acc_lo']:.2f}-"
+            f"{100 * h['test_acc_hi']:.2f}%) reaches {baseline}'s ({100 * h['baseline_acc_lo']:.2f}-"
+            f"{100 * h['baseline_acc_hi']:.2f}%): **{ratio_text(h['speedup'], h.get('speedup_lo'), h.get('speedup_hi'))}** "
+            f"faster on {h['board']} (p50 {h[P50]:.3g} ms); its accuracy gap, {gap_text(h, ' points', ': ')}.")
 
 
 def front_plot(report: dict, path, title: str) -> None:

@@ -19,6 +19,7 @@ from suite.metrics import P50, describe
 from suite.timing import HIGH, LOW, WINDOW_P50, interval, speedup
 from suite.training.convergence import verdict
 from suite.plots import save, subplots
+from suite.report import intervals
 from suite.stages.graph import trained_models
 
 TITLES = {"cifar10": "Table I (CIFAR-10)", "mnist": "Table II (MNIST)"}
@@ -128,12 +129,7 @@ def _accuracy(row: dict) -> str:
 
 
 def _gap(row: dict, baseline: bool) -> str:
-    """The paired gap to the baseline with its 95% interval and verdict (``suite.report.intervals``)."""
-    if baseline:
-        return "-"
-    if row["gap_lo"] != row["gap_lo"]:
-        return f"{100 * row['gap']:+.2f} (one seed)"
-    return f"{100 * row['gap']:+.2f} [{100 * row['gap_lo']:+.2f}, {100 * row['gap_hi']:+.2f}] {row['verdict']}"
+    return "-" if baseline else intervals.gap_text(row)
 
 
 def write_csv(report: dict, path: Path) -> None:

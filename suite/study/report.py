@@ -60,13 +60,23 @@ def _cell(mean, std, scale, digits) -> str:
     return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
+def _unconverged(by_seed: dict, but: str) -> str:
+    """``{seed: [stage, ...]}`` as "caenet at seed 2; autoencoder at seeds 0, 1" (stage ``but`` left out)."""
+    seeds_of: dict[str, list[int]] = {}
+    for seed, stages in sorted(by_seed.items(), key=lambda kv: int(kv[0])):
+        for stage in stages:
+            if stage != but:
+                seeds_of.setdefault(stage, []).append(int(seed))
+    return "; ".join(f"{stage} at seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" for stage, s in seeds_of.items())
+
+
 def markdown(summary: dict) -> str:
     """The table: one row per variant, mean ± std over its seeds."""
     head = ["variant", *(title for title, _, _ in COLUMNS.values()), "gap [95%]", "vs baseline", "seeds", "what it changes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in summary["variants"]:
-        unconverged = v.get("not_converged") or {}
-        cells = [v["name"] + (f" (did not converge: seed {', '.join(map(str, sorted(unconverged)))})" if unconverged else "")]
+        unconverged = _unconverged(v.get("not_converged") or {}, but="baseline")  # the baseline's: under the table
+        cells = [v["name"] + (f" (did not converge: {unconverged})" if unconverged else "")]
         for column, (_, scale, digits) in COLUMNS.items():
             if column == "reconstruction_mse" and v["same_cae_as_reference"]:
                 cells.append(f"same CAE as {summary['reference']}")
@@ -85,6 +95,11 @@ def markdown(summary: dict) -> str:
              "over the seeds; 'better' / 'worse' when the interval excludes 0."]
     if summary.get("note"):
         extra.append(summary["note"])
+    base = sorted({int(seed) for v in summary["variants"] for seed, stages in (v.get("not_converged") or {}).items()
+                   if "baseline" in stages})  # one baseline per seed, shared by every variant
+    if base:
+        extra.append(f"The baseline did not converge at seed{'s' if len(base) > 1 else ''} {', '.join(map(str, base))} (each "
+                     "cell's baseline run in MLflow says why): every gap is to that baseline.")
     if summary.get("wall_seconds") is not None:
         extra.append(f"Wall time {summary['wall_seconds'] / 60:.1f} min ({summary['train_seconds'] / 60:.1f} min training, "
                      f"the rest evaluating) on {summary.get('cpus')} CPU cores; stages another run had cached count as free.")
