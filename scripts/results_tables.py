@@ -11,8 +11,9 @@ docs/results.md (``TARGETS``), and the strong-scaling table of ``scaling_workers
 ``<!-- scaling:begin -->`` and ``<!-- scaling:end -->``, Tables I and II of
 ``compare_<config>.json`` (written by ``caenet compare ... --seeds 0 1 2 --publish docs/results``)
 in docs/results.md and their headline rows in the README (``BLOCKS``);
-and each study's table (``study_<name>.json``, written by ``caenet study configs/studies/<name>.yaml
---publish docs/results``) in docs/ablation.md. ``tests/test_results_tables.py`` fails when a file's
+each study's table (``study_<name>.json``, written by ``caenet study configs/studies/<name>.yaml
+--publish docs/results``) in docs/ablation.md, and each sweep's (``sweep_<name>.json``, from
+``caenet sweep ... --publish docs/results``) in docs/results.md. ``tests/test_results_tables.py`` fails when a file's
 block and the JSON disagree. The cells are formatted by the suite's own report code (a gap, a
 speed-up, the headline, a study's table), so a table here reads as the run printed it.
 """
@@ -191,6 +192,12 @@ def render_headlines(folder: Path = RESULTS) -> str:
 
 COMPARES = (("cifar10_alexnet", "CIFAR-10 subset (Table I)"), ("mnist_lenet", "MNIST (Table II)"))
 STUDIES = ("mnist", "cifar10", "cifar10-defaults")  # docs/results/study_<name>.json -> docs/ablation.md
+SWEEPS = ("cifar10-clusters-pruning",)  # docs/results/sweep_<name>.json -> docs/results.md
+
+
+def render_sweep(name: str, folder: Path = RESULTS) -> str:
+    """A sweep's table as ``caenet sweep`` printed it, from ``sweep_<name>.json``."""
+    return json.loads((folder / f"sweep_{name}.json").read_text())["table"].strip("\n")
 
 
 def render_study(name: str, folder: Path = RESULTS) -> str:
@@ -203,7 +210,8 @@ BLOCKS = {"results": (lambda: render(load()), TARGETS),
           "headline": (render_headlines, (REPO / "README.md",)),
           **{f"compare_{config}": (lambda config=config: render_compare(config), (REPO / "docs" / "results.md",))
              for config, _ in COMPARES},
-          **{f"study_{name}": (lambda name=name: render_study(name), (REPO / "docs" / "ablation.md",)) for name in STUDIES}}
+          **{f"study_{name}": (lambda name=name: render_study(name), (REPO / "docs" / "ablation.md",)) for name in STUDIES},
+          **{f"sweep_{name}": (lambda name=name: render_sweep(name), (REPO / "docs" / "results.md",)) for name in SWEEPS}}
 
 
 def _markers(name: str) -> tuple[str, str]:

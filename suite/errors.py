@@ -97,15 +97,21 @@ def disk_full(folder: str | Path) -> bool:
         return False
 
 
+def probe_folder(folder: str | Path) -> None:
+    """Make ``folder`` and write and remove a file in it: OSError when it cannot take one (the
+    one check of a writable folder, before any work starts)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+        pass
+
+
 def writable_file(path: str | Path, flag: str) -> Path:
     """``path`` once its folder exists and takes a file, checked before any work starts."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(21, "is a folder")
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-check-"):
-            pass
+        probe_folder(path.parent)
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: cannot be written there ({exc.strerror or exc}); give a path in a writable folder") from None
     return path

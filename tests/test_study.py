@@ -277,22 +277,3 @@ def test_data_fraction_keeps_the_first_share_and_old_keys():
         study, cells = load_study(REPO / "configs" / "studies" / f"{name}.yaml")
         assert study.timing == "fresh" and cells
 
-
-def test_publish_copies_the_tables_data_under_the_studys_name(tmp_path, monkeypatch):
-    """`caenet study ... --publish DIR` (issue 34: docs/ablation.md's tables are generated from
-    docs/results/study_<name>.json): the run's study.json and study.png land in DIR under the
-    study's name, a smoke run's under <name>-smoke so that it never replaces the real one. The
-    run itself is stubbed: what is tested is the wiring."""
-    import suite.commands.study as command
-    from suite.cli import main
-
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "study.json").write_text('{"variants": []}')
-    (out / "study.png").write_bytes(b"png")
-    monkeypatch.setattr(command, "run_study", lambda study, cells, out=None: {
-        "table": "| t |", "output": str(tmp_path / "out"), "mlflow_run_id": "r", "failed_cells": 0})
-    for extra, name in (([], "mnist"), (["--smoke"], "mnist-smoke")):
-        assert main(["study", str(REPO / "configs" / "studies" / "mnist.yaml"), "--publish", str(tmp_path / "pub"), *extra]) == 0
-        assert (tmp_path / "pub" / f"study_{name}.json").read_text() == '{"variants": []}'
-        assert (tmp_path / "pub" / f"study_{name}.png").read_bytes() == b"png"

@@ -49,8 +49,10 @@ def add_publish(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def publish(folder: str | Path, files: dict[str, Path]) -> None:
-    """Copy each run output (value) to ``folder/<name>`` (key) and say where; the folder is made."""
+    """Copy each run output (value) to ``folder/<name>`` (key) and say where; the folder is made.
+    An output the run did not write (a sweep without a finished trial has no plot) is left out."""
     folder = Path(folder)
+    files = {name: source for name, source in files.items() if Path(source).exists()}
     folder.mkdir(parents=True, exist_ok=True)
     for name, source in files.items():
         shutil.copyfile(source, folder / name)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from suite.commands.common import add_set, add_smoke
+from suite.commands.common import add_publish, add_set, add_smoke, publish
 from suite.edge.boards import load_inventory
 from suite.sweep.config import load_sweep
 from suite.sweep.run import run_sweep
@@ -30,6 +31,7 @@ def add_parser(sub) -> None:
     sweep.add_argument("--allow-identical", action="store_true",
                        help="run grid values that train the same CAE-Net anyway (by default an error, found by planning every stage's key before anything runs)")
     add_smoke(sweep, "run every trial at smoke scale (a few hundred images, 1 epoch)")
+    add_publish(sweep, "the summary and the Pareto plot, as sweep_<name>.json and sweep_<name>.png,")
     sweep.set_defaults(func=main)
 
 
@@ -46,6 +48,10 @@ def main(args) -> int:
     for trial, error in summary["failed"].items():
         print(f"failed: {trial}: {error}")
     print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
+    if args.publish:
+        name = sweep.name + ("-smoke" if args.smoke else "")  # a smoke run never replaces the real one
+        out = Path(summary["output"])
+        publish(args.publish, {f"sweep_{name}.json": out / "sweep_summary.json", f"sweep_{name}.png": out / "pareto.png"})
     for board, error in summary["failed_boards"].items():  # the rest of the search is kept; the exit says so
         print(f"board {board} failed: {error}; its rows are N/A (a re-run measures only what is missing)", file=sys.stderr)
     return 1 if summary["failed_boards"] else 0

@@ -122,7 +122,8 @@ class ClusteringConfig(_Grown):
 
 class PruneConfig(_Strict):
     # Magnitude pruning of every conv/deconv weight while the CAE trains (paper, Sec. III-A):
-    # the final share of zeros, reached by a cubic ramp over the first 60% of the epochs.
+    # the final share of zeros, reached by a cubic ramp over the first 60% of the epochs. An
+    # encoder that CAE-Net trains on (caenet.encoder: finetune) keeps these zeros.
     weight_ratio: float = Field(default=0.0, ge=0, lt=1)
 
 

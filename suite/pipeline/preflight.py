@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from suite import storage
 from suite.config import ExperimentConfig
-from suite.errors import UserError
+from suite.errors import UserError, probe_folder
 
 TIMEOUT_S = 5.0  # each probe
 # MLflow's own defaults retry a dead server for minutes (7 retries, back-off 2, 120 s timeout).
@@ -126,10 +126,7 @@ def cache(root: Path, min_free_mb: float) -> None:
 
 def _writable(folder: Path, what: str) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".caenet-probe-{uuid.uuid4().hex}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        probe_folder(folder)
     except OSError as exc:
         raise PreflightError(f"{what} {folder} is not writable ({_reason(exc)}); fix its permissions or choose "
                              "another folder") from None

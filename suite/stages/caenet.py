@@ -18,6 +18,7 @@ from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult, changed
 from suite.stages.common import log_model
+from suite.training.job import KeepZeros
 
 VERSION = 1
 
@@ -50,7 +51,7 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
     ccfg = ctx.cfg.caenet
     params = {"data": ctx.data_params(), "model_kwargs": kwargs, "variant": variant, "train": ccfg.train.model_dump(),
               "kd": ccfg.kd.model_dump() if kd else None}
-    lr_scale = {}
+    lr_scale, hooks = {}, []
     encoder = changed(ccfg, encoder="encoder") if variant != "no_transfer" else {}  # from scratch: no encoder to choose
     if encoder:
         init, freeze = ENCODER[ccfg.encoder]
@@ -58,6 +59,9 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
         if ccfg.encoder == "finetune":  # the only encoder trained at a scaled rate
             lr_scale = {"encoder": ccfg.finetune_lr_scale}
             params["encoder_lr_scale"] = ccfg.finetune_lr_scale
+            if ctx.cfg.autoencoder.prune.weight_ratio > 0:  # trained on, a pruned encoder keeps its zeros
+                hooks = [KeepZeros(("encoder",))]
+                params["keep_encoder_zeros"] = True  # in the key only here: every other stage keeps its cache
     inputs = ([autoencoder] if init else []) + ([entropy] if kd else [])
 
     def body(work, run_id):
@@ -66,7 +70,7 @@ def run(ctx: Context, autoencoder: StageResult | None, entropy: StageResult | No
             objective="kd" if kd else "classify", epochs_key="caenet.train.epochs",
             teacher_logits_path=str(entropy.file("logits.npy")) if kd else None, kd=ccfg.kd.model_dump(),
             init_from={"encoder": str(autoencoder.file("model.pt"))} if init else {},
-            freeze=["encoder"] if freeze else [], lr_scale=lr_scale, **ctx.job_defaults(work, run_id))
+            freeze=["encoder"] if freeze else [], lr_scale=lr_scale, hooks=hooks, **ctx.job_defaults(work, run_id))
         metrics = fit(job, ctx.cfg.runtime, work / "model.pt", report_to_tune=ctx.tune_stage == stage_name(variant))
         log_model(ctx, run_id, work, name, kwargs)
         return metrics

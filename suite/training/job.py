@@ -11,7 +11,7 @@ from suite.compression import prunable_weights
 from suite.compression.sharing import cluster_weights
 from suite.config import DataConfig, KDConfig, TrainConfig
 from suite.errors import UserError
-from suite.training.loop import Hook, MagnitudePruning, WeightSharing
+from suite.training.loop import FixedMasks, Hook, MagnitudePruning, WeightSharing
 
 
 class TrainingError(UserError, RuntimeError):
@@ -28,6 +28,17 @@ class PruneWeights:
 
     def hook(self, model: nn.Module, epochs: int) -> Hook:
         return MagnitudePruning(prunable_weights(model, list(self.prefixes) if self.prefixes else None), self.ratio, epochs)
+
+
+@dataclass(frozen=True)
+class KeepZeros:
+    """Train on without undoing pruning: the zeros the conv / linear weights of the submodules
+    ``prefixes`` start with (a weight-pruned CAE's encoder, loaded) stay zero."""
+
+    prefixes: tuple[str, ...]
+
+    def hook(self, model: nn.Module, epochs: int) -> Hook:
+        return FixedMasks(prunable_weights(model, list(self.prefixes)))
 
 
 @dataclass(frozen=True)

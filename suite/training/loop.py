@@ -161,6 +161,23 @@ class MagnitudePruning(Hook):
         metrics["weight_sparsity"] = sparsity(self.weights)
 
 
+class FixedMasks(Hook):
+    """Keep the exact zeros the weights had when the training began: after every step the
+    pruned weights go back to zero, so a weight-pruned encoder trained on stays as sparse. A
+    resumed training begins from its checkpoint, which holds the same zeros."""
+
+    def __init__(self, weights: dict):
+        self.weights = weights
+        with torch.no_grad():
+            self.masks = {name: w != 0 for name, w in weights.items()}
+
+    def step_end(self, loop, step, steps):
+        apply_masks(self.weights, self.masks)
+
+    def epoch_end(self, loop, epoch, metrics):
+        metrics["weight_sparsity"] = sparsity(self.weights)
+
+
 class WeightSharing(Hook):
     """After every step, snap each layer back to its shared values (Deep Compression)."""
 
