@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from suite.report.intervals import gap_text, headline_line, ratio_text
+from suite.report.intervals import gap_text, headline_line, interval_text
 from suite.study.report import markdown as study_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,20 +135,16 @@ def render_scaling(folder: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def _interval(v: float, lo, hi, fmt: str) -> str:
-    return f"{v:{fmt}}" if lo is None or lo != lo else f"{v:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
-
-
 def _latency(cell: dict | None, first: bool) -> tuple[str, str]:
     """(p50 [95%], speed-up [95%]) of one board's cell."""
     if not cell:
         return NA, NA
-    p50 = _interval(cell["latency_p50_ms"], cell.get("latency_p50_ms_lo"), cell.get("latency_p50_ms_hi"), ".3g")
+    p50 = interval_text(cell["latency_p50_ms"], cell.get("latency_p50_ms_lo"), cell.get("latency_p50_ms_hi"))
     if first:
         return p50, "1x"
     if cell.get("speedup") is None:
         return p50, NA
-    return p50, ratio_text(cell["speedup"], cell.get("speedup_lo"), cell.get("speedup_hi"))
+    return p50, interval_text(cell["speedup"], cell.get("speedup_lo"), cell.get("speedup_hi"), "x")
 
 
 def render_compare(config: str, folder: Path = RESULTS) -> str:

@@ -48,11 +48,13 @@ def add_publish(parser: argparse.ArgumentParser, what: str) -> None:
                         "and docs/ are generated from there by scripts/results_tables.py)")
 
 
-def publish(folder: str | Path, files: dict[str, Path]) -> None:
-    """Copy each run output (value) to ``folder/<name>`` (key) and say where; the folder is made.
-    An output the run did not write (a sweep without a finished trial has no plot) is left out."""
-    folder = Path(folder)
-    files = {name: source for name, source in files.items() if Path(source).exists()}
+def publish(folder: str | Path, name: str, smoke: bool, out: str | Path, files: dict[str, str]) -> None:
+    """Copy each output of the run folder ``out`` (value) to ``folder/<name><suffix>`` (key) and
+    say where; the folder is made. A smoke run's name ends in -smoke, so that it never replaces
+    the real one. An output the run did not write (a sweep without a finished trial has no plot)
+    is left out."""
+    folder, name = Path(folder), name + ("-smoke" if smoke else "")
+    files = {name + suffix: Path(out) / source for suffix, source in files.items() if (Path(out) / source).exists()}
     folder.mkdir(parents=True, exist_ok=True)
     for name, source in files.items():
         shutil.copyfile(source, folder / name)

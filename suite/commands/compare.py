@@ -89,9 +89,8 @@ def main(args) -> int:
         args.set = [*args.set, f"compare.seeds={json.dumps(args.seeds)}"]
     report = run_compare(config_of(args, args.config), out=args.out, boards=boards)
     if args.publish:
-        name = report["config"] + ("-smoke" if report["smoke"] else "")  # a smoke run never replaces the real one
-        out = Path(report["output"])
-        publish(args.publish, {f"compare_{name}.json": out / "report.json", f"compare_{name}_front.png": out / "front.png"})
+        publish(args.publish, f"compare_{report['config']}", report["smoke"], report["output"],
+                {".json": "report.json", "_front.png": "front.png"})
     print()
     print(report["markdown"])
     print(f"\nresults: {report['output']}\nMLflow run: {report['mlflow_run_id']}")

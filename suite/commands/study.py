@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from suite.commands.common import add_publish, add_set, add_smoke, publish
 from suite.study.config import load_study
@@ -51,9 +50,7 @@ def main(args) -> int:
     print(f"\nresults: {summary['output']}  (study.md, study.json, cells.parquet, study.png)\n"
           f"MLflow study run: {summary['mlflow_run_id']}")
     if args.publish:
-        name = study.name + ("-smoke" if args.smoke else "")  # a smoke run never replaces the real one
-        out = Path(summary["output"])
-        publish(args.publish, {f"study_{name}.json": out / "study.json", f"study_{name}.png": out / "study.png"})
+        publish(args.publish, f"study_{study.name}", args.smoke, summary["output"], {".json": "study.json", ".png": "study.png"})
     if summary["failed_cells"]:  # the table stands on the cells that finished; the exit code says some did not
         print(f"caenet: {summary['failed_cells']} of {len(cells)} cells failed (listed under the table); "
               "run the same command again to retry them", file=sys.stderr)

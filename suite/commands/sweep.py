@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from suite.commands.common import add_publish, add_set, add_smoke, publish
 from suite.edge.boards import load_inventory
@@ -49,9 +48,7 @@ def main(args) -> int:
         print(f"failed: {trial}: {error}")
     print(f"\nresults: {summary['output']}\nMLflow sweep run: {summary['mlflow_run_id']}")
     if args.publish:
-        name = sweep.name + ("-smoke" if args.smoke else "")  # a smoke run never replaces the real one
-        out = Path(summary["output"])
-        publish(args.publish, {f"sweep_{name}.json": out / "sweep_summary.json", f"sweep_{name}.png": out / "pareto.png"})
+        publish(args.publish, f"sweep_{sweep.name}", args.smoke, summary["output"], {".json": "sweep_summary.json", ".png": "pareto.png"})
     for board, error in summary["failed_boards"].items():  # the rest of the search is kept; the exit says so
         print(f"board {board} failed: {error}; its rows are N/A (a re-run measures only what is missing)", file=sys.stderr)
     return 1 if summary["failed_boards"] else 0

@@ -99,9 +99,10 @@ def _known(x) -> bool:
     return x is not None and x == x  # None and NaN: no interval (one seed, one window)
 
 
-def ratio_text(value: float, low=None, high=None) -> str:
-    """A speed-up with its 95% interval, as every table prints it: ``32.5x [31.1, 34]``."""
-    return f"{value:.3g}x" + (f" [{low:.3g}, {high:.3g}]" if _known(low) else "")
+def interval_text(value: float, low=None, high=None, unit: str = "") -> str:
+    """A value with its 95% interval, three digits, as the published tables print a p50 or (unit
+    "x") a speed-up: ``32.5x [31.1, 34]``; the value alone when there is no interval."""
+    return f"{value:.3g}{unit}" + (f" [{low:.3g}, {high:.3g}]" if _known(low) else "")
 
 
 def gap_text(row: dict, unit: str = "", sep: str = " ") -> str:
@@ -121,7 +122,7 @@ def headline_line(h: dict | None, baseline: str, board: str | None = None) -> st
         return f"no model's accuracy interval reaches {baseline}'s" + (f" on {board}." if board else ".")
     return (f"**{h['method']}** is the fastest model whose accuracy interval ({100 * h['test_acc_lo']:.2f}-"
             f"{100 * h['test_acc_hi']:.2f}%) reaches {baseline}'s ({100 * h['baseline_acc_lo']:.2f}-"
-            f"{100 * h['baseline_acc_hi']:.2f}%): **{ratio_text(h['speedup'], h.get('speedup_lo'), h.get('speedup_hi'))}** "
+            f"{100 * h['baseline_acc_hi']:.2f}%): **{interval_text(h['speedup'], h.get('speedup_lo'), h.get('speedup_hi'), 'x')}** "
             f"faster on {h['board']} (p50 {h[P50]:.3g} ms); its accuracy gap, {gap_text(h, ' points', ': ')}.")
 
 
