@@ -60,9 +60,25 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def _on_sigint(signum, frame):
     """Ctrl-C: mark the run interrupted (stage threads then end their MLflow runs KILLED, not
-    FAILED, when Ray's shutdown breaks their calls), then interrupt as Python would."""
+    FAILED, when Ray's shutdown breaks their calls), then interrupt as Python would. Only once:
+    a second Ctrl-C (or the terminal's, sent to the whole process group) while the run winds
+    down would interrupt its clean-up (ending the MLflow runs) and print that as a traceback."""
+    if INTERRUPTED.is_set():
+        return
     INTERRUPTED.set()
     raise KeyboardInterrupt
+
+
+def _quiet_after_interrupt(hook):
+    """A thread's (or an unraisable) exception while the run winds down after Ctrl-C is a
+    consequence of the interrupt (Ray gone under a training, a store closed under a stage
+    thread): the one interrupted line says it all. Before Ctrl-C, Python's hook as ever."""
+
+    def quiet(info):
+        if not INTERRUPTED.is_set():
+            hook(info)
+
+    return quiet
 
 
 def _on_sigterm(signum, frame):
@@ -84,30 +100,50 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # -v anywhere (`caenet run CONFIG -v`, and the jobs, which put the command first)
     argv = [a for a in argv if a in VERBOSE] + [a for a in argv if a not in VERBOSE]
-    args = build_parser(argv).parse_args(argv)
-    if args.verbose:  # the environment, so that `ray job submit` drivers and subprocesses see it too
-        os.environ["CAENET_VERBOSE"] = "1"
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)
+    if threading.current_thread() is threading.main_thread():  # first: building the parser imports torch (seconds)
+        INTERRUPTED.clear()
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `nohup`, a shell's `&`: Ctrl-C stays ignored
+            signal.signal(signal.SIGINT, _on_sigint)
         signal.signal(signal.SIGTERM, _on_sigterm)
+        threading.excepthook = _quiet_after_interrupt(threading.__excepthook__)
+        sys.unraisablehook = _quiet_after_interrupt(sys.__unraisablehook__)
+    debug = "--debug" in argv or os.environ.get("CAENET_DEBUG") == "1"
     try:
+        return _run(argv, debug)
+    finally:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _on_sigint:
+            signal.signal(signal.SIGINT, _on_late_sigint)
+
+
+def _on_late_sigint(signum, frame):
+    """Ctrl-C after the command returned, while Python and Ray shut down: leave now, quietly."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _run(argv: list[str], debug: bool) -> int:
+    try:
+        args = build_parser(argv).parse_args(argv)
+        if args.verbose:  # the environment, so that `ray job submit` drivers and subprocesses see it too
+            os.environ["CAENET_VERBOSE"] = "1"
         with lines_through_bars():  # on a terminal: no printed line cut in two by a progress bar
             return args.func(args)
-    except UserError as exc:  # one handler for every command: a new command gets it for free
-        if args.debug or os.environ.get("CAENET_DEBUG") == "1":
-            traceback.print_exc()
-        print(f"caenet: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        line = no_space(exc)  # a full disk: one line, not a traceback (no retry helps)
-        if line is None or args.debug or os.environ.get("CAENET_DEBUG") == "1":
+    except SystemExit:  # argparse's --help and usage errors
+        raise
+    except BaseException as exc:
+        if INTERRUPTED.is_set() or isinstance(exc, KeyboardInterrupt):  # Ctrl-C, whatever it broke on the way out
+            print("caenet: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
+            _exit_now(130)
+            return 130
+        # one handler for every command: a new command gets it for free
+        line = str(exc) if isinstance(exc, UserError) else no_space(exc) if isinstance(exc, OSError) else None
+        if line is None:  # a bug: its traceback
             raise
-        print(f"caenet: error: {line}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"caenet: error: {line}", file=sys.stderr)  # a full disk: one line too (no retry helps)
         return 2
-    except KeyboardInterrupt:
-        print("caenet: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
-        _exit_now(130)
-        return 130
 
 
 def _exit_now(code: int, grace_s: float = 2.0) -> None:

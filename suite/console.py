@@ -29,7 +29,12 @@ class LineWriter:
         lines = (getattr(self._pending, "text", "") + text).split("\n")
         self._pending.text = lines.pop()
         for line in lines:
-            tqdm.write(line, file=self.stream)
+            # Not ``tqdm.write(line, file=self.stream)``: tqdm lifts the bars only for a file
+            # that is ``sys.stdout`` or the bars' own, and ``sys.stdout`` is this writer now, so
+            # the line landed wherever the cursor sat on a bar's row (PITFALLS.md, Terminals).
+            with tqdm.external_write_mode(file=self):
+                self.stream.write(line + "\n")
+                self.stream.flush()
         return len(text)
 
     def flush(self) -> None:

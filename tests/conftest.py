@@ -49,8 +49,44 @@ def ray_local():
 _SHARED_RAY = {"up": False}
 
 
+# The two lanes (CONTRIBUTING, "Running the tests"). A test that starts Ray, a tracking server
+# or an sshd is ``slow``: by one of these fixtures, or marked by hand where it starts one itself.
+# Every slow test joins one xdist group, so that under ``-n 2`` one worker runs them one after
+# another (one Ray per machine) while the other takes the rest.
+STARTS_SOMETHING = {"ray_local", "ray_head", "smoke_run", "sshd", "cluster"}
+SERIAL = "starts-ray"
+
+
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if STARTS_SOMETHING & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group(SERIAL))
     items.sort(key=lambda item: "ray_local" not in getattr(item, "fixturenames", ()))  # stable: file order kept
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_ray(request, tmp_path_factory, monkeypatch):
+    """A test outside the slow lane that starts a Ray (in this process or in a ``caenet`` it
+    runs) fails, naming the lane it belongs to: its Ray sessions go to a folder of its own
+    (``RAY_TMPDIR``, inherited by its subprocesses) that must stay empty. Short: Ray's socket
+    paths are capped at 107 bytes."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rf", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(folder))
+    try:
+        yield
+        started = sorted(p.name for p in folder.glob("ray/session_2*"))
+        assert not started, (f"{request.node.nodeid} started Ray ({started}) but is not marked slow: mark it "
+                             f"@pytest.mark.slow or use a fixture of conftest.STARTS_SOMETHING")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):
@@ -270,6 +306,10 @@ def cli(tmp_path, data_root, monkeypatch, capsys):
     return run
 
 
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+MY_WORKER = f"PYTEST_XDIST_WORKER={_WORKER}\0".encode() if _WORKER else b""  # b"": not under xdist
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _reap_ray_leftovers():
     """After each test module (its Ray fixtures are torn down by then), SIGKILL Ray processes that
@@ -295,8 +335,10 @@ def _reap_ray_leftovers():
             if not (cmd.startswith(b"ray::") or b"ray.util.client.server" in cmd or b"/ray/" in cmd):
                 continue
             with open(f"/proc/{entry.name}/environ", "rb") as f:
-                if b"PYTEST_CURRENT_TEST=" not in f.read():
-                    continue
+                environ = f.read()
+            # spawned by this pytest process: under xdist the other worker's Ray is not ours
+            if b"PYTEST_CURRENT_TEST=" not in environ or MY_WORKER not in environ + b"\0":
+                continue
             os.kill(int(entry.name), 9)
         except (OSError, ValueError, IndexError):
             continue

@@ -5,6 +5,7 @@ for, then reused, never trained twice into one cache folder; a killed holder blo
 import fcntl
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -57,6 +58,7 @@ def test_a_second_local_ray_waits_naming_the_first(tmp_path, capsys):
     assert f"caenet: waiting for caenet run pid {os.getpid()}" in out and "to finish" in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_two_runs_at_once(tmp_path, data_root):
     """SIGINT just as the first trainings start: exit 130 with the resume line, promptly, no
     second local Ray (a stage thread used to start one and train on in it for minutes), and an
@@ -125,3 +127,44 @@ def test_ctrl_c_then_two_runs_at_once(tmp_path, data_root):
     assert "[baseline] epoch 1/1  train_loss=" in trained
     if trained is out_one:
         assert "pid=" in out_one and "Ray: worker logs in" not in out_one
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_is_one_line(tmp_path, data_root):
+    """Ctrl-C at random moments of a smoke run, each time the same command resumes, until one
+    finishes: importing, starting Ray, reading the store, training, writing a checkpoint,
+    evaluating. Sent to the process, or to its whole group as a terminal sends it. Each
+    interrupted run ends with the one resume line, never a traceback (one held-out run printed
+    three: a KeyboardInterrupt in scikit-learn's import, another in SQLAlchemy, then a closed
+    SQLite database); the last run finishes the work."""
+    import signal
+
+    env = {**os.environ, "CAENET_DATA": str(data_root), "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = [sys.executable, "-m", "suite.cli", "run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke",
+            "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false", "--set", "runtime.progress=false"]
+    rng, interrupted = random.Random(0), []  # the same moments on every run of the test
+    for attempt in range(7):  # later and later moments (each run redoes start-up), then one run to the end
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        delay = rng.uniform(0.3, 4.0) + 4 * attempt if attempt < 6 else 600
+        try:
+            out = proc.communicate(timeout=delay)[0]
+        except subprocess.TimeoutExpired:
+            if attempt % 2:
+                os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group
+            else:
+                proc.send_signal(signal.SIGINT)
+            try:
+                out = proc.communicate(timeout=60)[0]  # a bound on a hang, not a speed target
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail(f"attempt {attempt}: the run did not end within 60 s of Ctrl-C at {delay:.1f} s")
+        assert "Traceback" not in out and "Exception in thread" not in out, f"Ctrl-C at {delay:.1f} s:\n{out[-4000:]}"
+        assert proc.returncode in (0, 130), out[-2000:]
+        if proc.returncode == 0:
+            break
+        assert out.rstrip().endswith("caenet: interrupted; finished stages are kept, run the same command again to resume"), out[-2000:]
+        interrupted.append(round(delay, 1))
+    assert proc.returncode == 0 and "test accuracy" in out, (interrupted, out[-2000:])
+    assert len(interrupted) >= 3, interrupted  # several moments were hit, not one

@@ -20,6 +20,13 @@ def test_unknown_key_is_named():
         experiment.from_tree({"baseline": {"train": {"epoch": 3}}})
 
 
+def test_a_renamed_key_names_its_replacement():
+    with pytest.raises(ConfigError, match=r"evaluate\.latency\.rounds: renamed: use evaluate\.latency\.windows"):
+        experiment.from_tree({"evaluate": {"latency": {"rounds": 3}}})
+    with pytest.raises(ConfigError, match=r"evaluate\.latency\.runs: renamed: use evaluate\.latency\.window_queries \(calls per"):
+        experiment.from_tree({}, ["evaluate.latency.runs=300"])
+
+
 def test_wrong_type_is_named():
     with pytest.raises(ConfigError, match=r"baseline\.train\.epochs: .*'three'"):
         experiment.from_tree({"baseline": {"train": {"epochs": "three"}}})

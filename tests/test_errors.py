@@ -103,6 +103,14 @@ def test_edge_bench_with_a_missing_key_file(tmp_path, cli):
              "board 'loopback'", f"key_file {tmp_path / 'no_key'} does not exist")
 
 
+def test_an_old_boards_file_names_the_keys_that_replaced_its_own(tmp_path, cli):
+    """The boards file of the first edge release (`bench: {rounds, min_runs, min_seconds}`)."""
+    boards = _boards(tmp_path)
+    boards.write_text(boards.read_text() + "bench: {rounds: 2, min_runs: 20, min_seconds: 0.1}\n")
+    one_line(cli(["edge", "bench", MNIST, "--boards", str(boards)]), "bench.rounds: renamed: use bench.windows",
+             "bench.min_runs: renamed: use bench.window_queries", "bench.min_seconds: renamed: use bench.window_seconds")
+
+
 def test_debug_shows_the_traceback(tmp_path, data_root):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")

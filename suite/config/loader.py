@@ -45,6 +45,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+# Every key renamed since the configs were first published, with what replaced it: an old
+# file then fails naming the new key instead of "unknown key". All from 85618d3 (the one timing
+# protocol); found by comparing each schema class's fields at every commit.
+RENAMED = {
+    # the experiment config
+    "evaluate.latency.rounds": "evaluate.latency.windows",
+    "evaluate.latency.runs": "evaluate.latency.window_queries (calls per window: the old runs / rounds)",
+    # the boards file (suite/edge/boards.py)
+    "bench.rounds": "bench.windows",
+    "bench.min_runs": "bench.window_queries",
+    "bench.min_seconds": "bench.window_seconds",
+}
+
+
 def one_line(exc: ValidationError, prefix: str = "") -> str:
     """Every error of ``exc`` on one line, each as ``key: message``; ``prefix`` goes before each
     key (a method's entry, ``['X']``, whose errors ``compare.methods`` then reports)."""
@@ -54,7 +68,7 @@ def one_line(exc: ValidationError, prefix: str = "") -> str:
         key = (f"{prefix}.{loc}" if loc else prefix) if prefix else (loc or "<root>")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = f"renamed: use {RENAMED[loc]}" if loc in RENAMED else "unknown key"
         elif "input" in err and err["type"] not in ("missing", "value_error"):  # a validator's message says it
             msg = f"{msg} (got {err['input']!r})"
         # a method's own errors start with its entry, e.g. "['X'].ratio: Field required"

@@ -231,7 +231,7 @@ def summarize(raw: dict, board: BoardConfig) -> list[dict]:
                 if idle_w is not None:
                     row["dynamic_energy_mj"] = 1e3 * max(joules - idle_w * seconds, 0.0) / n
             else:
-                row["energy_note"] = "N/A: fewer than 2 power samples in a timed window (lengthen bench.min_seconds)"
+                row["energy_note"] = "N/A: fewer than 2 power samples in a timed window (lengthen bench.window_seconds)"
         rows.append(row)
     return rows
 
