@@ -155,13 +155,17 @@ def check_shared(runtime: RuntimeConfig, cache_root: Path, timeout_s: float = 12
                            f"e.g. {EXAMPLE}") from None
     probe = ray.remote(num_cpus=0, max_retries=0)(exists)
     try:
-        answers = {n["NodeManagerAddress"]: probe.options(
+        # Keyed by node id, not IP: nodes on one host (a worker in its own mount namespace,
+        # containers sharing the host's network) share an IP, and a dict by IP kept one answer,
+        # whichever ray.nodes() listed last (PITFALLS.md, several Ray nodes on one host).
+        refs = {n["NodeID"]: probe.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker) for n in nodes}
-        blind = [ip for ip, ref in answers.items() if not ray.get(ref, timeout=timeout_s)]
+        sees = {node_id: bool(ray.get(ref, timeout=timeout_s)) for node_id, ref in refs.items()}
     finally:  # this run's marker only: another run may be checking the same storage now
         fs, path = open_fs(marker)
         fs.delete_file(path)
+    blind = sorted(f"{n['NodeID'][:12]} ({n['NodeManagerAddress']})" for n in nodes if not sees[n["NodeID"]])
     if blind:
         what = f"runtime.storage {root!r}" if root else f"runtime.storage is unset, so checkpoints go to the cache {where!r}, which"
-        raise StorageError(f"{what} is not visible from node(s) {', '.join(sorted(blind))} of this {len(nodes)}-node cluster: "
+        raise StorageError(f"{what} is not visible from node(s) {', '.join(blind)} of this {len(nodes)}-node cluster: "
                            f"set runtime.storage (or ${ENV}) to storage every node reaches, e.g. {EXAMPLE}")

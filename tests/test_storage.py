@@ -87,3 +87,48 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
 def test_unknown_scheme_is_one_line():
     with pytest.raises(storage.StorageError, match="runtime.storage 'nosuch://x'"):
         storage.open_fs("nosuch://x")
+
+
+class _TwoNodesOnOneHost:
+    """``ray`` as ``check_shared`` sees it on a head and a worker node that share an IP (a worker
+    in its own mount namespace, or containers on the host's network): each node's probe answers
+    whether it sees the marker; ``ray.nodes()`` lists them in the order given."""
+
+    def __init__(self, order: list[str], sees: dict[str, bool]):
+        self.order, self.sees = order, sees
+
+    def is_initialized(self):
+        return True
+
+    def nodes(self):
+        return [{"NodeID": node_id, "NodeManagerAddress": "192.0.2.2", "Alive": True} for node_id in self.order]
+
+    def remote(self, **_):
+        sees = self.sees
+
+        class Probe:
+            def options(self, scheduling_strategy):
+                return type("Bound", (), {"remote": lambda _, marker: sees[scheduling_strategy.node_id]})()
+
+        return lambda fn: Probe()
+
+    def get(self, answer, timeout=None):
+        return answer
+
+
+@pytest.mark.parametrize("order", [["head", "worker"], ["worker", "head"]])
+def test_the_storage_check_counts_nodes_not_hosts(tmp_path, monkeypatch, order):
+    """Two nodes on one IP, the worker blind: the check stops the run whichever node Ray lists
+    first, naming the blind node by its id and IP (keyed by IP, the head's answer could hide it)."""
+    head, worker = "a0" * 28, "b1" * 28  # node ids: 28 hex bytes
+    ids = {"head": head, "worker": worker}
+    monkeypatch.setattr(storage, "ray", _TwoNodesOnOneHost([ids[n] for n in order], {head: True, worker: False}))
+    monkeypatch.delenv(storage.ENV, raising=False)
+    with pytest.raises(storage.StorageError) as err:
+        storage.check_shared(RuntimeConfig(), tmp_path / "artifacts" / "mnist")
+    line = str(err.value)
+    assert f"not visible from node(s) {worker[:12]} (192.0.2.2) of this 2-node cluster" in line and head[:12] not in line
+    assert "runtime.storage is unset" in line and "\n" not in line
+    assert not list((tmp_path / "artifacts" / "mnist" / ".caenet-probe").iterdir())  # the marker is cleaned up
+    monkeypatch.setattr(storage, "ray", _TwoNodesOnOneHost([ids[n] for n in order], {head: True, worker: True}))
+    storage.check_shared(RuntimeConfig(), tmp_path / "artifacts" / "mnist")  # both see it: the run goes on
