@@ -10,8 +10,10 @@ errors too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -25,6 +27,34 @@ INTERRUPTED = threading.Event()
 # entrypoint 3 s later): the MLflow runs are ended KILLED before anything slower, such as Ray's
 # shutdown. The tracker of each session adds itself (suite.pipeline.tracking).
 ON_STOP: list = []
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Ctrl-C (and SIGTERM) wait until the block ends, then interrupt as usual: for work that an
+    interrupt would leave broken for every later run, such as MLflow's creation of a SQLite
+    store (a Ctrl-C between two of its migrations left a table without its schema version, and
+    every later run failed with "table skills already exists"). Only the main thread receives
+    signals; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # Python runs signal handlers in the main thread, whichever thread the kernel handed the
+    # signal to (so a signal mask, which is per thread, would not hold it): a handler that
+    # only notes the signal stands in for the block, and the real one runs after it.
+    came: list = []
+    saved = {sig: signal.signal(sig, lambda signum, frame: came.append((signum, frame))) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for signum, frame in came[:1]:
+            handler = saved[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL and signum == signal.SIGTERM:
+                raise SystemExit(128 + signum)
 
 
 class UserError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ TEST_ACC, VAL_ACC = "test_acc", "val_acc"
 PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES = "parameters", "nonzero_parameters", "size_bytes"
 ENERGY_MJ = "energy_mj"  # per inference, on a board with a power source; None (N/A) otherwise
 SPEEDUP = "speedup"  # the baseline's p50 over this model's, on the same machine
+ONNXRUNTIME = "onnxruntime_"  # before a timing name: the same statistic of the model's ONNX export on onnxruntime
 
 def count_parameters(model: nn.Module) -> dict:
     total = sum(p.numel() for p in model.parameters())
@@ -82,6 +84,45 @@ def batch1_latency(models: dict[str, nn.Module], example: torch.Tensor, threads:
             return measure({label: caller(label, m) for label, m in models.items()}, protocol)
     finally:
         torch.set_num_threads(previous)
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, target) -> None:
+    """Export ``model`` to ONNX (opset 17, the batch axis dynamic) into ``target``, a path or a
+    binary file object. The TorchScript-based exporter: the dynamo one needs onnxscript, which
+    boards lack."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.14 deprecates this exporter; onnxruntime on the boards takes its files
+        torch.onnx.export(model.eval(), (example,), target, dynamo=False, input_names=["input"], output_names=["output"],
+                          opset_version=17, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def onnx_session(onnx, threads: int = 1):
+    """An onnxruntime CPU session of an ONNX model (bytes or a path) on ``threads`` intra-op
+    threads, one inter-op thread: the runtime of the boards, set up as they run it."""
+    import onnxruntime as ort  # deferred: only ONNX timing and exports need it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx if isinstance(onnx, bytes) else str(onnx), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_latency(models: dict[str, nn.Module], example: torch.Tensor, threads: int = 1,
+                        protocol: Protocol = Protocol()) -> dict[str, dict]:
+    """``batch1_latency`` of the models' ONNX exports on onnxruntime: the same protocol and
+    statistics, so a speed-up pairs models of one runtime. A model that does not export to ONNX
+    (int8 TorchScript) is left out."""
+    x = example[:1].cpu().float()
+    calls = {}
+    for label, model in models.items():
+        if isinstance(model, torch.jit.ScriptModule):
+            continue
+        buffer = io.BytesIO()
+        to_onnx(model.cpu(), x, buffer)
+        session = onnx_session(buffer.getvalue(), threads)
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        calls[label] = (lambda run, feed: lambda i: run(None, feed))(session.run, feed)
+    return measure(calls, protocol) if calls else {}
 
 
 def time_models(models: dict[str, nn.Module], example: torch.Tensor, latency) -> dict[str, dict]:

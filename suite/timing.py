@@ -30,6 +30,8 @@ import numpy as np
 P50, P90, P99, MEAN = "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms"  # batch-1, ms
 LOW, HIGH = "_lo", "_hi"  # suffixes of a statistic's 95% interval: latency_p50_ms_lo, latency_p50_ms_hi
 WINDOW_P50 = "window_p50_ms"  # each window's p50, in the order they ran (the pairs of a speed-up)
+# whether every p50's interval got within ci_share before max_windows (not a training's convergence)
+SETTLED = "ci_share_met"
 Z95 = 1.959964
 # two-sided 95% quantiles of Student's t by degrees of freedom (no scipy on a board)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -124,7 +126,7 @@ def measure(calls: dict[str, Callable[[int], object]], protocol: Protocol,
             clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
     """Time ``calls`` (name -> a function of the call's index that runs one batch-1 inference)
     under ``protocol``; returns ``summarize`` of each, plus whether the early stop was reached
-    (``converged``). ``on_window(name, index, start, end, calls)`` hears of each window, in wall
+    (``SETTLED``). ``on_window(name, index, start, end, calls)`` hears of each window, in wall
     time (energy is read over the same windows)."""
     for call in calls.values():
         for i in range(protocol.warmup):
@@ -148,7 +150,7 @@ def measure(calls: dict[str, Callable[[int], object]], protocol: Protocol,
             converged = protocol.ci_share > 0 and all(half_width_share(s) <= protocol.ci_share for s in stats.values())
             if converged or index + 1 >= protocol.max_windows:
                 break
-    return {name: {**summarize(w), "converged": converged} for name, w in latencies.items()}
+    return {name: {**summarize(w), SETTLED: converged} for name, w in latencies.items()}
 
 
 def interval(stats: dict, key: str = P50, fmt: str = ".3f", unit: str = "") -> str:

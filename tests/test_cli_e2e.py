@@ -94,9 +94,13 @@ def test_pipeline_end_to_end_then_cached(smoke_run, data_root):
         assert 0 <= summary[model]["test_acc"] <= 1 and summary[model]["latency_p50_ms"] > 0
         assert summary[model]["parameters"] >= summary[model]["nonzero_parameters"] > 0
     assert summary["speedup_p50"] > 0
+    # like for like on the boards' runtime too (issue 42): both ONNX on onnxruntime, with the interval
+    assert summary["baseline"]["onnxruntime_latency_p50_ms"] > 0 and summary["caenet"]["onnxruntime_latency_p50_ms"] > 0
+    assert summary["speedup_p50_onnxruntime_lo"] <= summary["speedup_p50_onnxruntime"] <= summary["speedup_p50_onnxruntime_hi"]
+    assert re.search(r"PyTorch [0-9.]+x \[[0-9.]+, [0-9.]+\], onnxruntime [0-9.]+x \[[0-9.]+, [0-9.]+\]", out.stdout), out.stdout[-2000:]
     assert summary["reconstruction_mse"]["clustered"] > 0 and summary["reconstruction_mse"]["unclustered"] > 0
     assert set(summary["accuracy_transfer"]) == {"with_transfer_kd", "no_kd", "no_transfer"}
-    assert "speed-up (p50)" in out.stdout  # the printed table
+    assert "speed-up (p50, fp32, 1 thread(s) on this CPU): PyTorch " in out.stdout  # the printed table
     # Issue 30: one epoch on 400 images leaves the baseline near chance; every place says so
     assert "near chance" in summary["not_converged"]["baseline"] and summary["baseline"]["converged"] is False
     assert "baseline (did not converge)" in out.stdout and "WARNING: baseline did not converge: val acc" in out.stdout
@@ -111,6 +115,7 @@ def test_pipeline_end_to_end_then_cached(smoke_run, data_root):
     exp = client.get_experiment_by_name("caenet")
     parent = client.get_run(summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["data.dataset"] == "mnist"
+    assert parent.data.metrics["speedup_p50_onnxruntime"] == summary["speedup_p50_onnxruntime"]
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {r.info.run_name for r in children} == STAGES
     runs = {r.info.run_name: r.info for r in children}

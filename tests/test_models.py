@@ -1,3 +1,5 @@
+import io
+
 import pytest
 import torch
 
@@ -69,3 +71,27 @@ def test_measurements():
     for stats in lat.values():
         assert 0 < stats["latency_p50_ms"] <= stats["latency_p90_ms"] <= stats["latency_p99_ms"]
     assert lat["alexnet"]["latency_p50_ms"] > lat["lenet"]["latency_p50_ms"]  # 300M vs 0.4M multiply-adds
+
+
+def test_onnxruntime_latency_times_the_onnx_exports_and_skips_what_does_not_export():
+    """The same protocol and statistics as PyTorch's, on the models' ONNX exports; the session
+    computes what the model does (real MNIST digits through a LeNet, BN folded)."""
+    import numpy as np
+
+    from suite.metrics import onnx_session, onnxruntime_latency, to_onnx
+
+    torch.manual_seed(0)
+    net, big = create_model("lenet", in_channels=1, image_size=28).eval(), create_model("alexnet", in_channels=1, image_size=28).eval()
+    x = torch.rand(4, 1, 28, 28)
+    scripted = torch.jit.trace(net, x[:1])  # as an int8 TorchScript row would be: no ONNX export
+    protocol = Protocol(warmup=2, windows=3, window_queries=10, max_windows=3)
+    lat = onnxruntime_latency({"lenet": fold_batchnorm(net), "alexnet": fold_batchnorm(big), "scripted": scripted}, x, 1, protocol)
+    assert set(lat) == {"lenet", "alexnet"}
+    for stats in lat.values():
+        assert 0 < stats["latency_p50_ms"] <= stats["latency_p99_ms"] and len(stats["window_p50_ms"]) == 3
+    assert lat["alexnet"]["latency_p50_ms"] > lat["lenet"]["latency_p50_ms"]
+    buffer = io.BytesIO()
+    to_onnx(net, x[:1], buffer)
+    session = onnx_session(buffer.getvalue())
+    got = session.run(None, {"input": x.numpy()})[0]  # the batch axis is dynamic
+    np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -53,7 +53,7 @@ def test_early_stop_after_the_minimum_windows_when_the_interval_is_tight():
     clock = FakeClock({"a": 2.0}, sigma=0.02)
     stats = measure({"a": clock.call("a")}, Protocol(warmup=2, windows=5, window_queries=50, max_windows=20, ci_share=0.02),
                     clock=clock)["a"]
-    assert stats["converged"] and stats["windows"] == 5 and stats["queries"] == 250
+    assert stats["ci_share_met"] and stats["windows"] == 5 and stats["queries"] == 250
     assert stats[P50 + LOW] <= 2.0 <= stats[P50 + HIGH]
 
 
@@ -62,12 +62,12 @@ def test_noisy_calls_get_more_windows_and_stop_at_the_cap():
     windows = []
     stats = measure({"a": clock.call("a")}, Protocol(warmup=0, windows=5, window_queries=20, max_windows=9, ci_share=0.01),
                     on_window=lambda *w: windows.append(w), clock=clock)["a"]
-    assert not stats["converged"] and stats["windows"] == 9 == len(windows)
+    assert not stats["ci_share_met"] and stats["windows"] == 9 == len(windows)
     # a looser share lets the same noise stop before the cap
     clock = FakeClock({"a": 2.0}, sigma=1.0)
     loose = measure({"a": clock.call("a")}, Protocol(warmup=0, windows=5, window_queries=20, max_windows=40, ci_share=0.15),
                     clock=clock)["a"]
-    assert loose["converged"] and 5 <= loose["windows"] < 40
+    assert loose["ci_share_met"] and 5 <= loose["windows"] < 40
 
 
 def test_windows_alternate_and_last_long_enough():

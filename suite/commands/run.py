@@ -16,7 +16,7 @@ from suite.errors import writable_file
 from suite.metrics import P50
 from suite.pipeline.session import open_session
 from suite.report import summary as summary_mod
-from suite.report.summary import table
+from suite.report.summary import SPEEDUP_ORT, table
 from suite.stages import evaluate
 from suite.stages.common import register_model
 from suite.stages.graph import plan, train_stages
@@ -94,6 +94,7 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         summary["caenet_encoder"] = cfg.caenet.encoder
         summary["config"] = cfg.name
         summary["dataset"] = cfg.data.dataset
+        summary["latency_threads"] = cfg.evaluate.latency.threads
         out = Path(summary_path) if summary_path else cache_root / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}" / "summary.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=2))
@@ -106,6 +107,7 @@ def run_pipeline(cfg: ExperimentConfig, log=print, summary_path: str | Path | No
         name = cfg.runtime.model_name(cfg.name)
         if name:
             tags = {"test_acc": summary["caenet"]["test_acc"], "speedup_p50": summary["speedup_p50"],
+                    SPEEDUP_ORT: summary[SPEEDUP_ORT],
                     P50: summary["caenet"][P50], "slo_ms": cfg.compare.slo_ms, "config": cfg.name,
                     "dataset": cfg.data.dataset, "smoke": cfg.smoke, "pipeline_run": parent,
                     "converged": not summary["not_converged"]}  # registered either way, tagged: its page says so

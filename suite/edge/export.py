@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from suite.errors import UserError
-from suite.metrics import fold_batchnorm
+from suite.metrics import fold_batchnorm, onnx_session, to_onnx
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
@@ -47,9 +47,7 @@ def export_one(model: nn.Module, example: torch.Tensor, fmt: str, path: Path) ->
             traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
         traced.save(str(path))
     elif fmt == "onnx":
-        # The TorchScript-based exporter: the dynamo one needs onnxscript, which boards lack.
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
-                          opset_version=17, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        to_onnx(model, example, str(path))
     else:
         raise ExportError(f"unknown format {fmt!r}; choose {', '.join(FORMATS)}")
     return path
@@ -62,9 +60,7 @@ def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
             net = torch.jit.load(str(path), map_location="cpu").eval()
         with torch.inference_mode():
             return net(torch.from_numpy(x)).numpy()
-    import onnxruntime as ort  # deferred: only the onnx format needs it
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = onnx_session(path, threads=1)
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 

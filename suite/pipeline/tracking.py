@@ -35,7 +35,7 @@ import torch
 
 from suite.config import RuntimeConfig
 from suite.distributed.relay import RETRY_DOWN_S
-from suite.errors import ON_STOP, ConfigError, last_line
+from suite.errors import ON_STOP, ConfigError, last_line, uninterrupted
 from suite.locks import file_lock
 
 # Opens on the runs table of "machine learning" rather than MLflow 3's GenAI overview.
@@ -77,7 +77,7 @@ class Tracker:
         # schema (MLflow's migrations then fail) or both create the experiment.
         from mlflow.exceptions import MlflowException  # deferred: mlflow (as above)
 
-        with _store_lock(self.uri):
+        with _store_lock(self.uri), uninterrupted():  # a store half-created by Ctrl-C is broken for good
             try:
                 self.client = MlflowClient(self.uri)
                 exp = self.client.get_experiment_by_name(runtime.experiment)

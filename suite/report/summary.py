@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
-from suite.metrics import NONZERO_PARAMETERS, P50, PARAMETERS, SIZE_BYTES, SPEEDUP, TEST_ACC
-from suite.timing import HIGH, LOW, interval
+from suite.metrics import NONZERO_PARAMETERS, ONNXRUNTIME, PARAMETERS, SIZE_BYTES, SPEEDUP, TEST_ACC
+from suite.timing import HIGH, LOW, P50, interval
 from suite.training.convergence import unconverged
 
-ROW = (TEST_ACC, P50, P50 + LOW, P50 + HIGH, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)
+ORT_P50 = ONNXRUNTIME + P50  # the same model's ONNX export on onnxruntime
+ROW = (TEST_ACC, P50, P50 + LOW, P50 + HIGH, ORT_P50, ORT_P50 + LOW, ORT_P50 + HIGH, PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES)
+SPEEDUP_ORT = "speedup_p50_onnxruntime"  # CAE-Net against the baseline, both ONNX on onnxruntime (fp32, the same threads)
 
 
 def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
@@ -29,6 +31,8 @@ def build(evaluation: dict, stages: dict, targets: str = "cluster") -> dict:
     summary["speedup_p50"] = ev.get(f"{cae}.{SPEEDUP}", summary["baseline"][P50] / summary["caenet"][P50])
     summary["speedup_p50" + LOW] = get(cae, SPEEDUP + LOW)
     summary["speedup_p50" + HIGH] = get(cae, SPEEDUP + HIGH)
+    for suffix in ("", LOW, HIGH):  # like for like on the boards' runtime (an evaluation from before it: n/a)
+        summary[SPEEDUP_ORT + suffix] = get(cae, ONNXRUNTIME + SPEEDUP + suffix)
     summary["parameter_ratio"] = summary["baseline"]["parameters"] / summary["caenet"]["parameters"]
     def mse(stage: str, own: str) -> float:  # the run's CAE when its targets are of that kind, else the comparison's
         name = "autoencoder" if targets == own else stage
@@ -108,6 +112,7 @@ def table(summary: dict) -> str:
         ("", "baseline" + mark["baseline"], "CAE-Net" + mark["caenet"]),
         ("test accuracy", _fmt(b["test_acc"], True), _fmt(c["test_acc"], True)),
         ("batch-1 latency p50 (ms) [95% interval]", interval(b, P50, ".4f"), interval(c, P50, ".4f")),
+        ("  the same as ONNX on onnxruntime", interval(b, ORT_P50, ".4f"), interval(c, ORT_P50, ".4f")),
         ("parameters", _fmt(b["parameters"]), _fmt(c["parameters"])),
         ("size (KB)", _fmt(b["size_bytes"] and round(b["size_bytes"] / 1024, 1)), _fmt(c["size_bytes"] and round(c["size_bytes"] / 1024, 1))),
     ]
@@ -115,7 +120,8 @@ def table(summary: dict) -> str:
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r)) for r in rows]
     rec, tr = summary["reconstruction_mse"], summary["accuracy_transfer"]
     lines += [
-        f"speed-up (p50): {interval(summary, 'speedup_p50', '.3g', 'x')}   {_parameters(summary['parameter_ratio'])}",
+        f"speed-up (p50, fp32, {summary.get('latency_threads', 1)} thread(s) on this CPU): PyTorch {interval(summary, 'speedup_p50', '.3g', 'x')}, "
+        f"onnxruntime {interval(summary, SPEEDUP_ORT, '.3g', 'x')}   {_parameters(summary['parameter_ratio'])}",
         f"CAE reconstruction MSE (val): clustered {_fmt(rec['clustered'])} vs one target per class {_fmt(rec['unclustered'])}"
         f"   (mean k = {_fmt(summary['clusters_per_class_mean'])})",
         f"CAE-Net test accuracy: this run's {_fmt(tr['with_transfer_kd'], True)}"
