@@ -57,12 +57,22 @@ STARTS_SOMETHING = {"ray_local", "ray_head", "smoke_run", "sshd", "cluster"}
 SERIAL = "starts-ray"
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if STARTS_SOMETHING & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.slow)
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group(SERIAL))
+def pytest_itemcollected(item):
+    """Marked as each test is collected: xdist reads the groups in its own
+    ``pytest_collection_modifyitems``, which runs before this file's."""
+    if STARTS_SOMETHING & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+        item.add_marker(pytest.mark.slow)
+    if item.get_closest_marker("slow"):
+        item.add_marker(pytest.mark.xdist_group(SERIAL))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's, which puts each test's group in its node id
+def pytest_collection_modifyitems(config, items):
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if lost:  # pytest 9.2 keeps node ids where xdist 3.8 does not write: two Rays would run at once
+            raise pytest.UsageError(f"xdist did not group {len(lost)} test(s) (e.g. {lost[0]}): this pytest and "
+                                    "pytest-xdist do not work together; install the versions pyproject.toml pins")
     items.sort(key=lambda item: "ray_local" not in getattr(item, "fixturenames", ()))  # stable: file order kept
 
 
