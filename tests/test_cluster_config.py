@@ -107,3 +107,37 @@ def test_the_nodes_run_the_suites_own_environment():
     for node in config["available_node_types"].values():
         assert node["node_config"]["ImageId"].startswith("resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver")
     assert any("580" in c and "nvidia-smi" in c for c in config["initialization_commands"])  # the driver CUDA 13.0 needs
+
+
+def test_every_aws_node_reaches_the_bucket_and_the_head_can_launch_them():
+    """Without an instance profile a GPU worker's first checkpoint to S3 fails with an access
+    error; the head needs EC2 and iam:PassRole on the workers' role to launch them with theirs,
+    and its MLflow server needs boto3 to write artifacts to S3 (it logged ModuleNotFoundError)."""
+    import json
+    import tomllib
+
+    config = validate_cluster_config(ROOT / "cluster.yaml")
+    profiles = {name: node["node_config"].get("IamInstanceProfile", {}).get("Name")
+                for name, node in config["available_node_types"].items()}
+    assert profiles == {"head.cpu": "caenet-head", "worker.gpu": "caenet-worker"}, profiles
+    bucket = next(c for c in config["setup_commands"] if "CAENET_STORAGE=" in c).split("s3://")[1].split("/")[0]
+
+    def allowed(policy: str) -> dict[str, set[str]]:
+        statements = json.loads((ROOT / "deploy" / "aws" / policy).read_text())["Statement"]
+        out: dict[str, set[str]] = {}
+        for st in statements:
+            for action in [st["Action"]] if isinstance(st["Action"], str) else st["Action"]:
+                out.setdefault(action, set()).update([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"])
+        return out
+
+    for policy in ("worker-policy.json", "head-policy.json"):  # the bucket cluster.yaml names, read and written
+        rights = allowed(policy)
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+            assert f"arn:aws:s3:::{bucket}/*" in rights[action], (policy, action)
+        assert f"arn:aws:s3:::{bucket}" in rights["s3:ListBucket"], policy
+    head = allowed("head-policy.json")
+    assert head["iam:PassRole"] == {"arn:aws:iam::*:role/caenet-worker"}
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags"} <= set(head)
+    assert any("[s3]" in c and "pip install" in c for c in config["head_setup_commands"])
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("boto3") for d in extras["s3"])
