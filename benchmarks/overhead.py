@@ -19,6 +19,15 @@ The difference to the plain loop (run again once Ray is up, so that both share t
 with Ray's daemons) is split into the parts the worker and the driver time themselves (``setup_seconds``, ``eval_seconds``, ``report_seconds`` and two timestamps in
 each epoch's metrics): they add up to the whole difference. ``ray.init`` is paid once per
 pipeline and shown on its own line.
+
+``--pipeline`` times the main job instead: ``caenet run CONFIG`` from a fresh process and an
+empty cache (what a user waits for), each stage's own wall time from its ``metrics.json``,
+beside a plain loop doing each training stage's training (its model, schedule and images,
+``lean`` as above) in this process; the main job's total over the plain loops' sum is the
+figure to report:
+
+    .venv/bin/python benchmarks/overhead.py --pipeline                 # configs/mnist_lenet.yaml
+    .venv/bin/python benchmarks/overhead.py --pipeline --set smoke=true
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ PARTS = [
 ]
 
 
-def plain(job: TrainJob, threads: int, lean: bool, bf16: bool = False) -> dict:
+def plain(job: TrainJob, threads: int, lean: bool, bf16: bool = False, frozen: list[str] | None = None) -> dict:
     """The loop alone, timed like the worker times itself. ``lean``: tensor batches and
     channels-last (and ``bf16`` autocast when the config asks), as the worker runs it; else a
     DataLoader, NCHW and float32, as it ran before."""
@@ -65,20 +74,26 @@ def plain(job: TrainJob, threads: int, lean: bool, bf16: bool = False) -> dict:
     val = torch.from_numpy(split_train_val(len(ds), data.val_fraction, data.seed))
     objective = make_objective(job.objective)
     model = create_model(job.model, **job.model_kwargs)
+    for prefix in frozen or []:  # as the worker freezes a transferred encoder
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(not name.startswith(prefix + "."))
     x, y, drop = ds.images[~val], ds.labels[~val], int((~val).sum()) > cfg.batch_size
+    if job.objective == "reconstruct":  # to the images themselves: a CAE's compute, without its targets
+        y = x
     if lean:
         loader = TensorBatches(x, y, cfg.batch_size, drop_last=drop)
         model = model.to(memory_format=torch.channels_last)
     else:
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True, drop_last=drop)
-    opt, sched = make_optimizer(model.parameters(), cfg, cfg.epochs * len(loader))
+    opt, sched = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, cfg.epochs * len(loader))
     loop = EpochLoop(model, objective, cfg, opt, sched, flip=ds.info.channels == 3, channels_last=lean, bf16=lean and bf16)
     setup = time.perf_counter() - t0
     epochs, evals = [], []
     for epoch in range(cfg.epochs):
         epochs.append(loop.run_epoch(loader, epoch)["epoch_seconds"])
         t = time.perf_counter()
-        evaluate(objective, model, ds.images[val], ds.labels[val], torch.device("cpu"), channels_last=lean)
+        evaluate(objective, model, ds.images[val], ds.images[val] if job.objective == "reconstruct" else ds.labels[val],
+                 torch.device("cpu"), channels_last=lean)
         evals.append(time.perf_counter() - t)
     return {"wall": time.perf_counter() - t0, "setup": setup, "epochs": epochs, "evals": evals}
 
@@ -110,6 +125,67 @@ def parts(run: dict, base: dict) -> list[float]:
             run["reports"], run["finish"]]
 
 
+TRAININGS = ("baseline", "autoencoder", "caenet")  # the stage names (and prefixes) that train
+
+
+def plain_for_stage(folder: Path, data, threads: int, bf16: bool) -> dict:
+    """The plain loop of a finished training stage: its model, schedule and images from its
+    ``params.json``; a CAE's reconstruction (to the images themselves: the same compute), a
+    classifier's labels; a frozen encoder stays frozen."""
+    import json
+
+    params = json.loads((folder / "params.json").read_text())
+    name = folder.name.rsplit("-", 1)[0]
+    model = params.get("model", "caenet")
+    frozen = name.startswith("caenet") and params.get("variant") != "no_transfer" and params.get("encoder", "frozen") == "frozen"
+    train = params["train"]
+    job = TrainJob(name=name, model=model, model_kwargs=params["model_kwargs"], data=data.model_dump(), train=train,
+                   objective="reconstruct" if name.startswith("autoencoder") else "classify", progress=False)
+    return plain(job, threads, lean=True, bf16=bf16, frozen=["encoder"] if frozen else [])
+
+
+def pipeline(args) -> None:
+    """``--pipeline``: the main job's stages beside plain loops (see the module's docstring)."""
+    import json
+    import subprocess
+    import sys
+
+    from suite.stages.graph import plan
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="overhead") as tmp:
+        overrides = [*(args.set or []), f"runtime.cache_dir={tmp}/artifacts", f"runtime.tracking_uri=sqlite:///{tmp}/mlflow.db",
+                     "runtime.progress=false"]
+        command = [str(Path(sys.executable).with_name("caenet")), "run", args.config, *(w for o in overrides for w in ("--set", o))]
+        t0 = time.perf_counter()
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
+        total = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"overhead: the main job failed:\n{done.stderr[-3000:]}")
+        cfg = load_config(args.config, overrides).effective()
+        stages = plan(cfg)
+        bf16 = cfg.runtime.precision == "bf16"
+        rows, plain_total = [], 0.0
+        for stage in stages:
+            seconds = json.loads((stage.path / "metrics.json").read_text()).get("stage_seconds", 0.0)
+            reference = None
+            if stage.name.startswith(TRAININGS):
+                reference = plain_for_stage(stage.path, cfg.data, args.threads, bf16)["wall"]
+                plain_total += reference
+            rows.append((stage.name, seconds, reference))
+    print(f"the main job: caenet run {Path(args.config).name} {' '.join(args.set or [])} (a fresh process, an empty cache), "
+          f"{args.threads} threads for the plain loops\n")
+    print(f"{'stage':26}{'suite (s)':>10}{'plain loop (s)':>16}{'ratio':>8}")
+    for name, seconds, reference in rows:
+        ref = f"{reference:16.2f}{seconds / reference:7.1f}x" if reference else f"{'-':>16}{'':8}"
+        print(f"{name:26}{seconds:10.2f}{ref}")
+    staged = sum(s for _, s, _ in rows)
+    print(f"{'(sum of the stages)':26}{staged:10.2f}   trainings side by side overlap; the rest is start-up, "
+          "MLflow, Ray and the summary")
+    print(f"{'= the main job, wall':26}{total:10.2f}{plain_total:16.2f}{total / plain_total:7.1f}x   "
+          "(the plain loops' sum: the trainings alone, one after another)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parents[1]
@@ -121,7 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (plain loop and the worker)")
     parser.add_argument("--engines", nargs="+", default=["auto", "ray-train"], choices=["auto", "ray-train"],
                         help="runtime.trainer values to time")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="time the main job stage by stage beside plain loops of its trainings instead")
     args = parser.parse_args(argv)
+    if args.pipeline:
+        return pipeline(args)
     from suite.distributed.ray_runtime import ensure_ray, ray_session
 
     cfg = load_config(args.config, args.set)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working_dir copy of the suite
 
-from suite.cli import main  # noqa: E402
+from suite.cli import entry  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["sweep", *sys.argv[1:]]))
+    sys.exit(entry(["sweep", *sys.argv[1:]]))

@@ -97,26 +97,40 @@ VERBOSE = ("-v", "--verbose")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``caenet`` command line; its exit code. Ctrl-C and SIGTERM are this command's
+    while it runs (and the process's own handlers again after it: tests and jobs call it too)."""
     argv = sys.argv[1:] if argv is None else argv
     # -v anywhere (`caenet run CONFIG -v`, and the jobs, which put the command first)
     argv = [a for a in argv if a in VERBOSE] + [a for a in argv if a not in VERBOSE]
-    if threading.current_thread() is threading.main_thread():  # first: building the parser imports torch (seconds)
-        INTERRUPTED.clear()
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `nohup`, a shell's `&`: Ctrl-C stays ignored
-            signal.signal(signal.SIGINT, _on_sigint)
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        threading.excepthook = _quiet_after_interrupt(threading.__excepthook__)
-        sys.unraisablehook = _quiet_after_interrupt(sys.__unraisablehook__)
     debug = "--debug" in argv or os.environ.get("CAENET_DEBUG") == "1"
+    if threading.current_thread() is not threading.main_thread():
+        return _run(argv, debug)
+    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), threading.excepthook, sys.unraisablehook)
+    # first: building the parser imports torch (seconds), and Ctrl-C there is one line too
+    INTERRUPTED.clear()
+    if saved[0] is not signal.SIG_IGN:  # `nohup`, a shell's `&`: Ctrl-C stays ignored
+        signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    threading.excepthook = _quiet_after_interrupt(threading.__excepthook__)
+    sys.unraisablehook = _quiet_after_interrupt(sys.__unraisablehook__)
     try:
         return _run(argv, debug)
     finally:
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _on_sigint:
-            signal.signal(signal.SIGINT, _on_late_sigint)
+        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), saved):
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        threading.excepthook, sys.unraisablehook = saved[2], saved[3]
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """The ``caenet`` program (and the jobs): ``main``, then a Ctrl-C while Python and Ray shut
+    down leaves at once and quietly, instead of a traceback from an exit handler."""
+    code = main(argv)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_late_sigint)
+    return code
 
 
 def _on_late_sigint(signum, frame):
-    """Ctrl-C after the command returned, while Python and Ray shut down: leave now, quietly."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
@@ -162,4 +176,4 @@ def _exit_now(code: int, grace_s: float = 2.0) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

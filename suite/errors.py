@@ -48,7 +48,7 @@ def uninterrupted():
         yield
     finally:
         for sig, handler in saved.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: one set outside Python
         for signum, frame in came[:1]:
             handler = saved[signum]
             if callable(handler):

@@ -178,3 +178,18 @@ def test_ctrl_c_waits_for_the_end_of_an_uninterrupted_block():
             time.sleep(0.2)  # Python would have run the handler by now, were the signal not held
             finished = True
     assert finished
+
+
+def test_main_gives_the_process_its_own_signal_handlers_back(tmp_path, monkeypatch, capsys):
+    """A test, a job or a notebook that calls ``main`` keeps its Ctrl-C and SIGTERM: a handler
+    left behind (one that leaves the process at once) ended a pytest worker mid-run."""
+    import signal
+    import threading
+
+    from suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), threading.excepthook)
+    assert main(["models"]) == 0 and "lenet" in capsys.readouterr().out
+    assert main(["data", "check", "nosuchset"]) == 2  # the error path too
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), threading.excepthook) == before
