@@ -121,9 +121,24 @@ def main(argv: list[str] | None = None) -> int:
         threading.excepthook, sys.unraisablehook = saved[2], saved[3]
 
 
+_PROGRAM = {"running": False}  # main() runs as the caenet program (entry), not inside another program
+
+
+def _quiet_from_now() -> None:
+    """Nothing more on this process's console: after Ctrl-C, Ray's core (C++, writing to the file
+    descriptors themselves) logs what its shutdown interrupted, e.g. "task_manager.cc: Failed to
+    push error to driver", below the resume line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+
+
 def entry(argv: list[str] | None = None) -> int:
     """The ``caenet`` program (and the jobs): ``main``, then a Ctrl-C while Python and Ray shut
     down leaves at once and quietly, instead of a traceback from an exit handler."""
+    _PROGRAM["running"] = True
     code = main(argv)
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _on_late_sigint)
@@ -148,6 +163,8 @@ def _run(argv: list[str], debug: bool) -> int:
     except BaseException as exc:
         if INTERRUPTED.is_set() or isinstance(exc, KeyboardInterrupt):  # Ctrl-C, whatever it broke on the way out
             print("caenet: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
+            if _PROGRAM["running"]:  # the last line: Ray's core, shutting down, logs straight to the terminal
+                _quiet_from_now()
             _exit_now(130)
             return 130
         # one handler for every command: a new command gets it for free

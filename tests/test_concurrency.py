@@ -161,10 +161,13 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path, data_root):
                 os.killpg(proc.pid, signal.SIGKILL)
                 pytest.fail(f"attempt {attempt}: the run did not end within 60 s of Ctrl-C at {delay:.1f} s")
         assert "Traceback" not in out and "Exception in thread" not in out, f"Ctrl-C at {delay:.1f} s:\n{out[-4000:]}"
-        assert proc.returncode in (0, 130), out[-2000:]
-        if proc.returncode == 0:
+        # -SIGINT: the run had finished its work and the interpreter was past its own signal
+        # handling (the default action ends it, silently); the next attempt then finds it all cached
+        assert proc.returncode in (0, 130, -signal.SIGINT), out[-2000:]
+        if proc.returncode != 130:
+            assert "MLflow run: " in out, out[-2000:]  # it had finished
             break
         assert out.rstrip().endswith("caenet: interrupted; finished stages are kept, run the same command again to resume"), out[-2000:]
         interrupted.append(round(delay, 1))
-    assert proc.returncode == 0 and "test accuracy" in out, (interrupted, out[-2000:])
+    assert proc.returncode != 130 and "test accuracy" in out, (interrupted, out[-2000:])
     assert len(interrupted) >= 3, interrupted  # several moments were hit, not one

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from suite.clustering import cluster_class
 from suite.config import ClusteringConfig
+from suite.distributed.ray_runtime import ensure_ray
 
 
 def _cluster_chunk(features: np.ndarray, labels: np.ndarray, classes: list[int], cfg: dict, seed: int,
@@ -51,8 +52,8 @@ def cluster_all_classes(features: np.ndarray, labels: np.ndarray, cfg: Clusterin
             for _, idx, sub, record in _cluster_chunk(features, labels, [c], cfg.model_dump(), seed):
                 clusters[idx], curves[c] = sub, record
         return clusters, curves
-    if not ray.is_initialized():
-        ray.init()
+    if not ray.is_initialized():  # backend "ray" asked outside a started session: the session's Ray, as every Ray starts
+        ensure_ray()
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
     n_chunks = min(len(classes), 4 * cpus)  # a few chunks per core evens out uneven classes
     chunks = [list(map(int, part)) for part in np.array_split(np.asarray(classes), n_chunks) if len(part)]

@@ -116,7 +116,7 @@ def _init(runtime: RuntimeConfig, dashboard: bool) -> None:
     # driver shows each training's progress itself (suite.distributed.progress). -v shows them.
     verbose = verbose_ray()
     ray.init(log_to_driver=verbose, configure_logging=True, logging_level="INFO" if verbose else "WARNING", **kwargs)
-    if not verbose:
+    if not verbose and not INTERRUPTED.is_set():  # after Ctrl-C the resume line is the last one
         print(f"Ray: worker logs in {logs_folder()}{' (on each node)' if address else ''}; `caenet -v` shows them here",
               flush=True)
 
