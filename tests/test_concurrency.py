@@ -144,10 +144,10 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path, data_root):
     args = [sys.executable, "-m", "suite.cli", "run", str(REPO / "configs" / "mnist_lenet.yaml"), "--smoke",
             "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false", "--set", "runtime.progress=false"]
     rng, interrupted = random.Random(0), []  # the same moments on every run of the test
-    for attempt in range(7):  # later and later moments (each run redoes start-up), then one run to the end
+    for attempt in range(5):  # later and later moments (each run redoes start-up), then one run to the end
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-        delay = rng.uniform(0.3, 4.0) + 4 * attempt if attempt < 6 else 600
+        delay = rng.uniform(0.3, 4.0) + 5 * attempt if attempt < 4 else 600
         try:
             out = proc.communicate(timeout=delay)[0]
         except subprocess.TimeoutExpired:

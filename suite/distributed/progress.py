@@ -85,7 +85,15 @@ class _Display:
         with self.lock:
             bar = self.bars.pop(name, None)
             if bar is not None:
-                bar.close()
+                with tqdm.get_lock():
+                    bar.close()
+                    # tqdm wipes a closed bar below the first by writing blanks on its row and
+                    # moving back up, which leaves the cursor at the end of the row it started
+                    # on: the next line printed there began in the last column (a row ending in
+                    # "[" and the rest on the next row). Back to the row's start.
+                    if bar.pos and interactive():
+                        bar.fp.write("\r")
+                        bar.fp.flush()
 
 
 display = _Display()
