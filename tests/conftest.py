@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,7 +79,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _fast_tests_start_no_ray(request, tmp_path_factory, monkeypatch):
+def _fast_tests_start_no_ray(request, monkeypatch):
     """A test outside the slow lane that starts a Ray (in this process or in a ``caenet`` it
     runs) fails, naming the lane it belongs to: its Ray sessions go to a folder of its own
     (``RAY_TMPDIR``, inherited by its subprocesses) that must stay empty. Short: Ray's socket
@@ -85,9 +87,6 @@ def _fast_tests_start_no_ray(request, tmp_path_factory, monkeypatch):
     if request.node.get_closest_marker("slow"):
         yield
         return
-    import shutil
-    import tempfile
-
     folder = Path(tempfile.mkdtemp(prefix="rf", dir="/tmp"))
     monkeypatch.setenv("RAY_TMPDIR", str(folder))
     try:
