@@ -33,8 +33,11 @@ figure to report:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -47,6 +50,7 @@ from suite.config import load_config
 from suite.data import INFO, load_split, split_train_val
 from suite.distributed.training import TrainJob, fit
 from suite.models import create_model, geometry
+from suite.stages.graph import plan
 from suite.training import EpochLoop, checkpoints, make_objective, make_optimizer
 from suite.training.batches import TensorBatches
 from suite.training.loop import evaluate
@@ -132,8 +136,6 @@ def plain_for_stage(folder: Path, data, threads: int, bf16: bool) -> dict:
     """The plain loop of a finished training stage: its model, schedule and images from its
     ``params.json``; a CAE's reconstruction (to the images themselves: the same compute), a
     classifier's labels; a frozen encoder stays frozen."""
-    import json
-
     params = json.loads((folder / "params.json").read_text())
     name = folder.name.rsplit("-", 1)[0]
     model = params.get("model", "caenet")
@@ -146,13 +148,6 @@ def plain_for_stage(folder: Path, data, threads: int, bf16: bool) -> dict:
 
 def pipeline(args) -> None:
     """``--pipeline``: the main job's stages beside plain loops (see the module's docstring)."""
-    import json
-    import subprocess
-    import sys
-
-    from suite.stages.graph import plan
-
-    root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="overhead") as tmp:
         overrides = [*(args.set or []), f"runtime.cache_dir={tmp}/artifacts", f"runtime.tracking_uri=sqlite:///{tmp}/mlflow.db",
                      "runtime.progress=false"]

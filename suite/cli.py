@@ -33,7 +33,7 @@ import traceback
 from suite import __version__, commands
 from suite.commands import catalog
 from suite.console import lines_through_bars
-from suite.errors import INTERRUPTED, ON_STOP, UserError, no_space
+from suite.errors import INTERRUPTED, ON_STOP, UserError, no_space, signal_handlers
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -105,20 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("CAENET_DEBUG") == "1"
     if threading.current_thread() is not threading.main_thread():
         return _run(argv, debug)
-    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), threading.excepthook, sys.unraisablehook)
     # first: building the parser imports torch (seconds), and Ctrl-C there is one line too
     INTERRUPTED.clear()
-    if saved[0] is not signal.SIG_IGN:  # `nohup`, a shell's `&`: Ctrl-C stays ignored
-        signal.signal(signal.SIGINT, _on_sigint)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    handlers = {signal.SIGTERM: _on_sigterm}
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `nohup`, a shell's `&`: Ctrl-C stays ignored
+        handlers[signal.SIGINT] = _on_sigint
+    hooks = threading.excepthook, sys.unraisablehook
     threading.excepthook = _quiet_after_interrupt(threading.__excepthook__)
     sys.unraisablehook = _quiet_after_interrupt(sys.__unraisablehook__)
     try:
-        return _run(argv, debug)
+        with signal_handlers(handlers):
+            return _run(argv, debug)
     finally:
-        for sig, handler in zip((signal.SIGINT, signal.SIGTERM), saved):
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        threading.excepthook, sys.unraisablehook = saved[2], saved[3]
+        threading.excepthook, sys.unraisablehook = hooks
 
 
 _PROGRAM = {"running": False}  # main() runs as the caenet program (entry), not inside another program

@@ -30,6 +30,19 @@ ON_STOP: list = []
 
 
 @contextlib.contextmanager
+def signal_handlers(handlers: dict):
+    """``handlers`` (signal -> handler) for the block, in the main thread; the previous ones
+    back after it (one installed outside Python, which ``signal`` reports as None: the default).
+    Yields the previous handlers."""
+    saved = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield saved
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
 def uninterrupted():
     """Ctrl-C (and SIGTERM) wait until the block ends, then interrupt as usual: for work that an
     interrupt would leave broken for every later run, such as MLflow's creation of a SQLite
@@ -43,18 +56,15 @@ def uninterrupted():
     # signal to (so a signal mask, which is per thread, would not hold it): a handler that
     # only notes the signal stands in for the block, and the real one runs after it.
     came: list = []
-    saved = {sig: signal.signal(sig, lambda signum, frame: came.append((signum, frame))) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    note = lambda signum, frame: came.append((signum, frame))  # noqa: E731
+    with signal_handlers({signal.SIGINT: note, signal.SIGTERM: note}) as saved:
         yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: one set outside Python
-        for signum, frame in came[:1]:
-            handler = saved[signum]
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL and signum == signal.SIGTERM:
-                raise SystemExit(128 + signum)
+    for signum, frame in came[:1]:
+        handler = saved[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler in (signal.SIG_DFL, None) and signum == signal.SIGTERM:
+            raise SystemExit(128 + signum)
 
 
 class UserError(Exception):

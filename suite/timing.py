@@ -133,7 +133,7 @@ def measure(calls: dict[str, Callable[[int], object]], protocol: Protocol,
             call(i)
     latencies: dict[str, list] = {name: [] for name in calls}
     done = {name: 0 for name in calls}
-    converged = False
+    settled = False
     for index in range(max(protocol.windows, protocol.max_windows)):
         for name, call in calls.items():
             window, begin, wall = [], clock(), time.time()
@@ -147,10 +147,10 @@ def measure(calls: dict[str, Callable[[int], object]], protocol: Protocol,
                 on_window(name, index, wall, time.time(), len(window))
         if index + 1 >= protocol.windows:
             stats = {name: summarize(w) for name, w in latencies.items()}
-            converged = protocol.ci_share > 0 and all(half_width_share(s) <= protocol.ci_share for s in stats.values())
-            if converged or index + 1 >= protocol.max_windows:
+            settled = protocol.ci_share > 0 and all(half_width_share(s) <= protocol.ci_share for s in stats.values())
+            if settled or index + 1 >= protocol.max_windows:
                 break
-    return {name: {**summarize(w), SETTLED: converged} for name, w in latencies.items()}
+    return {name: {**summarize(w), SETTLED: settled} for name, w in latencies.items()}
 
 
 def interval(stats: dict, key: str = P50, fmt: str = ".3f", unit: str = "") -> str:

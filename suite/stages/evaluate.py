@@ -18,7 +18,7 @@ import platform
 from tqdm import tqdm
 
 from suite.data import load_split
-from suite.metrics import ONNXRUNTIME, SPEEDUP, describe, fold_batchnorm, onnxruntime_latency, time_models
+from suite.metrics import ONNXRUNTIME, SPEEDUP, batch1_latency, describe, fold_batchnorm, onnxruntime_latency
 from suite.timing import HIGH, LOW, WINDOW_P50, Protocol, speedup
 from suite.pipeline.context import Context
 from suite.pipeline.latency_cache import cpu_model
@@ -39,10 +39,10 @@ def run(ctx: Context, models: dict[str, Trained]) -> StageResult:
         for label, trained in tqdm(models.items(), desc="evaluate", disable=not ctx.cfg.runtime.bars(), leave=False):
             loaded[label] = trained.load()
             results[label] = {"model": trained.model, **describe(loaded[label], test.images, test.labels, ctx.cfg.evaluate.batch_size)}
-        example = test.floats(slice(0, 1))
-        onnx_models = {k: fold_batchnorm(m) for k, m in loaded.items()} if lcfg.fold_batchnorm else loaded
-        for prefix, latency in (("", time_models(loaded, example, lcfg)),
-                                (ONNXRUNTIME, onnxruntime_latency(onnx_models, example, lcfg.threads, Protocol.of(lcfg)))):
+        example, protocol = test.floats(slice(0, 1)), Protocol.of(lcfg)
+        timed = {k: fold_batchnorm(m) for k, m in loaded.items()} if lcfg.fold_batchnorm else loaded  # once, for both runtimes
+        for prefix, latency in (("", batch1_latency(timed, example, lcfg.threads, protocol)),
+                                (ONNXRUNTIME, onnxruntime_latency(timed, example, lcfg.threads, protocol))):
             for label, stats in latency.items():
                 results[label].update({prefix + k: v for k, v in stats.items()})
                 if "baseline" in latency:  # paired windows: each model's right after the baseline's
