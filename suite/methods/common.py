@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from suite.compression.quantize import quantize_int8, quiet_jit, scripted_bytes
+from suite.compression.quantize import onnx_int8, quantize_int8, quiet_jit, scripted_bytes
 from suite.compression.structured import prune_channels
 from suite.data import fit_and_val
 from suite.distributed.training import TrainJob, fit
@@ -21,7 +21,7 @@ from suite.models import geometry
 from suite.models.resized import resized_spec
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.stages.common import Trained, write_spec
+from suite.stages.common import INT8_ONNX, Trained, write_spec
 
 
 @dataclass
@@ -85,10 +85,13 @@ def calibration(job: MethodJob, fit_images: torch.Tensor) -> torch.Tensor:
 
 
 def save_int8(float_model: nn.Module, calibration_images: torch.Tensor, work: Path) -> int:
-    """Quantize to int8, save ``model.ts`` and its spec; return its size in bytes."""
+    """Quantize to int8 once per runtime from the same calibration images: PyTorch's
+    (``model.ts``) and onnxruntime's (``INT8_ONNX``, what an onnxruntime board runs); save the
+    spec; return the PyTorch model's size in bytes."""
     scripted = quantize_int8(float_model, calibration_images)
     with quiet_jit():
         torch.jit.save(scripted, str(work / "model.ts"))
+    (work / INT8_ONNX).write_bytes(onnx_int8(float_model, calibration_images))
     size = scripted_bytes(scripted)
     write_spec(work, None, {}, size, count_parameters(float_model))  # int8 keeps the count, at 1 byte each
     return size

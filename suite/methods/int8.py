@@ -1,5 +1,6 @@
 """``kind: int8``: ``of`` quantized to int8 after training (no fine-tuning), activation ranges
-calibrated on the first ``compare.calibration_images`` training images."""
+calibrated on the first ``compare.calibration_images`` training images, by PyTorch's and by
+onnxruntime's quantization tooling (one model per runtime; ``methods.common.save_int8``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class Int8(MethodParams):
     trains: ClassVar[bool] = False
 
     def key(self, cfg) -> dict:
-        return {**super().key(cfg), "calibration_images": cfg.compare.calibration_images}
+        # onnxruntime: the stage makes onnxruntime's own int8 too (stages made before it lack the file)
+        return {**super().key(cfg), "calibration_images": cfg.compare.calibration_images, "onnxruntime": "qdq-minmax"}
 
     def run(self, job: MethodJob) -> dict:
         images = calibration(job, job.split()[0])

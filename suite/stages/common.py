@@ -25,6 +25,9 @@ def load_model(name: str, kwargs: dict, weights: Path) -> nn.Module:
     return model.to(device()).eval()
 
 
+INT8_ONNX = "model.int8.onnx"  # an int8 stage's onnxruntime model, beside PyTorch's model.ts
+
+
 @dataclass
 class Trained:
     """A trained model of the comparison: how to load it and what it weighs."""
@@ -35,6 +38,16 @@ class Trained:
     kwargs: dict
     size_bytes: int | None = None  # None: the dense state dict's size
     parameters: dict | None = None  # None: counted on the loaded model (int8 TorchScript hides them)
+
+    @property
+    def precision(self) -> str:
+        """``int8`` (a quantized model, no registry name) or ``fp32``."""
+        return "int8" if self.model is None else "fp32"
+
+    def int8_onnx(self) -> Path | None:
+        """onnxruntime's int8 of the same float model (``INT8_ONNX`` beside ``model.ts``), if made."""
+        path = self.stage.file(INT8_ONNX)
+        return path if self.model is None and path.is_file() else None
 
     def load(self) -> nn.Module:
         if self.model is None:
