@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from suite import tracking_store
 from suite.config import RuntimeConfig
 from suite.distributed import relay
 from suite.pipeline.tracking import Tolerant, Tracker
@@ -40,9 +41,9 @@ def test_a_stage_record_goes_on_through_an_outage(tmp_path, monkeypatch):
     back()
     tolerant.log_metrics(child, {"x": 2.0})  # known down: not asked again for RETRY_DOWN_S (each try costs seconds)
     assert len(lines) == 1 and "x" not in tracker.client.get_run(child).data.metrics
-    from suite.pipeline import tracking
+    from suite import tracking_store
 
-    monkeypatch.setattr(tracking, "RETRY_DOWN_S", 0.0)  # the window over: the next call asks again
+    monkeypatch.setattr(tracking_store, "RETRY_DOWN_S", 0.0)  # the window over: the next call asks again
     tolerant.log_metrics(child, {"x": 3.0})
     assert lines[-1].endswith("answers again") and tracker.client.get_run(child).data.metrics["x"] == 3.0
     tracker.end(parent)
@@ -53,7 +54,7 @@ def test_epochs_missed_while_down_are_logged_when_the_store_is_back(tmp_path, mo
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(RuntimeConfig(tracking_uri=uri))
     run = tracker.start_parent("training", {}, {})
-    monkeypatch.setattr(relay, "RETRY_DOWN_S", 0.0)  # try at every epoch (30 s between tries by default)
+    monkeypatch.setattr(tracking_store, "RETRY_DOWN_S", 0.0)  # try at every epoch (30 s between tries by default)
     logger = relay.EpochLogger(uri, run)
     logger({"epoch": 1, "train_loss": 1.0})
     back = _outage(tmp_path / "mlflow.db")

@@ -4,13 +4,12 @@ take in place of a config), without starting the MLflow UI."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from suite.commands.common import positive_int
 from suite.config import ConfigError, RuntimeConfig
-from suite.pipeline.tracking import resolve_tracking_uri
+from suite import tracking_store
 
 ORDER = 62
 HELP = "list recent `caenet run` pipelines from MLflow: accuracy, speed-up, status and run ids"
@@ -66,17 +65,14 @@ def main(args) -> int:
 def store_uri(tracking_uri: str | None) -> str:
     """The store's URI as ``caenet run`` resolves it, with nothing made on disk (resolving the
     default creates ./mlruns, which a listing should not)."""
-    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return resolve_tracking_uri(RuntimeConfig(tracking_uri=tracking_uri))[0]
-    return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"  # resolve_tracking_uri's default
+    return tracking_store.resolve_uri(tracking_uri, create=False)[0]
 
 
 def pipeline_runs(uri: str, experiment: str, limit: int) -> tuple[list, str | None]:
     """(the newest ``limit`` parent runs tagged kind=run, newest first; the experiment's id)."""
     from mlflow.exceptions import MlflowException  # deferred: mlflow takes ~1 s to import
-    from mlflow.tracking import MlflowClient  # deferred: as above
 
-    client = MlflowClient(uri)
+    client = tracking_store.client(uri)
     try:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:

@@ -21,6 +21,7 @@ import ray
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from suite import tracking_store
 from suite.distributed.progress import display
 from suite.distributed.ray_runtime import on_close, session_key
 from suite.training.reports import PROGRESS
@@ -28,10 +29,8 @@ from suite.training.reports import PROGRESS
 _SKIP = ("epoch", "started_at_epoch")
 
 
-_clients: dict[str, object] = {}
 _pending: dict[tuple[str, str], list] = {}  # (uri, run) -> metrics not logged yet: the store did not answer
-_down_since: dict[str, float] = {}  # uri -> when it stopped answering
-RETRY_DOWN_S = 30.0  # a store that did not answer is tried again this long after, not at every epoch
+_breaker = tracking_store.Breaker()  # a store that did not answer is tried again later, not at every epoch
 
 
 def log_epoch(uri: str, run_id: str, metrics: dict) -> int:
@@ -47,30 +46,24 @@ def log_epoch(uri: str, run_id: str, metrics: dict) -> int:
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if k not in _SKIP and not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool)]
     _pending.setdefault((uri, run_id), []).extend(items)
-    if time.monotonic() - _down_since.get(uri, -RETRY_DOWN_S) >= RETRY_DOWN_S:
+    if not _breaker.closed(uri):
         flush(uri, run_id)
     return step
 
 
 def flush(uri: str, run_id: str) -> bool:
     """Send what ``log_epoch`` kept for ``run_id``; whether nothing is left."""
-    from mlflow.tracking import MlflowClient  # deferred: mlflow takes ~1 s to import
-
     items = _pending.get((uri, run_id), [])
     try:
-        if items:
-            if uri not in _clients:
-                _clients[uri] = MlflowClient(uri)
-            for i in range(0, len(items), 1000):  # MLflow's batch limit
-                _clients[uri].log_batch(run_id, metrics=items[i : i + 1000])
+        for i in range(0, len(items), 1000):  # MLflow's batch limit
+            tracking_store.client(uri).log_batch(run_id, metrics=items[i : i + 1000])
     except Exception as exc:
-        if uri not in _down_since:
+        if _breaker.failed(uri):
             print(f"[mlflow] could not log the epochs of run {run_id} ({str(exc).splitlines()[0][:160]}); "
                   f"the training goes on, they are kept and sent when {uri} answers")
-        _down_since[uri] = time.monotonic()
         return False
     _pending.pop((uri, run_id), None)
-    if _down_since.pop(uri, None) is not None:
+    if _breaker.answered(uri):
         print(f"[mlflow] {uri} answers again: the kept epochs of run {run_id} are logged")
     return True
 

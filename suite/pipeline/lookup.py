@@ -8,16 +8,14 @@ from pathlib import Path
 
 import yaml
 
-from suite.config import ConfigError, RuntimeConfig
-from suite.pipeline.tracking import resolve_tracking_uri
+from suite import tracking_store
+from suite.config import ConfigError
 
 
 def run_config_tree(run_id: str) -> dict:
     """The config tree MLflow run ``run_id`` (a pipeline run in the configured store) recorded."""
-    from mlflow.tracking import MlflowClient  # deferred: mlflow takes ~1.5 s to import; only run ids need it
-
-    uri, _ = resolve_tracking_uri(RuntimeConfig())
-    client = MlflowClient(uri)
+    uri, _ = tracking_store.resolve_uri(None)
+    client = tracking_store.client(uri)  # mlflow is imported here: only run ids need it
     try:
         with tempfile.TemporaryDirectory() as tmp:
             return yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml", tmp)).read_text())

@@ -20,7 +20,6 @@ import copy
 import functools
 import json
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -33,8 +32,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from suite import tracking_store
 from suite.config import RuntimeConfig
-from suite.distributed.relay import RETRY_DOWN_S
 from suite.errors import ON_STOP, ConfigError, last_line, uninterrupted
 from suite.locks import file_lock
 
@@ -43,17 +42,9 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(runtime: RuntimeConfig) -> tuple[str, str | None]:
-    """(tracking URI, artifact root for new experiments or None to let the server decide)."""
-    uri = runtime.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-        if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the working directory
-            return uri, (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
-        return uri, None
-    store = Path("mlruns").resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
+    """(tracking URI, artifact root for new experiments or None to let the server decide) of
+    ``runtime.tracking_uri`` (``suite.tracking_store.resolve_uri``)."""
+    return tracking_store.resolve_uri(runtime.tracking_uri)
 
 
 def _store_lock(uri: str):
@@ -68,9 +59,6 @@ class Tracker:
     """Thin wrapper over ``MlflowClient`` so that no global MLflow state leaks between runs."""
 
     def __init__(self, runtime: RuntimeConfig):
-        # deferred here and below: mlflow takes ~1 s to import, and Ray workers import this module
-        from mlflow.tracking import MlflowClient
-
         self.uri, artifact_root = resolve_tracking_uri(runtime)
         # Created once here, before any worker logs (parallel first touches race on SQLite),
         # and under a file lock: two runs that start together would both create the SQLite
@@ -79,7 +67,7 @@ class Tracker:
 
         with _store_lock(self.uri), uninterrupted():  # a store half-created by Ctrl-C is broken for good
             try:
-                self.client = MlflowClient(self.uri)
+                self.client = tracking_store.client(self.uri)
                 exp = self.client.get_experiment_by_name(runtime.experiment)
             except MlflowException as exc:
                 if "MLFLOW_ALLOW_FILE_STORE" not in str(exc):
@@ -364,7 +352,7 @@ class Tolerant:
 
     def __init__(self, tracker: Tracker, log: Callable[[str], None] = print):
         self._tracker, self._log = tracker, log
-        self._down_since: float | None = None  # when a call last found the store down
+        self._breaker = tracking_store.Breaker()
 
     def __getattr__(self, name: str):
         attr = getattr(self._tracker, name)
@@ -372,19 +360,18 @@ class Tolerant:
             return attr
 
         def call(*args, **kwargs):
-            if self._down_since is not None and time.monotonic() - self._down_since < RETRY_DOWN_S:
+            uri = self._tracker.uri
+            if self._breaker.closed(uri):
                 return None  # known to be down: not asked again for a while (each try costs seconds of retries)
             try:
                 out = attr(*args, **kwargs)
             except _store_errors() as exc:
-                if self._down_since is None:
-                    self._log(f"[mlflow] WARNING: {self._tracker.uri} did not answer ({last_line(exc)[:160]}); the run goes "
+                if self._breaker.failed(uri):
+                    self._log(f"[mlflow] WARNING: {uri} did not answer ({last_line(exc)[:160]}); the run goes "
                               "on and its stages are cached, but their MLflow record is incomplete")
-                self._down_since = time.monotonic()
                 return None
-            if self._down_since is not None:
-                self._log(f"[mlflow] {self._tracker.uri} answers again")
-                self._down_since = None
+            if self._breaker.answered(uri):
+                self._log(f"[mlflow] {uri} answers again")
             return out
 
         return call
