@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from suite.report.intervals import gap_text, headline_line, interval_text
+from suite.report.intervals import gap_text, headline_line, interval_text, pair_line
 from suite.study.report import markdown as study_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,57 +135,123 @@ def render_scaling(folder: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def _latency(cell: dict | None, first: bool) -> tuple[str, str]:
-    """(p50 [95%], speed-up [95%]) of one board's cell."""
+def _latency(cell: dict | None, first: bool, method: str = "") -> tuple[str, str]:
+    """(p50 [95%], speed-up [95%]) of one board's cell (a reference row's speed-up: 1x)."""
     if not cell:
         return NA, NA
     p50 = interval_text(cell["latency_p50_ms"], cell.get("latency_p50_ms_lo"), cell.get("latency_p50_ms_hi"))
-    if first:
+    if first or cell.get("reference") == method:
         return p50, "1x"
     if cell.get("speedup") is None:
         return p50, NA
     return p50, interval_text(cell["speedup"], cell.get("speedup_lo"), cell.get("speedup_hi"), "x")
 
 
+def sizes_line(report: dict) -> str:
+    """What a table's numbers stand on: the images of each split, beside the real dataset's."""
+    full = FULL_SIZES.get(report.get("dataset"))
+    seeds = f"{len(report['seeds'])} seeds ({', '.join(map(str, report['seeds']))})"
+    if "train_images" in report:
+        line = (f"{seeds}; training / validation / test images: {report['train_images']:,} / {report['val_images']:,} / "
+                f"{report['test_images']:,}")
+        if full:
+            n = report["train_images"] + report["val_images"]
+            line += (f" (the real {full[0]}: {full[1]:,} / {full[2]:,}; these are {n:,} of its training images, "
+                     f"{100 * n / full[1]:.0f}%, {100 * report['val_images'] / n:.0f}% of them held out for validation)")
+    else:  # a report from before the split sizes were recorded
+        line = f"{seeds} on {report['test_images']:,} test images"
+    return line + f"; batch-1 p50 on {report['threads']} thread(s) of an x86 CPU (`{report['host']}`), not a board."
+
+
+def paper_line(config: str, folder: Path = RESULTS) -> str:
+    """The paper's own figures for a table (``paper.json``, hand-copied with its source)."""
+    if not (folder / "paper.json").exists():
+        return ""
+    paper = json.loads((folder / "paper.json").read_text())
+    p = paper.get(config)
+    if not p:
+        return ""
+    speed = ", ".join(f"{v:g}x on a {k}" for k, v in p["speedup"].items())
+    return (f"The paper (full dataset, boards): {p['baseline']} {100 * p['baseline_acc']:.2f}% ({p['baseline_size_mb']:g} MB), "
+            f"CAE-Net {100 * p['caenet_acc']:.2f}% ({p['caenet_size_mb']:g} MB), {speed}; {paper['source'].split(':')[0]}.")
+
+
 def render_compare(config: str, folder: Path = RESULTS) -> str:
     """Table I or II: ``compare_<config>.json``, the report of ``caenet compare configs/<config>.yaml
     --seeds 0 1 2 --publish docs/results``: accuracy mean ± std over the seeds, the paired gap to
     the baseline with its 95% interval and verdict, size, and each board's batch-1 p50 and
-    speed-up with their 95% intervals (``this-cpu``: PyTorch here); the headlines under it."""
+    speed-up with their 95% intervals (``this-cpu``: PyTorch here), each speed-up against the
+    baseline at the row's precision; under it the sizes, the like-for-like pairs, the fastest
+    model at parity per board and the paper's figures."""
+    if not (folder / f"compare_{config}.json").exists():
+        return (f"Not published: `compare_{config}.json` is withdrawn until `caenet compare configs/{config}.yaml --seeds 0 1 2 "
+                "--boards BOARDS.yaml --publish docs/results` runs again (CHANGELOG.md, 2026-12-08, says why).")
     report = json.loads((folder / f"compare_{config}.json").read_text())
     boards = report.get("boards") or ["this-cpu"]
-    head = "| Method | Accuracy (mean ± std) | vs baseline, pts [95%] | Params (non-zero) | Size |"
+    head = "| Method | Precision | Accuracy (mean ± std) | vs baseline, pts [95%] | Params (non-zero) | Size |"
     for b in boards:
         head += f" {b} p50 ms [95%] | {b} speed-up [95%] |"
-    lines = [head, "|---" * (5 + 2 * len(boards)) + "|"]
+    lines = [head, "|---" * (6 + 2 * len(boards)) + "|"]
     for i, row in enumerate(report["rows"]):
         std = row.get("test_acc_std")
-        cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""),
+        cells = [row["method"] + (" (did not converge)" if "convergence" in row else ""), row.get("precision", NA),
                  f"{100 * row['test_acc']:.2f}{f' ± {100 * std:.2f}' if std is not None else ''}%",
                  "-" if i == 0 else gap_text(row), f"{_count(row['parameters'])} ({_count(row['nonzero_parameters'])})",
                  _bytes(row["size_bytes"])]
         for b in boards:
-            cells += _latency(row["boards"].get(b), i == 0)
+            cells += _latency(row["boards"].get(b), i == 0, row["method"])
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"{len(report['seeds'])} seeds ({', '.join(map(str, report['seeds']))}) on {report['test_images']:,} test images; "
-              f"batch-1 p50 on {report['threads']} thread(s) of `{report['host']}`."]
+    if report.get("size_and_latency"):
+        lines += ["", "Size and latency only: built from the registry and not trained here (2 CPU cores cannot train "
+                  "them to a result worth an accuracy column; dense latency does not depend on the weights' values)", "",
+                  "| Network | Params (non-zero) | Size |" + "".join(f" {b} p50 ms [95%] | {b} speed-up [95%] |" for b in boards),
+                  "|---" * (3 + 2 * len(boards)) + "|"]
+        for row in report["size_and_latency"]:
+            cells = [row["method"], f"{_count(row['parameters'])} ({_count(row['nonzero_parameters'])})", _bytes(row["size_bytes"])]
+            for b in boards:
+                cells += _latency(row["boards"].get(b), False)
+            lines.append("| " + " | ".join(cells) + " |")
+    references = sorted({c["reference"] for r in report["rows"] for c in r["boards"].values() if c.get("reference")})
+    lines += ["", sizes_line(report),
+              "Each speed-up is against the baseline at the row's precision, on the same runtime, from alternating "
+              f"windows ({' and '.join(f'`{r}`' for r in references) or 'the baseline'}); `this-cpu` is eager PyTorch "
+              "(int8: TorchScript), `onnxruntime` the exported ONNX (int8: onnxruntime's own static quantization).",
+              "", "CAE-Net against the baseline, like for like:"]
+    lines += [f"- {pair_line(p)}" for p in report.get("pairs") or []] or ["- n/a (no CAE-Net row)"]
+    lines += ["", "The fastest model whose accuracy interval reaches the baseline's, per board:"]
     for b in boards:
         h = (report.get("headlines") or {}).get(b, report.get("headline") if b == boards[0] else None)
         lines.append(f"- {b}: " + headline_line(h, report["rows"][0]["method"], b))
-    lines += [f"- {note}" for note in report.get("notes") or []]
+    lines += ["", paper_line(config, folder)] if paper_line(config, folder) else []
+    lines += [""] + [f"- {note}" for note in report.get("notes") or []] if report.get("notes") else []
     return "\n".join(lines)
 
 
 def render_headlines(folder: Path = RESULTS) -> str:
-    """The README's headline: per dataset, the headline row of its ``caenet compare --seeds``."""
+    """The README's headline: per dataset, the shipped CAE-Net against the baseline on each
+    runtime at each precision and on its fastest form here, what the numbers stand on, and the
+    paper's figures."""
     lines = []
     for config, title in COMPARES:
-        if (folder / f"compare_{config}.json").exists():
-            report = json.loads((folder / f"compare_{config}.json").read_text())
-            lines.append(f"- {title}, on this machine: " + headline_line(report["headline"], report["rows"][0]["method"], "this-cpu"))
-    return "\n".join(lines)
+        if not (folder / f"compare_{config}.json").exists():
+            lines += [f"**{title}**: withdrawn until it is re-run like for like against a converged baseline "
+                      "([CHANGELOG.md](CHANGELOG.md), 2026-12-08).", ""]
+            continue
+        report = json.loads((folder / f"compare_{config}.json").read_text())
+        base = report["rows"][0]
+        short = [r["method"] for r in report["rows"] if "convergence" in r]
+        lines.append(f"**{title}** (`configs/{config}.yaml`; {sizes_line(report)})")
+        lines += [f"- {pair_line(p)}" for p in report.get("pairs") or []]
+        lines.append(f"- Baseline {base['method']}: " + ("**did not converge**" if "convergence" in base else
+                                                         "converged (validation accuracy stopped rising) at every seed")
+                     + (f"; rows still short of convergence, marked in the table: {', '.join(short)}" if short else "") + ".")
+        if paper_line(config, folder):
+            lines.append(f"- {paper_line(config, folder)}")
+        lines.append("")
+    return "\n".join(lines).strip("\n")
 
 
+FULL_SIZES = {"cifar10": ("CIFAR-10", 50000, 10000), "mnist": ("MNIST", 60000, 10000)}
 COMPARES = (("cifar10_alexnet", "CIFAR-10 subset (Table I)"), ("mnist_lenet", "MNIST (Table II)"))
 STUDIES = ("mnist", "cifar10", "cifar10-defaults")  # docs/results/study_<name>.json -> docs/ablation.md
 SWEEPS = ("cifar10-clusters-pruning",)  # docs/results/sweep_<name>.json -> docs/results.md

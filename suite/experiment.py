@@ -29,6 +29,7 @@ def check(cfg: ExperimentConfig, source: str = "config") -> ExperimentConfig:
     known = set(list_models())
     named = [("baseline.model", cfg.baseline.model), ("autoencoder.model", cfg.autoencoder.model)]
     named += [(f"compare.methods[{m.name!r}].model", m.model) for m in cfg.compare.methods if getattr(m, "model", None)]
+    named += [(f"compare.size_and_latency[{m.name!r}].model", m.model) for m in cfg.compare.size_and_latency]
     for key, name in named:
         if name not in known:
             raise ConfigError(f"{source}: {key}: unknown model {name!r}; registered: {', '.join(sorted(known))}")

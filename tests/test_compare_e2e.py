@@ -10,6 +10,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from suite.report import intervals
 from tests.test_cli_e2e import REPO, caenet
 from tests.test_edge import _benchmarks, _loopback
 
@@ -25,7 +26,9 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
         if m["kind"] == "pipeline":
             m["config"] = str(REPO / "configs" / m["config"])
     config = tmp_path / "mnist_lenet.yaml"
-    config.write_text(yaml.safe_dump({"extends": str(REPO / "configs" / "mnist_lenet.yaml"), "compare": {"methods": methods}}))
+    untrained = {"name": "LeNet-pruned (0.5), untrained", "model": "lenet", "prune": 0.5}  # a size-and-latency row
+    config.write_text(yaml.safe_dump({"extends": str(REPO / "configs" / "mnist_lenet.yaml"),
+                                      "compare": {"methods": methods, "size_and_latency": [untrained]}}))
     config = str(config)
     cache = smoke_run["cwd"] / "artifacts"  # the session's smoke run: baseline, CAE and CAE-Net are found there
     out = caenet(["compare", config, "--smoke", "--set", "caenet.ablations=[]", "--set", "autoencoder.compare_unclustered=false",
@@ -96,6 +99,11 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
     assert (tmp_path / "cmp" / "figure1.png").stat().st_size > 10_000 and (tmp_path / "cmp" / "front.png").stat().st_size > 10_000
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "| LeNet-WC" in table and "(1.00x [1.00, 1.00])" in table and "vs baseline, pts [95%]" in table
+    # the size-and-latency row: sized and timed beside the baseline, never trained, not in Table II
+    sized = {r["method"]: r for r in report["size_and_latency"]}["LeNet-pruned (0.5), untrained"]
+    assert untrained["name"] not in rows and "LeNet-pruned" not in out.stdout.split("timing ")[0]
+    assert sized["parameters"] < 0.5 * base["parameters"] and sized["boards"]["this-cpu"]["reference"] == "baseline"
+    assert sized["boards"]["this-cpu"]["speedup_lo"] <= sized["boards"]["this-cpu"]["speedup"] <= sized["boards"]["this-cpu"]["speedup_hi"]
     head = report["headline"]  # the fastest row whose accuracy interval reaches the baseline's
     assert head is None or rows[head["method"]]["test_acc_hi"] >= rows["lenet (baseline)"]["test_acc_lo"]
     assert "Headline: " in table
@@ -140,7 +148,7 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
         table = (tmp_path / "cmp2" / "table.md").read_text()
         for label, row in rows.items():
             # N/A with its reason: BranchyNet (where an image exits depends on the image, never a
-            # traced guess) and the int8 TorchScript rows, which this board's onnxruntime cannot take
+            # traced guess)
             if "pi" not in row["boards"]:
                 assert f"pi: {label} N/A: " in table, label
                 continue
@@ -153,9 +161,24 @@ def test_compare_trains_every_competitor_and_writes_table_i_ii(tmp_path, data_ro
         assert loop["tried"][-1]["latency_p50_ms"] == rows["CAE-Net-SLO-pi"]["boards"]["pi"]["latency_p50_ms"]
         # WP and WC share LeNet's architecture: one visit for both
         assert rows["LeNet-WC"]["boards"]["pi"]["latency_p50_ms"] == rows["LeNet-WP"]["boards"]["pi"]["latency_p50_ms"]
-        assert {"BranchyNet", "LeNet-int8", "CAE-Net-int8"} <= {label for label, row in rows.items() if "pi" not in row["boards"]}
+        assert {label for label, row in rows.items() if "pi" not in row["boards"]} == {"BranchyNet"}
+        assert report["size_and_latency"][0]["boards"]["pi"]["speedup"] > 0  # timed on the board too
         assert "pi p50 ms [95%]" in table and "pi: BranchyNet N/A: early exits" in table
-        assert "pi: LeNet-int8 N/A: LeNet-int8 -> onnx: " in table  # one line, the reason the exporter gave
+        # issue 42: int8 rows run on onnxruntime as onnxruntime's own int8, each timed beside the
+        # baseline's int8 (never the float baseline), on the board and here
+        for label in ("LeNet-int8", "CAE-Net-int8"):
+            assert rows[label]["precision"] == "int8" and rows[label]["boards"]["pi"]["reference"] == "LeNet-int8", label
+            assert rows[label]["boards"]["this-cpu"]["reference"] == "LeNet-int8", label
+        assert rows["CAE-Net"]["boards"]["pi"]["reference"] == "lenet (baseline)" and rows["CAE-Net"]["precision"] == "fp32"
+        assert rows["CAE-Net-int8"]["quantizes"] == "CAE-Net" and rows["LeNet-int8"]["quantizes"] == "lenet (baseline)"
+        assert (Path(rows["LeNet-int8"]["stage_dir"]) / "model.int8.onnx").stat().st_size > 0
+        pairs = {(p["precision"], p["board"]): p for p in report["pairs"] if p["precision"] != "fastest form here"}
+        assert sorted(pairs) == [("fp32", "pi"), ("fp32", "this-cpu"), ("int8", "pi"), ("int8", "this-cpu")]
+        assert sum(p["precision"] == "fastest form here" for p in report["pairs"]) == 1
+        assert pairs[("int8", "pi")]["method"] == "CAE-Net-int8" and pairs[("int8", "pi")]["reference"] == "LeNet-int8"
+        assert pairs[("int8", "pi")]["speedup"] == rows["CAE-Net-int8"]["boards"]["pi"]["speedup"]
+        assert intervals.mixed_pairs(report) == []
+        assert "int8 on onnxruntime: **CAE-Net-int8** against **LeNet-int8**: **" in table
         assert "SLO loop for caenet: budget 0.001 ms batch-1 p50 on board pi" in again.stdout
         # measured there: every visit logged ran the board's Python (two for the loop, then one
         # per architecture the cache lacked)

@@ -67,6 +67,8 @@ def test_cache_keys_of_existing_rows_are_unchanged():
             assert key["latency"] == json.loads(json.dumps(cfg.evaluate.latency.model_dump()))
             assert set(expected[name]["latency"]) == {"threads", "warmup", "runs", "rounds", "fold_batchnorm"}
             key = {**key, "latency": expected[name]["latency"]}
+        if key["method"]["kind"] == "int8":  # deliberately changed once: onnxruntime's int8 beside PyTorch's (issue 42)
+            assert key.pop("onnxruntime") == "qdq-minmax", name
         assert key == expected[name], name
 
 

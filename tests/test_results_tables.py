@@ -94,9 +94,9 @@ def test_a_compare_table_carries_each_rows_intervals(tmp_path):
     """Table I/II rows: mean ± std, the paired gap with its interval and verdict, the p50 and
     speed-up intervals, the headline sentence (a report of two rows whose numbers are known)."""
     cell = {"latency_p50_ms": 6.0, "latency_p50_ms_lo": 5.9, "latency_p50_ms_hi": 6.1}
-    rows = [{"method": "alexnet (baseline)", "test_acc": 0.5851, "test_acc_std": 0.008, "parameters": 9_350_000,
+    rows = [{"method": "alexnet (baseline)", "precision": "fp32", "test_acc": 0.5851, "test_acc_std": 0.008, "parameters": 9_350_000,
              "nonzero_parameters": 9_350_000, "size_bytes": 37_400_000, "boards": {"this-cpu": cell}},
-            {"method": "CAE-Net-int8", "test_acc": 0.5802, "test_acc_std": 0.011, "gap": -0.0049, "gap_lo": -0.021,
+            {"method": "CAE-Net-int8", "precision": "int8", "test_acc": 0.5802, "test_acc_std": 0.011, "gap": -0.0049, "gap_lo": -0.021,
              "gap_hi": 0.0112, "verdict": "no difference at these seeds", "parameters": 1_240_000, "nonzero_parameters": 1_240_000,
              "size_bytes": 1_270_000, "boards": {"this-cpu": {"latency_p50_ms": 0.2, "latency_p50_ms_lo": 0.19,
                                                                "latency_p50_ms_hi": 0.21, "speedup": 30.1, "speedup_lo": 28.2,
@@ -107,7 +107,7 @@ def test_a_compare_table_carries_each_rows_intervals(tmp_path):
                                                          "threads": 1, "host": "h", "notes": ["a note"],
                                                          "boards": ["this-cpu"]}))
     table = tables.render_compare("x", tmp_path)
-    assert "| CAE-Net-int8 | 58.02 ± 1.10% | -0.49 [-2.10, +1.12] no difference at these seeds | 1.24M (1.24M) | 1.27 MB | " \
+    assert "| CAE-Net-int8 | int8 | 58.02 ± 1.10% | -0.49 [-2.10, +1.12] no difference at these seeds | 1.24M (1.24M) | 1.27 MB | " \
            "0.2 [0.19, 0.21] | 30.1x [28.2, 32] |" in table
-    assert "| alexnet (baseline) | 58.51 ± 0.80% | - | 9.35M (9.35M) | 37.4 MB | 6 [5.9, 6.1] | 1x |" in table
+    assert "| alexnet (baseline) | fp32 | 58.51 ± 0.80% | - | 9.35M (9.35M) | 37.4 MB | 6 [5.9, 6.1] | 1x |" in table
     assert "**30.1x [28.2, 32]** faster on this-cpu" in table and "-0.49 points [-2.10, +1.12]: no difference" in table and "- a note" in table and "3 seeds (0, 1, 2) on 1,017 test images" in table

@@ -31,13 +31,15 @@ import torch
 
 from suite.commands.common import add_publish, add_set, add_smoke, config_of, publish
 from suite.config import ConfigError, ExperimentConfig
-from suite.data import load_split
+from suite.data import fit_and_val, load_split
 from suite.distributed.ray_runtime import ensure_ray
 from suite.edge.bench import BoardError
 from suite.edge.boards import Inventory, load_inventory
 from suite.edge.pool import BoardPool, BoardTiming, Exports, time_on_board
 from suite.methods import stage as competitors
+from suite.compression.structured import prune_channels
 from suite.metrics import P50, P90, accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.models import create_model, geometry
 from suite.models.branchy import BranchyNet
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.latency_cache import FOLDER as LATENCY_FOLDER
@@ -118,13 +120,43 @@ def train_all(ctx: Context, tracker) -> dict[str, Trained]:
     return rows
 
 
-def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test, log=print) -> tuple[dict, list[dict], list[str]]:
+def int8_forms(cfg: ExperimentConfig) -> dict[str, str]:
+    """Float row -> its ``kind: int8`` row (``baseline`` -> e.g. AlexNet-int8): the pairs a
+    like-for-like speed-up and the README's headline are made of."""
+    return {m.of: m.name for m in cfg.compare.methods if m.kind == "int8"}
+
+
+def reference_of(trained: Trained, int8_reference: str | None) -> str | None:
+    """The row a model's speed-up is against: the baseline at the same precision (an int8 model
+    against the baseline's int8, never against the float baseline); None when there is none."""
+    return "baseline" if trained.precision == "fp32" else int8_reference
+
+
+def size_and_latency_models(cfg: ExperimentConfig, test) -> dict[str, tuple[torch.nn.Module, list]]:
+    """``compare.size_and_latency``: label -> (the network built from the registry, channel-pruned
+    where the entry asks, with random weights: dense latency does not depend on their values;
+    its identity for the measurement cache)."""
+    out = {}
+    for entry in cfg.compare.size_and_latency:
+        torch.manual_seed(0)
+        model = create_model(entry.model, **{**geometry(test.info), **entry.model_kwargs}).eval()
+        if entry.prune:  # which channels go depends on the weights, how many (the latency) does not
+            prune_channels(model, entry.prune, test.floats(slice(0, 1)))
+        out[entry.name] = (model, [entry.model, entry.model_kwargs, {"prune": entry.prune, "untrained": True}])
+    return out
+
+
+def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test, log=print,
+            untrained: dict[str, torch.nn.Module] | None = None) -> tuple[dict, list[dict], list[str]]:
     """(table rows, latency rows, notes) of every model at every seed, measured on this machine
     (``test``: the test split). Accuracy is measured per seed (``suite.report.intervals``: mean,
     interval, paired gap to the baseline); parameters and size are the first seed's. Latency:
     a dense model's does not depend on its weights' values, so each architecture is timed once,
     whatever the seeds; a row whose architecture differs between seeds (a pick by a search or
-    by the SLO loop) has each seed's timed and reports their envelope."""
+    by the SLO loop) has each seed's timed and reports their envelope. Each speed-up is against
+    the baseline at the row's precision (``reference_of``), from windows that alternated.
+    ``untrained``: the size-and-latency rows, timed in the same windows (their latency rows are
+    returned too; they have no table row)."""
     lat = cfg.evaluate.latency
     seeds = list(by_seed)
     table, accuracy_by, key_of, timed_as, loaded, varied, notes = {}, {}, {}, {}, {}, set(), []
@@ -134,7 +166,8 @@ def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test,
             accuracy_by.setdefault(label, {})[seed] = accuracy(model, test.images, test.labels, cfg.evaluate.batch_size)
             branchy = isinstance(model, BranchyNet)
             if label not in table:  # the first seed the row was trained at
-                row = {"model": trained.model or "int8-torchscript"}
+                row = {"model": trained.model or "int8-torchscript", "precision": trained.precision,
+                       "quantizes": next((src for src, q in int8_forms(cfg).items() if q == label), None)}
                 if branchy:  # exit shares over the test set, in batches
                     exits = torch.cat([_exits_of(model, test.images[i : i + 256]) for i in range(0, len(test.images), 256)])
                     row.update({f"exit_share_{i}": float((exits == i).float().mean()) for i in range(model.num_exits)})
@@ -160,21 +193,35 @@ def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test,
         if len(accuracy_by[label]) < len(seeds):
             notes.append(f"{label}: trained at seed {', '.join(map(str, accuracy_by[label]))} only (its `seeds` in "
                          "compare.methods); its interval is over those")
+    for label, model in (untrained or {}).items():
+        loaded[label] = (fold_batchnorm(model) if lat.fold_batchnorm else model).cpu().eval()
     log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), at least {lat.windows} alternating windows each")
     example = test.floats(slice(0, min(len(test.images), 200)))
     timings = batch1_latency(loaded, example, lat.threads, Protocol.of(lat), varied=varied)
-    latency_rows = []
+    latency_rows, int8_reference = [], int8_forms(cfg).get("baseline")
     for label in table:
         names = list(dict.fromkeys(timed_as[key_of[(label, s)]] for s in seeds if (label, s) in key_of))  # its seeds' models
+        reference = reference_of(by_seed[next(s for s in seeds if label in by_seed[s])][label], int8_reference)
+        base = timings[timed_as[key_of[(reference, seeds[0])]]] if reference else None
         if len(names) == 1:
             t = timings[names[0]]
+            t = {**t, **dict(zip(("speedup", "speedup_lo", "speedup_hi"),
+                                 speedup(base[WINDOW_P50], t[WINDOW_P50]) if base else (None, None, None)))}
         else:  # the seeds' models differ: their envelope, and the speed-up's spread over the seeds
-            t = _envelope([timings[n] for n in names], timings["baseline"])
+            t = _envelope([timings[n] for n in names], base)
             notes.append(f"{label}: its model differs between seeds; p50 and speed-up span the seeds' "
                          f"{', '.join(f'{timings[n][P50]:.3f}' for n in names)} ms")
-        latency_rows.append({"board": BOARD, "model": label, **t, "energy_mj": None,
+        if reference is None:
+            notes.append(f"{label}: int8, and no int8 baseline to compare it with (add {{kind: int8}} to compare.methods): "
+                         "no speed-up")
+        latency_rows.append({"board": BOARD, "model": label, **t, "reference": reference, "energy_mj": None,
                              "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"})
         table[label].update({k: v for k, v in t.items() if not k.startswith("speedup")})
+    for label in untrained or {}:
+        t = timings[label]
+        ratio = speedup(timings[timed_as[key_of[("baseline", seeds[0])]]][WINDOW_P50], t[WINDOW_P50])
+        latency_rows.append({"board": BOARD, "model": label, **t, **dict(zip(("speedup", "speedup_lo", "speedup_hi"), ratio)),
+                             "reference": "baseline", "energy_mj": None, "energy_note": None})
     return table, latency_rows, notes
 
 
@@ -184,25 +231,32 @@ def _architecture(trained: Trained) -> str:
     return json.dumps([trained.model, trained.kwargs] if trained.model else ["int8-torchscript", trained.label], sort_keys=True)
 
 
-def _envelope(stats: list[dict], baseline: dict) -> dict:
+def _envelope(stats: list[dict], baseline: dict | None) -> dict:
     """One row's latency when its seeds' models differ (``stats``: each distinct model's): the
-    median p50 and the geometric mean of the models' paired speed-ups, each with the envelope of
-    the models' own 95% intervals (the lowest low, the highest high), so the interval holds every
-    model the seeds picked."""
+    median p50 and the geometric mean of the models' paired speed-ups over ``baseline`` (None:
+    no speed-up), each with the envelope of the models' own 95% intervals (the lowest low, the
+    highest high), so the interval holds every model the seeds picked."""
+    p50 = {P50: float(np.median([s[P50] for s in stats])), P50 + LOW: min(s[P50 + LOW] for s in stats),
+           P50 + HIGH: max(s[P50 + HIGH] for s in stats), P90: float(np.median([s[P90] for s in stats]))}
+    if baseline is None:
+        return {**p50, "speedup": None, "speedup_lo": None, "speedup_hi": None}
     ratios = [speedup(baseline[WINDOW_P50], s[WINDOW_P50]) for s in stats]
     lows, highs = [r[1] for r in ratios if r[1] == r[1]], [r[2] for r in ratios if r[2] == r[2]]
-    return {P50: float(np.median([s[P50] for s in stats])), P50 + LOW: min(s[P50 + LOW] for s in stats),
-            P50 + HIGH: max(s[P50 + HIGH] for s in stats), P90: float(np.median([s[P90] for s in stats])),
-            "speedup": math.exp(float(np.mean(np.log([r[0] for r in ratios])))),
+    return {**p50, "speedup": math.exp(float(np.mean(np.log([r[0] for r in ratios])))),
             "speedup_lo": min(lows) if lows else None, "speedup_hi": max(highs) if highs else None}
 
 
-def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: LatencyCache,
-                        log=print) -> dict[str, BoardTiming]:
-    """Every row's model on every board of ``pool``, beside the baseline, unless the cache has its
-    architecture for that board. A registry model is identified by [name, kwargs] (dense latency
-    does not depend on the weights' values), an int8 TorchScript by its stage; BranchyNet is left
-    out (where an image exits depends on the image, and an exported trace runs one path)."""
+def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: LatencyCache, int8_reference: str | None,
+                        log=print, untrained: dict[str, tuple] | None = None) -> list[tuple[str, dict[str, BoardTiming]]]:
+    """Every row's model on every board of ``pool``, beside the baseline at its precision
+    (``reference_of``: float rows beside the baseline, int8 rows beside ``int8_reference``, one
+    pass each), unless the cache has its architecture for that board; returns (reference, board
+    -> timing) per pass. An int8 row runs on an onnxruntime board as onnxruntime's own int8 of
+    its float model (``Trained.int8_onnx``). A registry model is identified by [name, kwargs]
+    (dense latency does not depend on the weights' values), an int8 one by its stage;
+    BranchyNet is left out (where an image exits depends on the image, and an exported trace
+    runs one path). ``untrained``: the size-and-latency rows (``size_and_latency_models``), timed
+    beside the baseline with the float rows."""
     models, architectures, skipped = {}, {}, {}
     for label, trained in rows.items():
         model = trained.load()
@@ -210,19 +264,37 @@ def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: 
             skipped[label] = "early exits depend on the image; an exported trace runs one exit path"
             continue
         models[label] = model
-        if label != "baseline":
-            architectures[label] = ([trained.model, trained.kwargs] if trained.model else
-                                    ["int8-torchscript", trained.stage.path.name])
-    log(f"timing {len(models)} models on {len(pool.actors)} board(s): {', '.join(pool.actors)}, "
-        "unless the measurement cache has them for that board")
-    timings = pool.time_on_boards(models, architectures, test.floats(slice(0, pool.inventory.bench.images)), cache, log=log)
-    for t in timings.values():
-        t.not_exported.update(skipped)
-        if t.error:
-            log(f"[{t.board}] FAILED: {t.error} (its cells are N/A; the other boards go on)")
-        elif t.timed is not None and t.timed.cached:
-            log(f"[{t.board}] {len(t.timed.cached)} of {len(architectures)} model(s) from the measurement cache: not timed again")
-    return timings
+        architectures[label] = [trained.model, trained.kwargs] if trained.model else ["int8-torchscript", trained.stage.path.name]
+        if trained.int8_onnx():
+            pool.exports.ready[label] = trained.int8_onnx()
+    for label, (model, architecture) in (untrained or {}).items():
+        models[label], architectures[label] = model, architecture
+    images = test.floats(slice(0, pool.inventory.bench.images))
+    passes = []
+
+    def reference_for(label: str) -> str | None:
+        return reference_of(rows[label], int8_reference) if label in rows else "baseline"
+
+    for reference in dict.fromkeys(map(reference_for, models)):
+        labels = [label for label in models if reference_for(label) == reference]
+        if reference is None or reference not in models:
+            for t in passes[0][1].values() if passes else []:
+                t.not_exported.update({label: "int8, and no int8 baseline to time it beside" for label in labels})
+            continue
+        log(f"timing {len(labels)} models on {len(pool.actors)} board(s): {', '.join(pool.actors)}, beside {reference}, "
+            "unless the measurement cache has them for that board")
+        timings = pool.time_on_boards({label: models[label] for label in labels},
+                                      {label: architectures[label] for label in labels if label != reference}, images, cache,
+                                      baseline=reference, log=log,
+                                      beside=None if reference == "baseline" else architectures[reference])
+        for t in timings.values():
+            t.not_exported.update(skipped)
+            if t.error:
+                log(f"[{t.board}] FAILED: {t.error} (its cells are N/A; the other boards go on)")
+            elif t.timed is not None and t.timed.cached:
+                log(f"[{t.board}] {len(t.timed.cached)} of {len(labels) - 1} model(s) from the measurement cache: not timed again")
+        passes.append((reference, timings))
+    return passes
 
 
 def _board_timer(pool: BoardPool, name: str, cache: LatencyCache, log):
@@ -238,20 +310,23 @@ def _board_timer(pool: BoardPool, name: str, cache: LatencyCache, log):
     return timer
 
 
-def _board_rows(on_boards: dict[str, BoardTiming]) -> tuple[list[dict], dict[str, str]]:
-    """(latency rows of every board, in ``tables.build``'s form with the paired speed-up; board ->
-    why it failed)."""
-    rows = []
-    for t in on_boards.values():
-        if t.timed is None:
-            continue
-        for label, stats in t.timed.stats.items():
-            row = {**stats, "board": t.board, "model": label, "cached": label in t.timed.cached,
-                   "energy_mj": stats.get("energy_mj"), "energy_note": stats.get("energy_note")}
-            if label != "baseline":
-                row["speedup"], row["speedup_lo"], row["speedup_hi"] = t.timed.speedup(label)
-            rows.append(row)
-    return rows, {b: t.error for b, t in on_boards.items() if t.error}
+def _board_rows(passes: list[tuple[str, dict[str, BoardTiming]]]) -> tuple[list[dict], dict[str, str]]:
+    """(latency rows of every board, in ``tables.build``'s form with the paired speed-up over the
+    pass's reference; board -> why it failed)."""
+    rows, failed = [], {}
+    for reference, on_boards in passes:
+        for t in on_boards.values():
+            if t.error:
+                failed[t.board] = "; ".join(filter(None, [failed.get(t.board), t.error]))
+            if t.timed is None:
+                continue
+            for label, stats in t.timed.stats.items():
+                row = {**stats, "board": t.board, "model": label, "cached": label in t.timed.cached, "reference": reference,
+                       "energy_mj": stats.get("energy_mj"), "energy_note": stats.get("energy_note")}
+                if label != reference:
+                    row["speedup"], row["speedup_lo"], row["speedup_hi"] = t.timed.speedup(label)
+                rows.append(row)
+    return rows, failed
 
 
 @torch.no_grad()
@@ -288,6 +363,7 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
         folder.mkdir(parents=True, exist_ok=True)
         cache = LatencyCache(cache_root(cfg) / LATENCY_FOLDER)
         test = load_split(cfg.data, "test")  # read once: every seed, the boards and this machine use the same images
+        untrained = size_and_latency_models(cfg, test)
         by_seed = {}
         with session.ray(tune=any(m.uses_tune for m in cfg.compare.methods)):
             pool = None
@@ -302,29 +378,46 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
                         contexts[seed].board_timers = {name: _board_timer(pool, name, cache, log) for name in pool.actors}
                     by_seed[seed] = train_all(contexts[seed], trackers[seed])
                 # the boards time architectures, which the seeds share: the first seed's models
-                on_boards = time_rows_on_boards(pool, by_seed[seeds[0]], test, cache, log) if pool else {}
+                passes = (time_rows_on_boards(pool, by_seed[seeds[0]], test, cache, int8_forms(cfg).get("baseline"), log,
+                                              untrained) if pool else [])
             finally:
                 if pool:
                     pool.close()
-        table, latency_rows, notes = measure(cfg, by_seed, test, log)  # after Ray has stopped: its daemons skew timings
-        board_rows, failed_boards = _board_rows(on_boards)
+        # after Ray has stopped: its daemons skew timings
+        table, latency_rows, notes = measure(cfg, by_seed, test, log, {label: m for label, (m, _) in untrained.items()})
+        board_rows, failed_boards = _board_rows(passes)
+        on_boards = {b: t for _, timings in reversed(passes) for b, t in timings.items()}  # a board's system: any pass's
         report = tables.build(table, [{"rows": latency_rows + board_rows}], cfg.compare.slo_ms)
+        sized = {label: {"model": entry.model, "precision": "fp32", **count_parameters(untrained[label][0]),
+                         "size_bytes": serialized_bytes(untrained[label][0])}
+                 for label, entry in ((e.name, e) for e in cfg.compare.size_and_latency)}
+        report["size_and_latency"] = tables.build(sized, [{"rows": latency_rows + board_rows}], cfg.compare.slo_ms)["rows"]
+        fit_images, _, val_images, _ = fit_and_val(cfg.data)
         report.update({"host": platform.node(), "threads": cfg.evaluate.latency.threads, "seeds": seeds,
-                       "test_images": len(test.labels), "failed_boards": failed_boards, "config": cfg.name, "smoke": cfg.smoke,
-                       "dataset": cfg.data.dataset, "boards_system": {b: t.system for b, t in on_boards.items()}})
+                       "train_images": len(fit_images), "val_images": len(val_images), "test_images": len(test.labels),
+                       "failed_boards": failed_boards, "config": cfg.name, "smoke": cfg.smoke, "dataset": cfg.data.dataset,
+                       "runtimes": {BOARD: "pytorch", **({b.name: b.runtime for b in boards.boards} if boards else {})},
+                       "boards_system": {b: t.system for b, t in on_boards.items()}})
         report["notes"] = notes + [f"board {b} failed: {e} (its cells are N/A)" for b, e in failed_boards.items()]
-        report["notes"] += [f"{t.board}: {label} N/A: {why}" for t in on_boards.values() for label, why in t.not_exported.items()]
+        report["notes"] += [f"{t.board}: {label} N/A: {why}" for _, timings in passes for t in timings.values()
+                            for label, why in t.not_exported.items()]
         if on_boards and len(seeds) > 1:
             report["notes"].append(f"The boards timed seed {seeds[0]}'s models (latency depends on the architecture, not the seed).")
         baseline_name = f"{cfg.baseline.model} (baseline)"
+        names = {"baseline": baseline_name, "caenet": "CAE-Net"}
         for row in report["rows"]:
             row["stage_dir"] = str(by_seed[seeds[0]][row["method"]].stage.path)
-            row["method"] = {"baseline": baseline_name, "caenet": "CAE-Net"}.get(row["method"], row["method"])
+            row["method"] = names.get(row["method"], row["method"])
+            row["quantizes"] = names.get(row.get("quantizes"), row.get("quantizes"))
+            for cell in row["boards"].values():
+                cell["reference"] = names.get(cell.get("reference"), cell.get("reference"))
         report["headlines"] = {b: intervals.headline(report["rows"], b) for b in report["boards"]}
         report["headline"] = report["headlines"][BOARD]
+        report["pairs"] = intervals.like_for_like(report)
         title = f"{tables.TITLES.get(cfg.data.dataset, cfg.data.dataset)}: {cfg.name}, batch-1 latency on this machine"
         text = tables.markdown(report, title) + "\n\n" + "\n".join(
-            "Headline: " + intervals.headline_line(h, baseline_name, b) for b, h in report["headlines"].items())
+            [intervals.pair_line(p) for p in report["pairs"]]
+            + ["Fastest at parity: " + intervals.headline_line(h, baseline_name, b) for b, h in report["headlines"].items()])
         (folder / "table.md").write_text(text + "\n")
         tables.write_csv(report, folder / "table.csv")
         (folder / "report.json").write_text(json.dumps(report, indent=2))
@@ -348,6 +441,10 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
             tracker.set_tag(parent, "headline", intervals.headline_line(h, baseline_name)[:4000])
             tracker.log_metrics(parent, {f"headline.{k}": h[k] for k in ("speedup", "speedup_lo", "speedup_hi", "test_acc", "gap")
                                          if isinstance(h.get(k), float) and h[k] == h[k]})
+        for pair in report["pairs"]:
+            tracker.log_metrics(parent, {f"caenet_vs_baseline.{pair['precision']}.{pair['board']}.{k}": pair[k]
+                                         for k in ("speedup", "speedup_lo", "speedup_hi", "gap", "gap_lo", "gap_hi")
+                                         if isinstance(pair.get(k), float) and pair[k] == pair[k]})
         for t in on_boards.values():
             for key, value in t.tags().items():
                 tracker.set_tag(parent, key, value)

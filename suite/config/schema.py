@@ -211,6 +211,18 @@ class MethodEntry(_Strict):
         return self
 
 
+class SizeLatencyEntry(_Strict):
+    """A network shown for its size and batch-1 latency only (``compare.size_and_latency``): built
+    from the model registry and never trained here. Dense latency depends on the architecture,
+    not on the weights' values, so these rows need no training; the larger networks, which 2 CPU
+    cores cannot train to anything worth a row of Table I, are shown this way."""
+
+    name: str = Field(min_length=1)  # the row's label, e.g. "VGG16-pruned (0.4)"
+    model: str = Field(min_length=1)  # an architecture of the model registry
+    model_kwargs: dict = {}
+    prune: float | None = Field(default=None, gt=0, lt=1)  # remove this share of channels, as kind channel_prune does
+
+
 class CompareConfig(_Strict):
     # The rows besides the baseline and CAE-Net, in order; 'of' may name an earlier row.
     # Each entry is parsed as the class its 'kind' names (``suite.methods``) by ``suite.experiment``.
@@ -224,11 +236,13 @@ class CompareConfig(_Strict):
     # each and reported as mean ± std with a paired interval of its gap to the baseline; empty:
     # data.seed alone. `caenet compare --seeds 0 1 2` sets it.
     seeds: list[int] = []
+    # Networks timed and sized but not trained (SizeLatencyEntry): their own table under Table I / II.
+    size_and_latency: list[SizeLatencyEntry] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CompareConfig":
         seen = {"baseline", "caenet"}
-        for m in self.methods:
+        for m in [*self.methods, *self.size_and_latency]:
             if m.name in seen:
                 raise ValueError(f"method name {m.name!r} is used twice (or is reserved)")
             seen.add(m.name)

@@ -10,6 +10,7 @@ PyTorch outputs is recorded, and an export that differs by more than ``atol`` is
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -100,6 +101,31 @@ def export_model(label: str, model: nn.Module, images: torch.Tensor, fmt: str, f
                         "input_shape": [1, *inputs.shape[1:]], "max_abs_diff": diff, "bytes": path.stat().st_size,
                         "checked_on": len(inputs)})
     return entries
+
+
+MIN_AGREEMENT = 0.9  # top-1 agreement of two runtimes' int8 of one float model, at least
+
+
+def ready_onnx(label: str, path: Path, reference: nn.Module, images: torch.Tensor, folder: Path) -> dict:
+    """A model that is already ONNX (onnxruntime's own int8 of a float model,
+    ``compression.quantize.onnx_int8``) as a manifest entry in ``folder``, run on ``images``.
+    Two quantizers do not give the same outputs, so the check is its top-1 agreement with
+    ``reference`` (PyTorch's int8 of the same float model): under ``MIN_AGREEMENT`` is an error."""
+    x = images.float().cpu()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{label}.onnx"
+    shutil.copyfile(path, target)
+    got = run_exported(target, "onnx", x.numpy())
+    with torch.no_grad():
+        want = reference(x).numpy()
+    agreement = float((got.argmax(1) == want.argmax(1)).mean())
+    if agreement < MIN_AGREEMENT:
+        raise ExportError(f"{label} -> onnx: onnxruntime's int8 agrees with PyTorch's on {100 * agreement:.0f}% of "
+                          f"{len(x)} images (< {100 * MIN_AGREEMENT:.0f}%)")
+    np.save(folder / f"{label}.inputs.npy", x.numpy().astype(np.float32))
+    return {"name": label, "format": "onnx", "file": target.name, "inputs": f"{label}.inputs.npy", "input_shape": [1, *x.shape[1:]],
+            "max_abs_diff": float(np.abs(got - want).max()), "top1_agreement": agreement, "bytes": target.stat().st_size,
+            "checked_on": len(x)}
 
 
 def write_manifest(folder: Path, entries: list[dict], extra: dict) -> Path:

@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from suite.edge.bench import RUNTIME_FORMAT, BoardError, bench_board, board_system
 from suite.edge.boards import BenchConfig, BoardConfig, Inventory
-from suite.edge.export import ExportError, export_model
+from suite.edge.export import ExportError, export_model, ready_onnx
 from suite.pipeline.latency_cache import LatencyCache, Timed, time_cached
 from suite.timing import Protocol
 
@@ -92,11 +92,14 @@ class BoardTiming:
 
 
 class Exports:
-    """Each (label, format) exported once, as the bytes a board actor receives; thread-safe."""
+    """Each (label, format) exported once, as the bytes a board actor receives; thread-safe.
+    ``ready``: label -> an ONNX file made by other tooling (onnxruntime's int8), used as that
+    label's ONNX instead of an export."""
 
-    def __init__(self):
+    def __init__(self, ready: dict[str, Path] | None = None):
         self.done: dict = {}
         self.failed: dict = {}
+        self.ready = dict(ready or {})
         self._lock = threading.Lock()
 
     def get(self, labels: list[str], models: dict, images: torch.Tensor, fmt: str) -> tuple[list[dict], dict]:
@@ -108,7 +111,10 @@ class Exports:
                 if (label, fmt) not in self.done and (label, fmt) not in self.failed:
                     try:
                         with tempfile.TemporaryDirectory(prefix="caenet-export-") as tmp:
-                            entry = export_model(_safe(label), models[label], images, fmt, Path(tmp), whole_only=True)[0]
+                            if fmt == "onnx" and label in self.ready:
+                                entry = ready_onnx(_safe(label), self.ready[label], models[label], images, Path(tmp))
+                            else:
+                                entry = export_model(_safe(label), models[label], images, fmt, Path(tmp), whole_only=True)[0]
                             blobs = {entry[k]: (Path(tmp) / entry[k]).read_bytes() for k in ("file", "inputs")}
                         self.done[label, fmt] = ({**entry, "name": label}, blobs)
                     except ExportError as exc:
@@ -124,10 +130,12 @@ class Exports:
 
 def time_on_board(actor, models: dict[str, torch.nn.Module], architectures: dict[str, list], images: torch.Tensor,
                   cache: LatencyCache | None, baseline: str = "baseline", log=print, exports: Exports | None = None,
-                  name: str | None = None) -> BoardTiming:
+                  name: str | None = None, beside: list | None = None) -> BoardTiming:
     """``models`` (label -> model; ``architectures``: label -> its cache identity, e.g.
     [registry name, kwargs], for each but ``baseline``) timed beside the baseline on the board
     behind ``actor``, one label per visit, unless the cache has them for the board's fingerprint.
+    ``beside``: the identity of a ``baseline`` that is not the run's baseline (the int8 one that
+    int8 rows are timed beside), so that the cache keeps their pairings apart.
     Works from any process of the Ray job; the actor queues callers. A failure is kept in
     ``error`` (one line) with what was measured before it."""
     exports = exports or Exports()
@@ -142,6 +150,8 @@ def time_on_board(actor, models: dict[str, torch.nn.Module], architectures: dict
     images = images[: bench.images]  # what the board feeds the models (and the export check runs)
     runs_as = {"format": fmt, "runtime": board.runtime, "threads": board.threads, "protocol": Protocol.of(bench).to_dict(),
                "board": {k: out.system.get(k) for k in ("cpu", "cores", "machine", "kernel", "python", "runtime_version", "model")}}
+    if beside is not None:
+        runs_as["beside"] = beside
 
     def measure(labels: list[str]) -> dict:
         t0 = time.perf_counter()
@@ -196,11 +206,13 @@ class BoardPool:
         self.close()
 
     def time_on_boards(self, models: dict[str, torch.nn.Module], architectures: dict[str, list], images: torch.Tensor,
-                       cache: LatencyCache | None, baseline: str = "baseline", log=print) -> dict[str, BoardTiming]:
+                       cache: LatencyCache | None, baseline: str = "baseline", log=print,
+                       beside: list | None = None) -> dict[str, BoardTiming]:
         """``time_on_board`` on every board in parallel (``images``: the test images the boards
         feed the models)."""
         def one(name: str) -> BoardTiming:
-            return time_on_board(self.actors[name], models, architectures, images, cache, baseline, log, self.exports, name)
+            return time_on_board(self.actors[name], models, architectures, images, cache, baseline, log, self.exports, name,
+                                 beside)
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.actors))) as pool:
             return {t.board: t for t in pool.map(one, list(self.actors))}

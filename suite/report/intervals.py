@@ -7,7 +7,10 @@ and the headline row of ``caenet compare``.
 - Its gap to the baseline is paired: each seed's accuracy minus the baseline's at that seed,
   with the 95% t-interval of those differences (a seed that helps both rows cancels out).
 - The front: the rows no other row beats on both latency (lower p50) and accuracy (higher mean).
-- The headline: the fastest row whose accuracy interval overlaps or beats the baseline's.
+- The fastest at parity: the fastest row whose accuracy interval overlaps or beats the baseline's.
+- The like-for-like pairs (``like_for_like``): the shipped CAE-Net against the baseline on each
+  runtime at each precision (float against float, int8 against the baseline's int8), and each
+  on its fastest form here: what the README's headline states.
 """
 
 from __future__ import annotations
@@ -93,6 +96,102 @@ def headline(rows: list[dict], board: str) -> dict | None:
             "speedup_lo": cell.get("speedup_lo"), "speedup_hi": cell.get("speedup_hi"),
             **{k: best[k] for k in ("test_acc", "test_acc_lo", "test_acc_hi", "gap", "gap_lo", "gap_hi", "verdict")},
             "baseline_acc": base["test_acc"], "baseline_acc_lo": base["test_acc_lo"], "baseline_acc_hi": base["test_acc_hi"]}
+
+
+RUNTIMES = {"pytorch": "PyTorch", "torch": "PyTorch (TorchScript)", "onnxruntime": "onnxruntime"}
+
+
+def _cell_speedup(reference: dict, cell: dict) -> dict:
+    """The ratio of two p50s timed apart (on different runtimes or boards), with the interval
+    their own 95% intervals bound it by (lowest over highest, highest over lowest)."""
+    lo = reference.get(P50 + LOW, reference[P50]) / cell.get(P50 + HIGH, cell[P50])
+    hi = reference.get(P50 + HIGH, reference[P50]) / cell.get(P50 + LOW, cell[P50])
+    return {"speedup": reference[P50] / cell[P50], "speedup_lo": lo, "speedup_hi": hi}
+
+
+def _pair(report: dict, row: dict, ref: dict, precision: str, board: str, ref_board: str, speed: dict) -> dict:
+    runtime = lambda b: RUNTIMES.get((report.get("runtimes") or {}).get(b, ""), b)  # noqa: E731
+    by_seed = {k: v for k, v in row.get("test_acc_by_seed", {}).items()}
+    gap = paired_gap(by_seed, ref.get("test_acc_by_seed", {})) if by_seed else {}
+    return {"method": row["method"], "reference": ref["method"], "precision": precision, "board": board,
+            "runtime": runtime(board), "reference_board": ref_board, "reference_runtime": runtime(ref_board),
+            P50: row["boards"][board][P50], "reference_p50_ms": ref["boards"][ref_board][P50], **speed, **gap,
+            **{k: row.get(k) for k in ("test_acc", "test_acc_lo", "test_acc_hi", "size_bytes")},
+            "reference_acc": ref.get("test_acc"), "reference_size_bytes": ref.get("size_bytes"),
+            "reference_precision": ref.get("precision"), "row_precision": row.get("precision")}
+
+
+def like_for_like(report: dict, method: str = "CAE-Net") -> list[dict]:
+    """``method`` (the shipped CAE-Net) against the baseline, like for like: on each board
+    (runtime) where both ran, float against the float baseline and, where both have an int8 row
+    (``quantizes``), int8 against the baseline's int8, each speed-up paired by alternating
+    windows; then each on its fastest form here (any runtime, any precision), stated as such,
+    whose speed-up is the ratio of p50s timed apart (``_cell_speedup``)."""
+    rows = {r["method"]: r for r in report["rows"]}
+    if method not in rows or not report["rows"]:
+        return []
+    base = report["rows"][0]
+    int8 = {r["quantizes"]: r["method"] for r in report["rows"] if r.get("quantizes")}
+    out = []
+    for precision, row, ref in (("fp32", rows[method], base), ("int8", rows.get(int8.get(method)), rows.get(int8.get(base["method"])))):
+        for b in report["boards"] if row and ref else []:
+            cell = _latency(row, b)
+            if cell and _latency(ref, b) and cell.get("reference") == ref["method"] and cell.get("speedup") is not None:
+                out.append(_pair(report, row, ref, precision, b, b, {k: cell.get(k) for k in ("speedup", "speedup_lo", "speedup_hi")}))
+
+    def fastest(r: dict) -> tuple[dict, str] | None:
+        forms = [(x, b) for x in (r, rows.get(int8.get(r["method"]))) if x for b in report["boards"] if _latency(x, b)]
+        return min(forms, key=lambda f: f[0]["boards"][f[1]][P50]) if forms else None
+
+    mine, theirs = fastest(rows[method]), fastest(base)
+    if mine and theirs:
+        (row, b), (ref, rb) = mine, theirs
+        out.append(_pair(report, row, ref, "fastest form here", b, rb, _cell_speedup(ref["boards"][rb], row["boards"][b])))
+    return out
+
+
+def mixed_pairs(report: dict) -> list[str]:
+    """Each speed-up of ``report`` that is not like for like, in one line each: a board cell whose
+    reference is not a row, is of another precision or was not timed on that board, and a
+    like-for-like pair across precisions or boards. Empty when every speed-up compares two models
+    on one runtime at one precision (the "fastest form here" pair states that it does not)."""
+    rows = {r["method"]: r for r in report["rows"]}
+    bad = []
+    for r in report["rows"]:
+        for b, cell in r["boards"].items():
+            if cell.get("speedup") is None or cell.get("reference") == r["method"]:
+                continue
+            ref = rows.get(cell.get("reference"))
+            if ref is None:
+                bad.append(f"{r['method']} on {b}: a speed-up against {cell.get('reference')!r}, which is not a row")
+            elif ref.get("precision") != r.get("precision") or r.get("precision") is None:
+                bad.append(f"{r['method']} ({r.get('precision')}) on {b}: a speed-up against {ref['method']} ({ref.get('precision')})")
+            elif b not in ref["boards"]:
+                bad.append(f"{r['method']} on {b}: a speed-up against {ref['method']}, which was not timed there")
+    for p in report.get("pairs") or []:
+        if p["precision"] != "fastest form here" and (p["board"] != p["reference_board"] or
+                                                     not p["row_precision"] == p["reference_precision"] == p["precision"]):
+            bad.append(f"pair {p['method']} vs {p['reference']}: {p['row_precision']} on {p['board']} against "
+                       f"{p['reference_precision']} on {p['reference_board']}")
+    return bad
+
+
+def pair_line(p: dict) -> str:
+    """One like-for-like pair in one Markdown sentence (the compare table's foot, the README)."""
+    if p["precision"] == "fastest form here":
+        what = (f"fastest form here: **{p['method']}** on {p['runtime']} against **{p['reference']}** on "
+                f"{p['reference_runtime']}")
+    else:
+        what = f"{p['precision']} on {p['runtime']}: **{p['method']}** against **{p['reference']}**"
+    speed = interval_text(p["speedup"], p.get("speedup_lo"), p.get("speedup_hi"), "x")
+    gap = gap_text(p, " points", ": ") if "gap" in p else "no accuracy gap"
+    return (f"{what}: **{speed}** faster (p50 {p[P50]:.3g} vs {p['reference_p50_ms']:.3g} ms), "
+            f"{_megabytes(p.get('size_bytes'))} vs {_megabytes(p.get('reference_size_bytes'))}; accuracy "
+            f"{100 * p['test_acc']:.2f}% vs {100 * p['reference_acc']:.2f}%, {gap}.")
+
+
+def _megabytes(n) -> str:
+    return "n/a" if n is None else f"{n / 1e6:.3g} MB"
 
 
 def _known(x) -> bool:

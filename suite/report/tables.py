@@ -64,9 +64,11 @@ def build(models: dict[str, dict], edge: list[dict], slo_ms: float | None) -> di
                 continue
             cell = {P50: r[P50], P50 + LOW: r.get(P50 + LOW), P50 + HIGH: r.get(P50 + HIGH),
                     "energy_mj": r["energy_mj"], "energy_note": r["energy_note"], "cached": bool(r.get("cached"))}
+            if "reference" in r:  # the row its speed-up is against: the baseline at the same precision
+                cell["reference"] = r["reference"]
             if r.get("speedup") is not None:  # paired by whoever timed it (a cached entry: with its own baseline windows)
                 cell.update({k: r.get(k) for k in ("speedup", "speedup_lo", "speedup_hi")})
-            elif base:  # paired windows on the same board (suite.timing.speedup), else the p50s' ratio
+            elif base and r.get("reference", "baseline") == "baseline":  # paired windows on the same board, else the p50s' ratio
                 pairs = speedup(base.get(WINDOW_P50) or [], r.get(WINDOW_P50) or [])
                 cell["speedup"], cell["speedup_lo"], cell["speedup_hi"] = pairs if pairs[0] == pairs[0] else (
                     base[P50] / r[P50], None, None)
@@ -110,6 +112,13 @@ def markdown(report: dict, title: str) -> str:
             if report["slo_ms"] is not None:
                 cells.append("pass" if c["meets_slo"] else "fail")
         lines.append("| " + " | ".join(cells) + " |")
+    if report.get("size_and_latency"):
+        lines.append("")
+    for row in report.get("size_and_latency") or []:  # untrained: no accuracy to put in the table
+        cells = [f"{b} {interval(c)} ms ({interval(c, 'speedup', '.2f', 'x') if c.get('speedup') is not None else '-'})"
+                 for b, c in row["boards"].items()]
+        lines.append(f"Size and latency only, untrained: {row['method']}: {row['parameters']:,} parameters, "
+                     f"{row['size_bytes'] / 1024:.1f} KB; " + "; ".join(cells))
     notes = sorted({c["energy_note"] for row in report["rows"] for c in row["boards"].values() if c.get("energy_note")})
     unconverged = [f"{row['method']}: {row['convergence']}" for row in report["rows"] if "convergence" in row]
     if unconverged:  # no comparison with a model that did not learn goes unmarked
