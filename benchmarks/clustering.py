@@ -57,7 +57,7 @@ def _sklearn_elbow(x: np.ndarray, cfg: ClusteringConfig, seed: int) -> list[floa
 
 
 def _faiss_elbow(x: np.ndarray, cfg: ClusteringConfig, seed: int) -> list[float]:
-    from suite.clustering import kmeans
+    from suite.clusterers import kmeans
 
     return [kmeans(x, k, cfg.kmeans_iters, cfg.kmeans_restarts, seed)[1] for k in range(cfg.k_min, cfg.k_max + 1)]
 
@@ -77,7 +77,7 @@ def faiss_vs_sklearn(feats: np.ndarray, labels: np.ndarray, cfg: ClusteringConfi
     x, _ = _generated(1, 5000, 512, seed=1)
     from sklearn.cluster import KMeans
 
-    from suite.clustering import kmeans
+    from suite.clusterers import kmeans
 
     for k in (10, 100):
         t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def faiss_vs_sklearn(feats: np.ndarray, labels: np.ndarray, cfg: ClusteringConfi
 def elbow_search(name: str, feats: np.ndarray, labels: np.ndarray, cfg: ClusteringConfig, backends: list[str]) -> None:
     """Both elbow searches (``clustering.elbow_search``) on both backends, fastest first, and the
     warm-start search's inertia against the independent one's, per k summed over the classes."""
-    from suite.distributed.clustering import cluster_all_classes
+    from suite.distributed.per_class import cluster_all_classes
 
     times, totals, ks = {}, {}, {}
     for search in ("warm_start", "independent"):
@@ -128,7 +128,7 @@ def main() -> None:
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        from suite.distributed.clustering import cluster_all_classes
+        from suite.distributed.per_class import cluster_all_classes
 
         # Start the workers and import FAISS and the suite in them before anything is timed.
         cluster_all_classes(*_generated(8, 50, 8), cfg, backend="ray")

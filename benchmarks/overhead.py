@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from suite.config import load_config
 from suite.data import INFO, load_split, split_train_val
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 from suite.models import create_model, geometry
 from suite.stages.graph import plan
 from suite.training import EpochLoop, checkpoints, make_objective, make_optimizer

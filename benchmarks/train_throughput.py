@@ -37,7 +37,7 @@ from suite.config import RuntimeConfig
 from suite.data import INFO, load_split
 from suite.distributed import gpus
 from suite.distributed.ray_runtime import ensure_ray, use_gpu
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 from suite.models import create_model, geometry
 from suite.training import EpochLoop, make_objective, make_optimizer
 

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from suite.report.intervals import gap_text, headline_line, interval_text, pair_line
-from suite.study.report import markdown as study_table
+from suite.study.table import markdown as study_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from suite.config import ConfigError, ExperimentConfig, from_dict, load_config
-from suite.data.registry import names as dataset_names
+from suite.data.catalog import names as dataset_names
 from suite.methods import parse_methods
 from suite.models import list_models
 from suite.pipeline.lookup import run_config_tree

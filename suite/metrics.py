@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from suite.timing import MEAN, P50, P90, P99, Protocol, measure  # noqa: F401  (the latency names live with the protocol)
+from suite.timing import Protocol, measure
 
 TEST_ACC, VAL_ACC = "test_acc", "val_acc"
 PARAMETERS, NONZERO_PARAMETERS, SIZE_BYTES = "parameters", "nonzero_parameters", "size_bytes"

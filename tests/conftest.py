@@ -123,8 +123,8 @@ def load_job_line(job: str, argv: list[str]):
 
     from suite.cli import build_parser
     from suite.experiment import load as load_config
-    from suite.study.config import load_study
-    from suite.sweep.config import load_sweep
+    from suite.study.study_file import load_study
+    from suite.sweep.sweep_file import load_sweep
 
     if job == "scaling.py":
         args = scaling_parser().parse_args(argv)

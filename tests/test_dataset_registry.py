@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from suite.config import ConfigError, DataConfig
-from suite.data import INFO, DataError, check, load_split, registry, sources
-from suite.data.registry import DatasetInfo, DatasetSource, register
+from suite.data import INFO, DataError, check, load_split, catalog, sources
+from suite.data.catalog import DatasetInfo, DatasetSource, register
 from suite.experiment import from_tree
 
 BUILTINS = ["mnist", "fashion-mnist", "cifar10", "cifar100"]
@@ -27,7 +27,7 @@ NPZ_SOURCE = '''
     import numpy as np
 
     from suite.data.formats import DataError
-    from suite.data.registry import DatasetInfo, DatasetSource, register
+    from suite.data.catalog import DatasetInfo, DatasetSource, register
 
 
     @register
@@ -49,7 +49,7 @@ NPZ_SOURCE = '''
 
 IDX_SOURCE = '''
     """toy-idx: ToyIDX/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz, MNIST's layout."""
-    from suite.data.registry import DatasetInfo, register
+    from suite.data.catalog import DatasetInfo, register
     from suite.data.sources.mnist import IdxSource
 
 
@@ -67,18 +67,18 @@ IDX_SOURCE = '''
 def drop_in(monkeypatch, tmp_path):
     """``drop_in(module, text)`` puts a module into suite/data/sources (through a temp folder on
     the package's path) and makes the registry scan again, as a new file in the repo would be
-    found; the registry, the package and sys.modules are restored afterwards."""
+    found; the catalog, the package and sys.modules are restored afterwards."""
     folder = tmp_path / "sources"
     folder.mkdir()
     monkeypatch.setattr(sources, "__path__", [*sources.__path__, str(folder)])
-    monkeypatch.setattr(registry, "_SOURCES", dict(registry._registered()))
+    monkeypatch.setattr(catalog, "_SOURCES", dict(catalog._registered()))
     added = []
 
     def drop(module: str, text: str) -> None:
         (folder / f"{module}.py").write_text(textwrap.dedent(text))
         importlib.invalidate_caches()
         added.append(module)
-        monkeypatch.setattr(registry, "_scanned", False)
+        monkeypatch.setattr(catalog, "_scanned", False)
 
     yield drop
     for module in added:
@@ -109,16 +109,16 @@ def _cfg(name: str, **kw) -> DataConfig:
 
 
 def test_builtins_are_registered():
-    assert registry.names()[:4] == BUILTINS and list(INFO)[:4] == BUILTINS
+    assert catalog.names()[:4] == BUILTINS and list(INFO)[:4] == BUILTINS
     for name in BUILTINS:
-        source = registry.get(name)
+        source = catalog.get(name)
         assert isinstance(source, DatasetSource) and source.info is INFO[name] and source.info.name == name
         assert source.expected and len(source.info.classes) == source.info.num_classes
     assert (INFO["mnist"].channels, INFO["cifar10"].channels, INFO["cifar100"].num_classes) == (1, 3, 100)
 
 
 def test_info_is_a_read_only_mapping():
-    assert "mnist" in INFO and "mnistt" not in INFO and len(INFO) == len(registry.names())
+    assert "mnist" in INFO and "mnistt" not in INFO and len(INFO) == len(catalog.names())
     assert dict(INFO.items())["cifar10"].size == 32
     with pytest.raises(KeyError):
         INFO["mnistt"]
@@ -127,13 +127,13 @@ def test_info_is_a_read_only_mapping():
 
 
 def test_unknown_dataset_is_one_line_listing_the_known(tmp_path):
-    expected = f"unknown dataset 'mnistt'; choose one of {', '.join(registry.names())}"
-    for call in (lambda: registry.get("mnistt"), lambda: check("mnistt", str(tmp_path))):
+    expected = f"unknown dataset 'mnistt'; choose one of {', '.join(catalog.names())}"
+    for call in (lambda: catalog.get("mnistt"), lambda: check("mnistt", str(tmp_path))):
         with pytest.raises(DataError) as err:
             call()
         assert str(err.value) == expected and "\n" not in str(err.value)
     assert all(name in expected for name in BUILTINS)
-    with pytest.raises(ConfigError, match=f"data.dataset: unknown dataset 'mnistt'; known: {', '.join(registry.names())}$"):
+    with pytest.raises(ConfigError, match=f"data.dataset: unknown dataset 'mnistt'; known: {', '.join(catalog.names())}$"):
         from_tree({"data": {"dataset": "mnistt", "root": str(tmp_path)}})  # a config naming it fails on load, before load_split
 
 
@@ -142,8 +142,8 @@ def test_a_dropped_in_npz_source_is_listed_read_and_checked(drop_in, tmp_path):
     written = _toy_files(root)
     assert "toy" not in INFO
     drop_in("toy", NPZ_SOURCE)
-    assert "toy" in INFO and INFO["toy"].num_classes == 3 and registry.names()[-1] == "toy"
-    assert registry.names()[:4] == BUILTINS  # built-ins keep their place in listings
+    assert "toy" in INFO and INFO["toy"].num_classes == 3 and catalog.names()[-1] == "toy"
+    assert catalog.names()[:4] == BUILTINS  # built-ins keep their place in listings
     for split in ("train", "test"):
         ds = load_split(_cfg("toy", root=str(root), download=False), split)
         images, labels = written[split]
@@ -215,7 +215,7 @@ def test_a_broken_source_fails_at_registration(drop_in):
 
     with pytest.raises(TypeError, match="'toy' is registered twice"):
         register(Twin)
-    assert "half" not in INFO and registry.get("toy").__class__.__name__ == "Toy"
+    assert "half" not in INFO and catalog.get("toy").__class__.__name__ == "Toy"
 
 
 def test_config_accepts_a_new_source(drop_in, tmp_path):

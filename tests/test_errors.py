@@ -120,7 +120,7 @@ def test_debug_shows_the_traceback(tmp_path, data_root):
 
 def test_a_crafted_model_file_is_refused_by_name_and_never_runs(tmp_path):
     from suite.config import ConfigError
-    from suite.stages.common import load_model
+    from suite.stages.trained import load_model
 
     payload = Payload(tmp_path / "ran")
     weights = tmp_path / "model.pt"

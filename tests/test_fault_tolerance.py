@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 
 pytestmark = pytest.mark.slow
 

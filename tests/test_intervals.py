@@ -2,7 +2,7 @@
 
 import pytest
 
-from suite.metrics import P50
+from suite.timing import P50
 from suite.report import intervals, tables
 from suite.timing import HIGH, LOW, WINDOW_P50, t_interval
 

@@ -15,11 +15,11 @@ import suite.methods as registry
 from suite.config import ConfigError
 from suite.data import INFO
 from suite.experiment import from_tree
-from suite.methods import stage as competitors
+from suite.methods import comparison_stage as competitors
 from suite.models import create_model, geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult, StageRunner
-from suite.stages.common import Trained
+from suite.stages.trained import Trained
 
 HERE = Path(__file__).parent
 BUILT_IN = {"train", "kd", "weight_prune", "weight_cluster", "channel_prune", "int8", "branchy", "subflow", "slo_prune", "adadeep"}
@@ -90,7 +90,7 @@ from pydantic import Field
 
 from suite.methods.base import MethodParams
 from suite.methods import register
-from suite.stages.common import write_spec
+from suite.stages.trained import write_spec
 
 
 @register

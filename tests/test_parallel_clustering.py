@@ -5,7 +5,7 @@ import pytest
 
 from suite.config import ClusteringConfig, DataConfig
 from suite.data import load_split
-from suite.distributed.clustering import cluster_all_classes
+from suite.distributed.per_class import cluster_all_classes
 
 
 @pytest.mark.slow

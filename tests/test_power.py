@@ -114,7 +114,7 @@ def test_board_results_to_energy_per_inference():
 
 def test_board_results_make_the_table():
     """edge_results.json rows become each method's board cells: speed-up over the baseline, SLO met."""
-    from suite.metrics import P50
+    from suite.timing import P50
     from suite.report.tables import build
 
     base = {"board": "pi4", "model": "baseline", P50: 2.0, "latency_p90_ms": 2.5, "energy_mj": None, "energy_note": "N/A"}

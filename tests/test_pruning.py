@@ -35,7 +35,7 @@ def test_pruned_cae_training_keeps_sparsity(ray_local, data_root, tmp_path):
     import numpy as np
 
     from suite.config import DataConfig, RuntimeConfig, TrainConfig
-    from suite.distributed.training import TrainJob, fit
+    from suite.distributed.launch import TrainJob, fit
     from suite.training.job import PruneWeights
 
     np.save(tmp_path / "targets.npy", np.arange(300))  # identity targets: enough for the mechanics

@@ -98,7 +98,7 @@ def test_every_readme_sweep_line_loads():
     """Each ``caenet sweep`` example: the sweep file, its space and --set keys validate, as the
     command loads them (a line that fails as written fails here)."""
     from suite.cli import build_parser
-    from suite.sweep.config import load_sweep
+    from suite.sweep.sweep_file import load_sweep
 
     sweeps = caenet_lines("sweep")
     assert len(sweeps) >= 5

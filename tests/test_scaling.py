@@ -3,7 +3,7 @@
 import pytest
 
 from suite.config import ConfigError, RuntimeConfig, load_config
-from suite.distributed.training import scaling_config, task_options, uses_ray_train
+from suite.distributed.launch import scaling_config, task_options, uses_ray_train
 from suite.training.job import TrainJob
 
 
@@ -21,7 +21,7 @@ def test_a_gpu_training_gets_a_process_of_its_own():
     handed another. The options themselves are accepted by Ray (max_calls is not, there)."""
     from ray._common.ray_option_utils import validate_task_options
 
-    from suite.distributed.training import train_task_remote
+    from suite.distributed.launch import train_task_remote
 
     assert train_task_remote(True)._default_options["max_calls"] == 1
     assert train_task_remote(False)._default_options.get("max_calls", 0) == 0  # CPU trainings keep warm processes

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from suite.clustering import cluster_class, elbow, kmeans, kmeans_path
+from suite.clusterers import cluster_class, elbow, kmeans, kmeans_path
 from suite.config import ClusteringConfig, DataConfig
 from suite.data import augment_batch, load_split
-from suite.stages.common import softmax_entropy
+from suite.stages.trained import softmax_entropy
 from suite.stages.features import reduce
 from suite.stages.targets import assign
 

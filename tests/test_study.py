@@ -15,8 +15,8 @@ import torch
 from suite.config import ExperimentConfig
 from suite.models import create_model
 from suite.stages import targets
-from suite.study.config import load_study
-from suite.study.report import aggregate, markdown, plot
+from suite.study.study_file import load_study
+from suite.study.table import aggregate, markdown, plot
 from suite.training.loop import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_smoke_study_on_real_data(tmp_path, data_root, monkeypatch, smoke_run):
     (each seed's baseline and CAE) trained once; the method's seed-0 cell, trained from nothing
     in this study's own cache, repeats the session's smoke run to the last digit of accuracy."""
     from suite.pipeline.tracking import Tracker
-    from suite.study.run import run_study, smoke_cells
+    from suite.study.cells import run_study, smoke_cells
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CAENET_DATA", str(data_root))
@@ -211,7 +211,7 @@ def test_smoke_study_on_real_data(tmp_path, data_root, monkeypatch, smoke_run):
 
 def _smoke(study_and_cells):
     study, cells = study_and_cells
-    from suite.study.run import smoke_cells
+    from suite.study.cells import smoke_cells
 
     return study, smoke_cells(cells)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from suite.config import ConfigError
-from suite.sweep.config import SLOConfig, load_sweep
+from suite.sweep.sweep_file import SLOConfig, load_sweep
 from suite.sweep.slo import TrialRow, choose, mark, pareto_front
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_an_axis_that_changes_nothing_is_an_error(tmp_path):
 
 
 def test_two_study_variants_that_are_one_experiment_are_an_error(tmp_path):
-    from suite.study.config import load_study
+    from suite.study.study_file import load_study
 
     study = tmp_path / "s.yaml"
     study.write_text(f"experiment: {REPO / 'configs' / 'mnist_lenet.yaml'}\nseeds: [0]\nvariants:\n"

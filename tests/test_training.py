@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 from suite.models import create_model
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def test_fit_saves_weights_and_resumes_from_checkpoint(ray_local, data_root, tmp
 
     # Every epoch checkpointed (a process killed after the last report): finish from it, no
     # workers; finish_only() refuses a training with epochs left.
-    from suite.distributed.training import NeedsTraining, finish_only
+    from suite.distributed.launch import NeedsTraining, finish_only
 
     with finish_only():
         done = fit(longer, RUNTIME, tmp_path / "c.pt")
@@ -73,7 +73,7 @@ def test_workers_get_object_refs_and_no_driver_path(ray_local, data_root, tmp_pa
     import numpy as np
     import ray
 
-    from suite.distributed.training import worker_config
+    from suite.distributed.launch import worker_config
 
     np.save(tmp_path / "targets.npy", np.arange(300))
     np.save(tmp_path / "logits.npy", np.zeros((300, 10), np.float32))

@@ -13,7 +13,7 @@ import torch
 
 from suite.config import DataConfig, RuntimeConfig, TrainConfig
 from suite.data import load_split
-from suite.distributed import training
+from suite.distributed import launch
 from suite.training import checkpoints, fit
 from suite.training.job import TrainJob
 from tests.conftest import DiskEngine
@@ -76,7 +76,7 @@ def test_early_stop_keeps_the_best_epoch_and_a_rerun_finishes_there(small, tmp_p
     data, _ = small
     job = TrainJob(name="baseline", model="lenet", model_kwargs={}, data=data, storage_path=str(tmp_path / "stop"),
                    train=TrainConfig(**{**MNIST_BASELINE, "epochs": 40, "patience": 3}), progress=False)
-    metrics = training.fit(job, RuntimeConfig(), tmp_path / "model.pt")
+    metrics = launch.fit(job, RuntimeConfig(), tmp_path / "model.pt")
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert metrics["best_epoch"] == last["best_epoch"] and all(torch.equal(saved[k], kept["model"][k]) for k in saved)
 

@@ -18,7 +18,7 @@ import pkgutil
 from pathlib import Path
 from types import ModuleType
 
-_HELPERS = {"common"}
+_HELPERS = {"arguments"}
 
 
 def catalog() -> dict[str, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from suite.commands.common import add_set, config_of, overrides
+from suite.commands.arguments import add_set, config_of, overrides
 from suite.config import ConfigError, ExperimentConfig, RuntimeConfig
 from suite.experiment import resolve as resolve_config
 from suite.locks import try_lock

@@ -2,7 +2,7 @@
 seed or several (``compare.seeds``, ``--seeds``).
 
 The pipeline's stages give the baseline and CAE-Net (cached from ``caenet run``); each
-``compare.methods`` entry is then one more cached stage (``suite.methods.stage``),
+``compare.methods`` entry is then one more cached stage (``suite.methods.comparison_stage``),
 all in one Ray session. After Ray stops, every model is measured the same way on this
 machine: test accuracy, parameters (non-zero), size, and batch-1 latency in alternating
 rounds (BranchyNet: over real test images, since where an image exits depends on it).
@@ -29,16 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from suite.commands.common import add_publish, add_set, add_smoke, config_of, publish
+from suite.commands.arguments import add_publish, add_set, add_smoke, config_of, publish
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import fit_and_val, load_split
 from suite.distributed.ray_runtime import ensure_ray
 from suite.edge.bench import BoardError
 from suite.edge.boards import Inventory, load_inventory
 from suite.edge.pool import BoardPool, BoardTiming, Exports, time_on_board
-from suite.methods import stage as competitors
+from suite.methods import comparison_stage as competitors
 from suite.compression.structured import prune_channels
-from suite.metrics import P50, P90, accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.metrics import accuracy, batch1_latency, count_parameters, fold_batchnorm, serialized_bytes
+from suite.timing import P50, P90
 from suite.models import create_model, geometry
 from suite.models.branchy import BranchyNet
 from suite.pipeline.context import Context, cache_root
@@ -46,7 +47,7 @@ from suite.pipeline.latency_cache import FOLDER as LATENCY_FOLDER
 from suite.pipeline.latency_cache import LatencyCache
 from suite.pipeline.session import open_session, stage_context
 from suite.report import intervals, tables
-from suite.stages.common import Trained
+from suite.stages.trained import Trained
 from suite.stages.graph import train_stages
 from suite.timing import HIGH, LOW, WINDOW_P50, Protocol, speedup
 

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from suite.commands.common import add_set, config_of
+from suite.commands.arguments import add_set, config_of
 from suite.commands.export import export_run
 from suite.edge.bench import RUNTIME_FORMAT, bench_boards
 from suite.edge.boards import Inventory, load_inventory
-from suite.metrics import MEAN, P50, P90, P99
+from suite.timing import MEAN, P50, P90, P99
 from suite.pipeline.session import Session, open_session
 
 ORDER = 50

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from suite.commands.common import add_set, config_of, positive_int
+from suite.commands.arguments import add_set, config_of, positive_int
 from suite.compression.quantize import quiet_jit
 from suite.config import ConfigError, ExperimentConfig
 from suite.data import load_split
-from suite.edge.export import FORMATS, export_model, write_manifest
+from suite.edge.model_files import FORMATS, export_model, write_manifest
 from suite.pipeline.session import open_session
 from suite.stages.graph import trained_models
 

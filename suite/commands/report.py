@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from suite.commands.common import add_set, config_of
+from suite.commands.arguments import add_set, config_of
 from suite.config import ConfigError
 from suite.pipeline.context import cache_root
 from suite.pipeline.session import open_session

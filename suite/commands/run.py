@@ -8,17 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-from suite.commands.common import add_set, add_smoke, config_of
+from suite.commands.arguments import add_set, add_smoke, config_of
 from suite.commands.edge import bench_run
 from suite.config import ExperimentConfig, to_yaml
 from suite.edge.boards import load_inventory
 from suite.errors import writable_file
-from suite.metrics import P50
+from suite.timing import P50
 from suite.pipeline.session import open_session
 from suite.report import summary as summary_mod
 from suite.report.summary import SPEEDUP_ORT, table
 from suite.stages import evaluate
-from suite.stages.common import register_model
+from suite.stages.trained import register_model
 from suite.stages.graph import plan, train_stages
 
 ORDER = 10

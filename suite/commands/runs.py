@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from suite.commands.common import positive_int
+from suite.commands.arguments import positive_int
 from suite.config import ConfigError, RuntimeConfig
 from suite import tracking_store
 

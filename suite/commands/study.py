@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from suite.commands.common import add_publish, add_set, add_smoke, publish
-from suite.study.config import load_study
-from suite.study.run import run_study, smoke_cells
+from suite.commands.arguments import add_publish, add_set, add_smoke, publish
+from suite.study.study_file import load_study
+from suite.study.cells import run_study, smoke_cells
 
 ORDER = 25
 HELP = 'ablation study: every variant x seed of a study file, one table of mean ± std (Markdown, Parquet, plot, MLflow)'

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from suite.commands.common import add_publish, add_set, add_smoke, publish
+from suite.commands.arguments import add_publish, add_set, add_smoke, publish
 from suite.edge.boards import load_inventory
-from suite.sweep.config import load_sweep
-from suite.sweep.run import run_sweep
+from suite.sweep.sweep_file import load_sweep
+from suite.sweep.search import run_sweep
 
 ORDER = 20
 HELP = 'Ray Tune sweep over config keys, then pick the best CAE-Net that meets a latency SLO'

@@ -1,7 +1,7 @@
 """Image datasets read from their standard on-disk layouts.
 
 Each dataset is a ``DatasetSource`` in ``suite/data/sources/`` (its layout is in that module's
-docstring); ``suite.data.registry`` finds them, so this module names none.
+docstring); ``suite.data.catalog`` finds them, so this module names none.
 
 The root comes from the config (``data.root``), else ``$CAENET_DATA`` (several folders may
 be joined with ``:``), else the offline copies a machine of this project ships
@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from suite.config import DataConfig
-from suite.data import registry
+from suite.data import catalog
 from suite.data.formats import DataError
-from suite.data.registry import DatasetInfo
+from suite.data.catalog import DatasetInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # name -> DatasetInfo of every registered dataset (read-only; a new source appears here by itself)
-INFO: Mapping[str, DatasetInfo] = registry.InfoView()
+INFO: Mapping[str, DatasetInfo] = catalog.InfoView()
 
 
 @dataclass
@@ -64,7 +64,7 @@ def candidate_roots(root: str | None) -> list[Path]:
 
 
 def resolve(name: str, cfg_root: str | None, download: bool) -> Path:
-    source = registry.get(name)  # DataError naming the known datasets
+    source = catalog.get(name)  # DataError naming the known datasets
     roots = candidate_roots(cfg_root)
     found = source.locate(roots)
     if found is not None:
@@ -103,7 +103,7 @@ def _read_split(name: str, root: str | None, download: bool, split: str, limit: 
     """``load_split`` without a DataConfig, so ``check`` reads any registered name."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, got {split!r}")
-    source = registry.get(name)
+    source = catalog.get(name)
     folder = resolve(name, root, download)
     images, labels = source.read(folder, split)
     if limit is not None:

@@ -6,7 +6,7 @@
   worker group. Ray keeps idle worker processes (with torch already imported) for the next
   task, so a training starts in milliseconds instead of Ray Train's ~15 s of controller,
   worker-group and health-check start-up on 2 cores. The task writes the same epoch
-  checkpoints to the same storage, and ``suite.distributed.training`` gives it the same
+  checkpoints to the same storage, and ``suite.distributed.launch`` gives it the same
   retries: resume from the last checkpoint after a crash.
 
 Both read their inputs from Ray's object store and yield each epoch's metrics once its
@@ -38,7 +38,7 @@ def fetch_inputs(inputs: dict) -> dict:
 
 
 def run_job(config: dict, engine: fit.Engine) -> Iterator[dict]:
-    """``fit.run`` of the job in ``worker_config`` (``suite.distributed.training``), its inputs
+    """``fit.run`` of the job in ``worker_config`` (``suite.distributed.launch``), its inputs
     fetched from the object store."""
     yield from fit.run(config["job"], fetch_inputs(config["inputs"]), engine, threads=int(config.get("threads", 1)),
                        channels_last=bool(config.get("channels_last")), bf16=config.get("precision") == "bf16")

@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from suite.edge.bench import RUNTIME_FORMAT, BoardError, bench_board, board_system
 from suite.edge.boards import BenchConfig, BoardConfig, Inventory
-from suite.edge.export import ExportError, export_model, ready_onnx
+from suite.edge.model_files import ExportError, export_model, ready_onnx
 from suite.pipeline.latency_cache import LatencyCache, Timed, time_cached
 from suite.timing import Protocol
 

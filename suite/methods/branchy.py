@@ -10,10 +10,10 @@ from typing import ClassVar, Literal
 import torch
 
 from suite.methods import register
-from suite.methods.common import FromScratch, MethodJob
+from suite.methods.job import FromScratch, MethodJob
 from suite.metrics import batch1_latency
 from suite.models.branchy import choose_thresholds, component_inputs
-from suite.stages.common import batched, load_model, write_spec
+from suite.stages.trained import batched, load_model, write_spec
 from suite.timing import Protocol
 
 

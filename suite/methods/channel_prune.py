@@ -9,8 +9,8 @@ from pydantic import Field
 
 from suite.methods import register
 from suite.methods.base import MethodParams
-from suite.methods.common import MethodJob, prune_structure
-from suite.stages.common import write_spec
+from suite.methods.job import MethodJob, prune_structure
+from suite.stages.trained import write_spec
 
 
 @register

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from suite.methods import register
 from suite.methods.base import MethodParams
-from suite.methods.common import MethodJob, calibration, save_int8
+from suite.methods.job import MethodJob, calibration, save_int8
 
 
 @register

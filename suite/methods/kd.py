@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from suite.methods import register
-from suite.methods.common import FromScratch, MethodJob
-from suite.stages.common import write_spec
+from suite.methods.job import FromScratch, MethodJob
+from suite.stages.trained import write_spec
 
 
 @register

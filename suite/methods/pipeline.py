@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from suite.config import ConfigError, ExperimentConfig, from_dict, overlay, read_yaml
 from suite.methods import register
 from suite.methods.base import MethodParams
-from suite.methods.common import MethodJob
+from suite.methods.job import MethodJob
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

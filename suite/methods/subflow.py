@@ -13,10 +13,11 @@ from pydantic import field_validator
 
 from suite.config import ConfigError
 from suite.methods import register
-from suite.methods.common import MethodJob, TimesItself, base_kwargs
-from suite.metrics import P50, accuracy, time_models
+from suite.methods.job import MethodJob, TimesItself, base_kwargs
+from suite.metrics import accuracy, time_models
+from suite.timing import P50
 from suite.models.subflow import extract
-from suite.stages.common import load_model, write_spec
+from suite.stages.trained import load_model, write_spec
 
 
 @register

@@ -10,8 +10,8 @@ from pydantic import Field
 from suite.compression.pruning import sparse_bytes
 from suite.methods import register
 from suite.methods.base import MethodParams
-from suite.methods.common import MethodJob
-from suite.stages.common import load_model, write_spec
+from suite.methods.job import MethodJob
+from suite.stages.trained import load_model, write_spec
 from suite.training.job import PruneWeights
 
 

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from suite.metrics import P50
+from suite.timing import P50
 from suite.plots import save, subplots
 from suite.timing import HIGH, LOW, Z95, t_interval
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from suite.config import ConfigError
 from suite.data import load_split
-from suite.metrics import P50, describe
+from suite.metrics import describe
+from suite.timing import P50
 from suite.timing import HIGH, LOW, WINDOW_P50, interval, speedup
 from suite.training.convergence import verdict
 from suite.plots import save, subplots

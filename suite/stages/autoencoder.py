@@ -13,14 +13,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from suite.data import load_split
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 from suite.training.job import PruneWeights
 from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult, changed
 from suite.plots import conversion_grid, save
 from suite.stages import targets as targets_stage
-from suite.stages.common import load_model, log_model
+from suite.stages.trained import load_model, log_model
 
 VERSION = 1
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.stages.common import log_model
+from suite.stages.trained import log_model
 
 VERSION = 1
 

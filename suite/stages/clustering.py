@@ -1,8 +1,8 @@
 """Stage 4: split each class into sub-clusters of similar images.
 
 The algorithms (``clustering.method``: FAISS k-means with the elbow method, cosine, DBSCAN,
-HDBSCAN) are in ``suite.clustering``; classes are clustered in parallel as Ray tasks when a
-Ray session is up (``suite.distributed.clustering``). The elbow curves are recorded and
+HDBSCAN) are in ``suite.clusterers``; classes are clustered in parallel as Ray tasks when a
+Ray session is up (``suite.distributed.per_class``). The elbow curves are recorded and
 plotted.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from suite.distributed.clustering import cluster_all_classes
+from suite.distributed.per_class import cluster_all_classes
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.plots import save, subplots

@@ -14,7 +14,7 @@ from suite.data import load_split, split_train_val
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.stages import baseline as baseline_stage
-from suite.stages.common import batched, load_model, softmax_entropy
+from suite.stages.trained import batched, load_model, softmax_entropy
 
 VERSION = 1
 

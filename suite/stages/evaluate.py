@@ -23,7 +23,7 @@ from suite.timing import HIGH, LOW, WINDOW_P50, Protocol, speedup
 from suite.pipeline.context import Context
 from suite.pipeline.latency_cache import cpu_model
 from suite.pipeline.stage import StageResult
-from suite.stages.common import Trained
+from suite.stages.trained import Trained
 
 VERSION = 4  # 3: the timing protocol of suite/timing.py (intervals, paired speed-ups); 4: onnxruntime beside PyTorch
 

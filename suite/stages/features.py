@@ -24,7 +24,7 @@ from suite.errors import UserError
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
 from suite.stages import baseline as baseline_stage
-from suite.stages.common import batched, device, load_model
+from suite.stages.trained import batched, device, load_model
 
 VERSION = 1
 

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from suite.config import ExperimentConfig
 from suite.distributed.ray_runtime import resources
-from suite.distributed.training import use_gpu
+from suite.distributed.launch import use_gpu
 from suite.pipeline.context import Context, cache_root
 from suite.pipeline.stage import StageResult, StageRunner
 from suite.stages import autoencoder, baseline, caenet, clustering, entropy, evaluate, features, targets
-from suite.stages.common import Trained
+from suite.stages.trained import Trained
 
 
 def train_stages(ctx: Context) -> dict[str, Trained]:

@@ -19,12 +19,12 @@ from pathlib import Path
 import ray.tune
 
 from suite.data import load_split
-from suite.distributed.training import NeedsTraining, finish_only
+from suite.distributed.launch import NeedsTraining, finish_only
 from suite.metrics import describe
 from suite.pipeline.session import stage_context
 from suite.pipeline.tracking import Tracker
 from suite.stages.graph import train_stages
-from suite.sweep.config import trial_config
+from suite.sweep.sweep_file import trial_config
 from suite.training.convergence import unconverged
 
 TRIAL_FILE = "trial.json"

@@ -1,5 +1,5 @@
 """Training, independent of Ray: objectives, the epoch loop with its hooks, checkpoints and
-the job description. ``suite.distributed.training`` runs it on Ray Train."""
+the job description. ``suite.distributed.launch`` runs it on Ray Train."""
 
 from suite.training.job import TrainingError, TrainJob
 from suite.training.loop import EpochLoop, Hook, evaluate, make_optimizer

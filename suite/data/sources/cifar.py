@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.data.formats import DataError, unpickle_arrays
-from suite.data.registry import DatasetInfo, DatasetSource, register
+from suite.data.catalog import DatasetInfo, DatasetSource, register
 
 
 def cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:

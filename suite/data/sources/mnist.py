@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.data.formats import DataError, read_idx
-from suite.data.registry import DatasetInfo, DatasetSource, register
+from suite.data.catalog import DatasetInfo, DatasetSource, register
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

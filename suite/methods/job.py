@@ -14,14 +14,14 @@ from pydantic import Field
 from suite.compression.quantize import onnx_int8, quantize_int8, quiet_jit, scripted_bytes
 from suite.compression.structured import prune_channels
 from suite.data import fit_and_val
-from suite.distributed.training import TrainJob, fit
+from suite.distributed.launch import TrainJob, fit
 from suite.methods.base import MethodParams
 from suite.metrics import count_parameters
 from suite.models import geometry
 from suite.models.resized import resized_spec
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.stages.common import INT8_ONNX, Trained, write_spec
+from suite.stages.trained import INT8_ONNX, Trained, write_spec
 
 
 @dataclass

@@ -11,7 +11,7 @@
    ``study.json``, ``cells.parquet`` and ``study.png`` (bars with error bars), and to MLflow:
    a parent run with one nested run per cell (its stages nested under it).
 4. With ``timing: fresh`` (a scaling study), each cell trains all its stages in a folder of its
-   own, one at a time after an untimed warm-up, and ``suite.study.timing`` adds the timing view
+   own, one at a time after an untimed warm-up, and ``suite.study.scaling`` adds the timing view
    (``timing.png``).
 """
 
@@ -27,17 +27,18 @@ from pathlib import Path
 
 from suite import storage
 from suite.config import ExperimentConfig
-from suite.distributed.training import warm_workers
+from suite.distributed.launch import warm_workers
 from suite.errors import UserError, last_line
-from suite.metrics import P50, PARAMETERS, TEST_ACC
+from suite.metrics import PARAMETERS, TEST_ACC
+from suite.timing import P50
 from suite.pipeline import run_info
 from suite.pipeline.context import Context
 from suite.pipeline.session import open_session, stage_context
 from suite.stages import evaluate
 from suite.stages.graph import concurrent_slots, train_stages
-from suite.study import timing
-from suite.study.config import Cell, StudyConfig
-from suite.study.report import aggregate, markdown, plot, write_cells
+from suite.study import scaling
+from suite.study.study_file import Cell, StudyConfig
+from suite.study.table import aggregate, markdown, plot, write_cells
 from suite.training.convergence import unconverged
 
 # the stages whose outputs each cell reports, and whether the cell trained them or found them cached
@@ -70,7 +71,7 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
                 _warm_up(cells[0], out_dir / "warm-up", log)
                 t0 = time.perf_counter()
             trained, errors = _train_all(study, cells, contexts, log)
-            cluster = timing.cluster_size()
+            cluster = scaling.cluster_size()
         train_seconds = time.perf_counter() - t0
         rows = []
         for cell in cells:
@@ -86,7 +87,7 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
                 continue
             row["mlflow_run_id"] = runs[cell]
             if study.timing == "fresh":
-                row.update(timing.cell_timing(cell.cfg.runtime, contexts[cell].runner.results, cluster))
+                row.update(scaling.cell_timing(cell.cfg.runtime, contexts[cell].runner.results, cluster))
             rows.append(row)
             tracker.log_metrics(runs[cell], {k: v for k, v in row.items() if isinstance(v, (int, float))})
             tracker.end(runs[cell])
@@ -100,7 +101,7 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
         text = markdown(summary)
         files = ["study.md", "study.json", "cells.parquet", "study.png"]
         if study.timing == "fresh":
-            summary["timing"] = timing.aggregate(study, rows, cluster, train_seconds)
+            summary["timing"] = scaling.aggregate(study, rows, cluster, train_seconds)
             text += "\n\n" + timing.markdown(summary["timing"])
             timing.append_history(summary["timing"], out_dir.parent / f"{out_dir.name}.timing-history.jsonl")
             timing.plot(summary["timing"], out_dir / "timing.png")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from suite.config import ConfigError
 from suite.methods.base import MethodParams
-from suite.methods.common import MethodJob
+from suite.methods.job import MethodJob
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult
-from suite.stages.common import Trained, log_model
+from suite.stages.trained import Trained, log_model
 
 VERSION = 1
 

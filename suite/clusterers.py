@@ -4,7 +4,7 @@
 (``kmeans_path``: the same search by warm starts, faster at many classes);
 ``cosine`` merges images whose cosine similarity passes a threshold (average-linkage
 agglomeration); ``dbscan`` and ``hdbscan`` are density-based (their noise points join the
-nearest cluster). ``suite.distributed.clustering`` runs them over every class (on Ray when it
+nearest cluster). ``suite.distributed.per_class`` runs them over every class (on Ray when it
 is up); ``suite.stages.clustering`` is the cached stage around that.
 """
 

@@ -15,7 +15,7 @@ import ray
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from suite.clustering import cluster_class
+from suite.clusterers import cluster_class
 from suite.config import ClusteringConfig
 from suite.distributed.ray_runtime import ensure_ray
 

@@ -32,7 +32,8 @@ from suite.distributed.ray_runtime import ensure_ray
 from suite.edge.boards import Inventory
 from suite.edge.pool import BoardPool, BoardTiming
 from suite.errors import last_line
-from suite.metrics import P50, P90, accuracy
+from suite.metrics import accuracy
+from suite.timing import P50, P90
 from suite.models import geometry
 from suite.pipeline.context import cache_root
 from suite.pipeline.latency_cache import FOLDER as LATENCY_FOLDER
@@ -41,8 +42,8 @@ from suite.pipeline.session import open_session
 from suite.pipeline.stage import StageResult
 from suite.pipeline.tracking import resolve_tracking_uri
 from suite.stages import baseline, entropy, features
-from suite.stages.common import Trained, load_model, register_model
-from suite.sweep.config import THIS_MACHINE, SweepConfig
+from suite.stages.trained import Trained, load_model, register_model
+from suite.sweep.sweep_file import THIS_MACHINE, SweepConfig
 from suite.sweep.slo import TrialRow, choose, markdown, on_board, plot
 from suite.sweep.trial import RUN_ID_FILE, TRIAL_FILE, finish_trial, run_trial, trial_name
 from suite.timing import HIGH, LOW

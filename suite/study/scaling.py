@@ -19,7 +19,7 @@ import numpy as np
 import ray
 
 from suite.plots import save, subplots
-from suite.study.report import mean_std
+from suite.study.table import mean_std
 
 TRAININGS = ("baseline", "autoencoder", "caenet")  # the stages whose images/s the table shows
 
