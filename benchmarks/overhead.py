@@ -51,7 +51,9 @@ from suite.data import INFO, load_split, split_train_val
 from suite.distributed.launch import TrainJob, fit
 from suite.models import create_model, geometry
 from suite.stages.graph import plan
-from suite.training import EpochLoop, checkpoints, make_objective, make_optimizer
+from suite.training import checkpoints
+from suite.training.loop import EpochLoop, make_optimizer
+from suite.training.objectives import make_objective
 from suite.training.batches import TensorBatches
 from suite.training.loop import evaluate
 

@@ -39,7 +39,8 @@ from suite.distributed import gpus
 from suite.distributed.ray_runtime import ensure_ray, use_gpu
 from suite.distributed.launch import TrainJob, fit
 from suite.models import create_model, geometry
-from suite.training import EpochLoop, make_objective, make_optimizer
+from suite.training.loop import EpochLoop, make_optimizer
+from suite.training.objectives import make_objective
 
 
 def plain_loop(job: TrainJob, threads: int, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -7,7 +7,8 @@ import torch
 from suite.config import DataConfig, TrainConfig
 from suite.data import load_split
 from suite.models import create_model
-from suite.training import EpochLoop, evaluate, make_objective, make_optimizer
+from suite.training.loop import EpochLoop, evaluate, make_optimizer
+from suite.training.objectives import make_objective
 from suite.training.batches import TensorBatches
 
 

@@ -48,7 +48,7 @@ from suite.training import fit as recipe
 from suite.training.job import TrainingError, TrainJob
 from suite.training.reports import PROGRESS
 
-__all__ = ["NeedsTraining", "TrainJob", "TrainingError", "finish_only", "fit", "scaling_config", "task_options", "train_task_remote", "use_gpu",
+__all__ = ["NeedsTraining", "finish_only", "fit", "scaling_config", "task_options", "train_task_remote", "use_gpu",
            "worker_config"]
 
 

@@ -37,7 +37,6 @@ from suite.compression.quantize import quantize_int8, scripted_bytes
 from suite.compression.structured import prune_channels
 from suite.config import ConfigError, LatencyConfig, TrainConfig
 from suite.distributed.ray_runtime import ensure_ray
-from suite.distributed.launch import TrainingError
 from suite.methods import register
 from suite.methods.job import MethodJob, TimesItself, base_kwargs, calibration, save_int8
 from suite.metrics import accuracy, serialized_bytes, time_models
@@ -45,7 +44,9 @@ from suite.timing import P50
 from suite.models import create_model
 from suite.models.resized import architecture
 from suite.stages.trained import load_model, write_spec
-from suite.training import EpochLoop, make_objective, make_optimizer
+from suite.training.job import TrainingError
+from suite.training.loop import EpochLoop, make_optimizer
+from suite.training.objectives import make_objective
 
 CHOICES = ("none", "prune:0.25", "prune:0.5", "lowrank:0.5", "lowrank:0.25", "depthwise")
 

@@ -14,7 +14,8 @@ from pydantic import Field
 from suite.compression.quantize import onnx_int8, quantize_int8, quiet_jit, scripted_bytes
 from suite.compression.structured import prune_channels
 from suite.data import fit_and_val
-from suite.distributed.launch import TrainJob, fit
+from suite.distributed.launch import fit
+from suite.training.job import TrainJob
 from suite.methods.base import MethodParams
 from suite.metrics import count_parameters
 from suite.models import geometry

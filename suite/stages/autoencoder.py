@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from suite.data import load_split
-from suite.distributed.launch import TrainJob, fit
+from suite.distributed.launch import fit
+from suite.training.job import TrainJob
 from suite.training.job import PruneWeights
 from suite.models import geometry
 from suite.pipeline.context import Context

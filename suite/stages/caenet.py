@@ -13,7 +13,8 @@ Ablations trained beside it (``caenet.ablations``):
 
 from __future__ import annotations
 
-from suite.distributed.launch import TrainJob, fit
+from suite.distributed.launch import fit
+from suite.training.job import TrainJob
 from suite.models import geometry
 from suite.pipeline.context import Context
 from suite.pipeline.stage import StageResult, changed
