@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -55,15 +58,23 @@ _SHARED_RAY = {"up": False}
 # or an sshd is ``slow``: by one of these fixtures, or marked by hand where it starts one itself.
 # Every slow test joins one xdist group, so that under ``-n 2`` one worker runs them one after
 # another (one Ray per machine) while the other takes the rest.
-STARTS_SOMETHING = {"ray_local", "ray_head", "smoke_run", "sshd", "cluster"}
-SERIAL = "starts-ray"
+# A slow test that starts a server but no Ray (by the fixtures of STARTS_A_SERVER alone) joins
+# a second group, which the other worker runs beside the Ray lane; it must still start no Ray.
+STARTS_RAY = {"ray_local", "ray_head", "smoke_run", "cluster"}
+STARTS_A_SERVER = {"sshd", "s3_server"}
+STARTS_SOMETHING = STARTS_RAY | STARTS_A_SERVER
+SERIAL, SERVERS = "starts-ray", "starts-a-server"
 
 
 def pytest_itemcollected(item):
     """Marked as each test is collected: xdist reads the groups in its own
     ``pytest_collection_modifyitems``, which runs before this file's."""
-    if STARTS_SOMETHING & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if STARTS_SOMETHING & fixtures and not item.get_closest_marker("slow"):
         item.add_marker(pytest.mark.slow)
+        if not STARTS_RAY & fixtures:
+            item.add_marker(pytest.mark.xdist_group(SERVERS))
+            return
     if item.get_closest_marker("slow"):
         item.add_marker(pytest.mark.xdist_group(SERIAL))
 
@@ -84,7 +95,8 @@ def _fast_tests_start_no_ray(request, monkeypatch):
     runs) fails, naming the lane it belongs to: its Ray sessions go to a folder of its own
     (``RAY_TMPDIR``, inherited by its subprocesses) that must stay empty. Short: Ray's socket
     paths are capped at 107 bytes."""
-    if request.node.get_closest_marker("slow"):
+    group = request.node.get_closest_marker("xdist_group")
+    if request.node.get_closest_marker("slow") and not (group and SERVERS in group.args):
         yield
         return
     folder = Path(tempfile.mkdtemp(prefix="rf", dir="/tmp"))
@@ -351,3 +363,41 @@ def _reap_ray_leftovers():
             os.kill(int(entry.name), 9)
         except (OSError, ValueError, IndexError):
             continue
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """An S3-compatible server on 127.0.0.1 (moto's server mode, as Ray's and MLflow's own tests
+    use) with a bucket, given to this process and its children the way a user gives a non-AWS
+    endpoint (MinIO, Ceph): credentials and ``AWS_ENDPOINT_URL`` in the environment, never in a
+    file. Yields {"url", "bucket", "env", "s3"} (``s3``: a boto3 client) and stops the server."""
+    import boto3
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": url, "MLFLOW_S3_ENDPOINT_URL": url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        s3 = boto3.client("s3", endpoint_url=url)
+        s3.create_bucket(Bucket="caenet")
+        yield {"url": url, "bucket": "caenet", "env": env, "s3": s3, "process": server}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
