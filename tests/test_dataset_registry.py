@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from suite import plugins
 from suite.config import ConfigError, DataConfig
 from suite.data import INFO, DataError, check, load_split, catalog, sources
 from suite.data.catalog import DatasetInfo, DatasetSource, register
@@ -78,7 +79,7 @@ def drop_in(monkeypatch, tmp_path):
         (folder / f"{module}.py").write_text(textwrap.dedent(text))
         importlib.invalidate_caches()
         added.append(module)
-        monkeypatch.setattr(catalog, "_scanned", False)
+        monkeypatch.setattr(plugins, "_discovered", plugins._discovered - {sources.__name__})
 
     yield drop
     for module in added:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import suite.methods as registry
+from suite import plugins
 from suite.config import ConfigError
 from suite.data import INFO
 from suite.experiment import from_tree
@@ -116,7 +117,7 @@ def plugin(tmp_path, monkeypatch):
     (folder / "copy_of.py").write_text(PLUGIN)
     monkeypatch.setattr(registry, "__path__", [*registry.__path__, str(folder)])
     monkeypatch.setattr(registry, "_METHODS", dict(registry.methods()))
-    monkeypatch.setattr(registry, "_discovered", False)
+    monkeypatch.setattr(plugins, "_discovered", plugins._discovered - {registry.__name__})
     yield folder
     sys.modules.pop("suite.methods.copy_of", None)
 

@@ -95,3 +95,45 @@ def test_onnxruntime_latency_times_the_onnx_exports_and_skips_what_does_not_expo
     session = onnx_session(buffer.getvalue())
     got = session.run(None, {"input": x.numpy()})[0]  # the batch axis is dynamic
     np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+TINY = '''"""tiny: the smallest classifier, as CONTRIBUTING's "Adding a model architecture" writes one."""
+
+import torch.nn as nn
+
+from suite.models.registry import register
+
+
+@register("tiny")
+def tiny(in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 4) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, num_classes))
+'''
+
+
+def test_a_model_file_dropped_in_is_found_built_listed_and_named_by_configs(tmp_path, monkeypatch, capsys):
+    """CONTRIBUTING's "Adding a model architecture", followed to the letter: one file in
+    suite/models/ (here a second folder on the package's path) and nothing else edited."""
+    import sys
+
+    import suite.models
+    from suite import plugins
+    from suite.commands.models import main as list_command
+    from suite.experiment import from_tree
+    from suite.models import registry
+
+    folder = tmp_path / "more_models"
+    folder.mkdir()
+    (folder / "tiny.py").write_text(TINY)
+    monkeypatch.setattr(suite.models, "__path__", [*suite.models.__path__, str(folder)])
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(plugins, "_discovered", plugins._discovered - {"suite.models"})
+    try:
+        assert "tiny" in list_models()
+        model = create_model("tiny", in_channels=3, image_size=32, num_classes=10, width=8)
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+        from_tree({"baseline": {"model": "tiny"}})  # a config may name it: validated against the registry
+        list_command(None)
+        assert "tiny" in capsys.readouterr().out
+    finally:
+        sys.modules.pop("suite.models.tiny", None)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from suite import plugins
 from suite import timing
 from suite.config import ConfigError
 from suite.edge import bench, power_sources, runner
@@ -62,7 +63,7 @@ def fakemeter(tmp_path, monkeypatch):
     power_sources.kinds()  # the built-ins, scanned before the registry is swapped for a copy
     monkeypatch.setattr(power_sources, "__path__", [*power_sources.__path__, str(folder)])
     monkeypatch.setattr(power_sources, "_SOURCES", dict(power_sources._SOURCES))
-    monkeypatch.setattr(power_sources, "_scanned", False)
+    monkeypatch.setattr(plugins, "_discovered", plugins._discovered - {power_sources.__name__})
     watts = tmp_path / "watts.txt"
     watts.write_text("2.5\n")
     yield watts
@@ -83,7 +84,7 @@ def test_builtin_sources_registered():
     with pytest.raises(TypeError, match="'rapl' is registered twice"):
         power_sources.register(type("Rapl2", (power_sources.Polled,), {"kind": "rapl"}))
     shipped = {remote for _, remote in power_sources.board_files()}
-    assert shipped == {"power_sources/__init__.py", *(f"power_sources/{m}.py" for m in ("hwmon", "none", "rapl", "rdusb", "tegrastats"))}
+    assert shipped == {"power_sources/__init__.py", "plugins.py", *(f"power_sources/{m}.py" for m in ("hwmon", "none", "rapl", "rdusb", "tegrastats"))}
 
 
 def test_example_boards_file_keeps_its_format(tmp_path):

@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import ast
 import importlib
-import pkgutil
 from pathlib import Path
 from types import ModuleType
 
-_HELPERS = {"arguments"}
+from suite import plugins
+
+HELPERS = {"arguments"}  # not a command (suite.plugins)
 
 
 def catalog() -> dict[str, str]:
     """command name -> its ``HELP``, in ``ORDER``; read from the sources, nothing imported."""
     found = []
-    for module in pkgutil.iter_modules(__path__):
-        if module.name in _HELPERS or module.name.startswith("_"):
-            continue
-        tree = ast.parse((Path(__path__[0]) / f"{module.name}.py").read_text())
+    for name in plugins.modules(__name__):
+        tree = ast.parse((Path(__path__[0]) / f"{name}.py").read_text())
         consts = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
                   for t in node.targets if isinstance(t, ast.Name)}
-        found.append((consts.get("ORDER", 100), module.name, consts.get("HELP", "")))
+        found.append((consts.get("ORDER", 100), name, consts.get("HELP", "")))
     return {name: text for _, name, text in sorted(found)}
 
 

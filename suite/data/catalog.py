@@ -7,9 +7,6 @@ the first lookup imports every module of that package, so no other file lists th
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from suite import plugins
 from suite.data import sources  # the plug-in folder: its modules are imported on first lookup
 from suite.data.formats import DataError
 
@@ -68,8 +66,6 @@ class DatasetSource(ABC):
 
 
 _SOURCES: dict[str, DatasetSource] = {}
-_scanned = False
-_scan_lock = threading.Lock()  # stage threads may make the first lookup together
 
 
 def register(cls: type[DatasetSource]) -> type[DatasetSource]:
@@ -87,13 +83,7 @@ def register(cls: type[DatasetSource]) -> type[DatasetSource]:
 
 def _registered() -> dict[str, DatasetSource]:
     """Every source, after importing each module of ``suite.data.sources`` once."""
-    global _scanned
-    if not _scanned:
-        with _scan_lock:
-            if not _scanned:
-                for module in pkgutil.iter_modules(sources.__path__, sources.__name__ + "."):
-                    importlib.import_module(module.name)
-                _scanned = True
+    plugins.discover(sources.__name__)
     return _SOURCES
 
 

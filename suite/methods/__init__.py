@@ -10,18 +10,16 @@ first use, so adding a method is one new file here plus its test (see CONTRIBUTI
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import typing
 
 from pydantic import ValidationError
 
+from suite import plugins
 from suite.config import CompareConfig, one_line
 from suite.methods.base import MethodParams
 
 _METHODS: dict[str, type[MethodParams]] = {}
-_HELPERS = {"base", "common", "stage"}  # modules of this package that hold no method
-_discovered = False  # every module of the folder imported (a direct import registers one alone)
+HELPERS = {"base", "job", "comparison_stage"}  # modules of this package that hold no method (suite.plugins)
 
 
 def register(cls: type[MethodParams]) -> type[MethodParams]:
@@ -40,12 +38,7 @@ def register(cls: type[MethodParams]) -> type[MethodParams]:
 
 def methods() -> dict[str, type[MethodParams]]:
     """kind -> parameter class, every method module imported."""
-    global _discovered
-    if not _discovered:
-        for module in pkgutil.iter_modules(__path__):
-            if module.name not in _HELPERS and not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
-        _discovered = True
+    plugins.discover(__name__)
     return dict(_METHODS)
 
 

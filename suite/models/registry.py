@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from suite import plugins
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -24,10 +26,12 @@ def register(name: str):
 
 
 def list_models() -> list[str]:
+    plugins.discover("suite.models")
     return sorted(_REGISTRY)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
+    plugins.discover("suite.models")
     try:
         factory = _REGISTRY[name]
     except KeyError:

@@ -18,11 +18,13 @@ parsers, which skip it (the parsers count it): a meter log with a garbled row st
 from __future__ import annotations
 
 import importlib
-import os
-import pkgutil
 import threading
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
+
+# The suite's one discovery helper: on a board, where this package runs without the suite,
+# suite.edge.bench copies it beside the package as plugins.py (board_files).
+plugins = importlib.import_module("suite.plugins" if __name__.startswith("suite.") else "plugins")
 
 
 class PowerParseError(ValueError):
@@ -112,8 +114,6 @@ class Polled(PowerSource):
 
 
 _SOURCES: dict[str, type[PowerSource]] = {}
-_scanned = False
-_scan_lock = threading.Lock()
 
 
 def register(cls: type) -> type[PowerSource]:
@@ -131,13 +131,7 @@ def register(cls: type) -> type[PowerSource]:
 
 def _registered() -> dict[str, type[PowerSource]]:
     """Every source, after importing each module of this package (every folder of its path) once."""
-    global _scanned
-    if not _scanned:
-        with _scan_lock:
-            if not _scanned:
-                for module in pkgutil.iter_modules(__path__, __name__ + "."):
-                    importlib.import_module(module.name)
-                _scanned = True
+    plugins.discover(__name__)
     return _SOURCES
 
 
@@ -155,8 +149,7 @@ def get(kind: str) -> type[PowerSource]:
 
 def board_files() -> list[tuple[str, str]]:
     """(local path, path next to runner.py) of this package's files, for bench.py to copy to a board."""
-    files = [(__file__, "power_sources/__init__.py")]
-    for module in pkgutil.iter_modules(__path__):
-        if not module.ispkg:
-            files.append((os.path.join(module.module_finder.path, module.name + ".py"), f"power_sources/{module.name}.py"))
+    files = [(__file__, "power_sources/__init__.py"), (plugins.__file__, "plugins.py")]
+    for name, path in plugins.files(__name__).items():
+        files.append((path, f"power_sources/{name}.py"))
     return files
