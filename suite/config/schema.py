@@ -153,10 +153,10 @@ class AutoencoderConfig(_Strict):
 
 class KDConfig(_Strict):
     # Hinton et al.'s usual range (2-5); untuned. The paper's own choice, T 10 / alpha 0.1, is in
-    # configs/*_paper.yaml; CIFAR turned KD off (alpha 0): labels alone did better in both CIFAR
+    # configs/*_paper.yaml; the shipped configs turn KD off (alpha 0): labels alone did better in both CIFAR
     # studies (docs/ablation.md, configs/studies/cifar10_defaults.yaml)
     temperature: float = Field(default=4.0, gt=0)
-    alpha: float = Field(default=0.7, ge=0, le=1)  # weight of the soft-target term; untuned (MNIST keeps it)
+    alpha: float = Field(default=0.7, ge=0, le=1)  # weight of the soft-target term; untuned (both shipped configs set 0)
 
 
 class CAENetConfig(_Strict):
