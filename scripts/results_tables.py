@@ -223,7 +223,7 @@ def render_compare(config: str, folder: Path = RESULTS) -> str:
         h = (report.get("headlines") or {}).get(b, report.get("headline") if b == boards[0] else None)
         lines.append(f"- {b}: " + headline_line(h, report["rows"][0]["method"], b))
     lines += ["", paper_line(config, folder)] if paper_line(config, folder) else []
-    lines += [""] + [f"- {note}" for note in report.get("notes") or []] if report.get("notes") else []
+    lines += [""] + [f"- {note}" for note in dict.fromkeys(report.get("notes") or [])] if report.get("notes") else []
     return "\n".join(lines)
 
 

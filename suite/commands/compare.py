@@ -400,8 +400,8 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
                        "runtimes": {BOARD: "pytorch", **({b.name: b.runtime for b in boards.boards} if boards else {})},
                        "boards_system": {b: t.system for b, t in on_boards.items()}})
         report["notes"] = notes + [f"board {b} failed: {e} (its cells are N/A)" for b, e in failed_boards.items()]
-        report["notes"] += [f"{t.board}: {label} N/A: {why}" for _, timings in passes for t in timings.values()
-                            for label, why in t.not_exported.items()]
+        report["notes"] += list(dict.fromkeys(f"{t.board}: {label} N/A: {why}" for _, timings in passes  # once, not per pass
+                                              for t in timings.values() for label, why in t.not_exported.items()))
         if on_boards and len(seeds) > 1:
             report["notes"].append(f"The boards timed seed {seeds[0]}'s models (latency depends on the architecture, not the seed).")
         baseline_name = f"{cfg.baseline.model} (baseline)"
