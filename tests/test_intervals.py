@@ -66,6 +66,9 @@ def test_the_headline_is_the_fastest_row_whose_accuracy_interval_reaches_the_bas
     line = intervals.headline_line(head, "AlexNet")
     assert "**CAE-Net-int8**" in line and "**30x [27, 33]** faster on this-cpu" in line and "(55.00-60.00%)" in line
     assert intervals.headline(rows[:2], "this-cpu") is None
+    reference = _row("AlexNet-int8", 0.05, 0.57, 0.55, 0.59)  # the fastest, but the int8 rows' reference: no speed-up
+    reference["boards"]["this-cpu"].update(speedup=None, speedup_lo=None, speedup_hi=None)
+    assert intervals.headline([*rows, reference], "this-cpu")["method"] == "CAE-Net-int8"
     assert intervals.headline_line(None, "AlexNet", "ort") == "no model's accuracy interval reaches AlexNet's on ort."
     for row, p50 in ((rows[0], 3.0), (rows[2], 0.1)):  # a second runtime (a board running onnxruntime) for two rows
         row["boards"]["ort"] = {**row["boards"]["this-cpu"], P50: p50, P50 + LOW: 0.9 * p50, P50 + HIGH: 1.1 * p50}

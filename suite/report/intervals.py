@@ -87,7 +87,9 @@ def headline(rows: list[dict], board: str) -> dict | None:
     (its upper end at or above the baseline's lower end); None when no row beside the
     baseline does. ``rows`` are a report's, the baseline first."""
     base = rows[0]
-    fits = [r for r in rows[1:] if _latency(r, board) and r["test_acc_hi"] >= base["test_acc_lo"]]
+    # a row with no speed-up on the board (the baseline's int8: a reference itself) is no headline
+    fits = [r for r in rows[1:] if _latency(r, board) and r["boards"][board].get("speedup") is not None
+            and r["test_acc_hi"] >= base["test_acc_lo"]]
     if not fits:
         return None
     best = min(fits, key=lambda r: r["boards"][board][P50])
