@@ -102,9 +102,9 @@ def run_study(study: StudyConfig, cells: list[Cell], out: str | Path | None = No
         files = ["study.md", "study.json", "cells.parquet", "study.png"]
         if study.timing == "fresh":
             summary["timing"] = scaling.aggregate(study, rows, cluster, train_seconds)
-            text += "\n\n" + timing.markdown(summary["timing"])
-            timing.append_history(summary["timing"], out_dir.parent / f"{out_dir.name}.timing-history.jsonl")
-            timing.plot(summary["timing"], out_dir / "timing.png")
+            text += "\n\n" + scaling.markdown(summary["timing"])
+            scaling.append_history(summary["timing"], out_dir.parent / f"{out_dir.name}.timing-history.jsonl")
+            scaling.plot(summary["timing"], out_dir / "timing.png")
             files.append("timing.png")
         (out_dir / "study.md").write_text(text + "\n")
         (out_dir / "study.json").write_text(json.dumps({**summary, "cells": rows}, indent=2, default=str))
