@@ -222,7 +222,9 @@ def render_compare(config: str, folder: Path = RESULTS) -> str:
     for b in boards:
         h = (report.get("headlines") or {}).get(b, report.get("headline") if b == boards[0] else None)
         lines.append(f"- {b}: " + headline_line(h, report["rows"][0]["method"], b))
-    lines += ["", paper_line(config, folder)] if paper_line(config, folder) else []
+    paper = paper_line(config, folder)
+    lines += ["", paper] if paper else []
+    # once each: compare_mnist_lenet.json was written while the board's N/A reasons repeated per pass
     lines += [""] + [f"- {note}" for note in dict.fromkeys(report.get("notes") or [])] if report.get("notes") else []
     return "\n".join(lines)
 
@@ -245,8 +247,8 @@ def render_headlines(folder: Path = RESULTS) -> str:
         lines.append(f"- Baseline {base['method']}: " + ("**did not converge**" if "convergence" in base else
                                                          "converged (validation accuracy stopped rising) at every seed")
                      + (f"; rows still short of convergence, marked in the table: {', '.join(short)}" if short else "") + ".")
-        if paper_line(config, folder):
-            lines.append(f"- {paper_line(config, folder)}")
+        if paper := paper_line(config, folder):
+            lines.append(f"- {paper}")
         lines.append("")
     return "\n".join(lines).strip("\n")
 

@@ -365,7 +365,7 @@ def _reap_ray_leftovers():
             continue
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # its environment stays with the module's tests, not the worker's later ones
 def s3_server(tmp_path_factory):
     """An S3-compatible server on 127.0.0.1 (moto's server mode, as Ray's and MLflow's own tests
     use) with a bucket, given to this process and its children the way a user gives a non-AWS

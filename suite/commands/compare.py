@@ -160,6 +160,8 @@ def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test,
     returned too; they have no table row)."""
     lat = cfg.evaluate.latency
     seeds = list(by_seed)
+    int8_of = int8_forms(cfg)
+    quantizes = {q: source for source, q in int8_of.items()}  # int8 row -> the float row it quantizes
     table, accuracy_by, key_of, timed_as, loaded, varied, notes = {}, {}, {}, {}, {}, set(), []
     for seed in seeds:
         for label, trained in by_seed[seed].items():
@@ -168,7 +170,7 @@ def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test,
             branchy = isinstance(model, BranchyNet)
             if label not in table:  # the first seed the row was trained at
                 row = {"model": trained.model or "int8-torchscript", "precision": trained.precision,
-                       "quantizes": next((src for src, q in int8_forms(cfg).items() if q == label), None)}
+                       "quantizes": quantizes.get(label)}
                 if branchy:  # exit shares over the test set, in batches
                     exits = torch.cat([_exits_of(model, test.images[i : i + 256]) for i in range(0, len(test.images), 256)])
                     row.update({f"exit_share_{i}": float((exits == i).float().mean()) for i in range(model.num_exits)})
@@ -199,15 +201,13 @@ def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test,
     log(f"timing {len(loaded)} models at batch 1 on {lat.threads} thread(s), at least {lat.windows} alternating windows each")
     example = test.floats(slice(0, min(len(test.images), 200)))
     timings = batch1_latency(loaded, example, lat.threads, Protocol.of(lat), varied=varied)
-    latency_rows, int8_reference = [], int8_forms(cfg).get("baseline")
+    latency_rows, int8_reference = [], int8_of.get("baseline")
     for label in table:
         names = list(dict.fromkeys(timed_as[key_of[(label, s)]] for s in seeds if (label, s) in key_of))  # its seeds' models
         reference = reference_of(by_seed[next(s for s in seeds if label in by_seed[s])][label], int8_reference)
         base = timings[timed_as[key_of[(reference, seeds[0])]]] if reference else None
         if len(names) == 1:
-            t = timings[names[0]]
-            t = {**t, **dict(zip(("speedup", "speedup_lo", "speedup_hi"),
-                                 speedup(base[WINDOW_P50], t[WINDOW_P50]) if base else (None, None, None)))}
+            t = {**timings[names[0]], **_paired_speedup(base, timings[names[0]])}
         else:  # the seeds' models differ: their envelope, and the speed-up's spread over the seeds
             t = _envelope([timings[n] for n in names], base)
             notes.append(f"{label}: its model differs between seeds; p50 and speed-up span the seeds' "
@@ -218,12 +218,17 @@ def measure(cfg: ExperimentConfig, by_seed: dict[int, dict[str, Trained]], test,
         latency_rows.append({"board": BOARD, "model": label, **t, "reference": reference, "energy_mj": None,
                              "energy_note": "not measured by compare (use `caenet edge bench` on a board with a power source)"})
         table[label].update({k: v for k, v in t.items() if not k.startswith("speedup")})
+    baseline = timings[timed_as[key_of[("baseline", seeds[0])]]]
     for label in untrained or {}:
-        t = timings[label]
-        ratio = speedup(timings[timed_as[key_of[("baseline", seeds[0])]]][WINDOW_P50], t[WINDOW_P50])
-        latency_rows.append({"board": BOARD, "model": label, **t, **dict(zip(("speedup", "speedup_lo", "speedup_hi"), ratio)),
+        latency_rows.append({"board": BOARD, "model": label, **timings[label], **_paired_speedup(baseline, timings[label]),
                              "reference": "baseline", "energy_mj": None, "energy_note": None})
     return table, latency_rows, notes
+
+
+def _paired_speedup(base: dict | None, stats: dict) -> dict:
+    """``stats``' speed-up over ``base`` from the windows that alternated with it (None: no reference)."""
+    ratio = speedup(base[WINDOW_P50], stats[WINDOW_P50]) if base else (None, None, None)
+    return dict(zip(("speedup", "speedup_lo", "speedup_hi"), ratio))
 
 
 def _architecture(trained: Trained) -> str:
@@ -266,8 +271,8 @@ def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: 
             continue
         models[label] = model
         architectures[label] = [trained.model, trained.kwargs] if trained.model else ["int8-torchscript", trained.stage.path.name]
-        if trained.int8_onnx():
-            pool.exports.ready[label] = trained.int8_onnx()
+        if onnx := trained.int8_onnx():
+            pool.exports.ready[label] = onnx
     for label, (model, architecture) in (untrained or {}).items():
         models[label], architectures[label] = model, architecture
     images = test.floats(slice(0, pool.inventory.bench.images))
@@ -289,7 +294,8 @@ def time_rows_on_boards(pool: BoardPool, rows: dict[str, Trained], test, cache: 
                                       baseline=reference, log=log,
                                       beside=None if reference == "baseline" else architectures[reference])
         for t in timings.values():
-            t.not_exported.update(skipped)
+            if not passes:  # BranchyNet's reason, once per board (not once per pass)
+                t.not_exported.update(skipped)
             if t.error:
                 log(f"[{t.board}] FAILED: {t.error} (its cells are N/A; the other boards go on)")
             elif t.timed is not None and t.timed.cached:
@@ -400,8 +406,8 @@ def run_compare(cfg: ExperimentConfig, log=print, out: str | Path | None = None,
                        "runtimes": {BOARD: "pytorch", **({b.name: b.runtime for b in boards.boards} if boards else {})},
                        "boards_system": {b: t.system for b, t in on_boards.items()}})
         report["notes"] = notes + [f"board {b} failed: {e} (its cells are N/A)" for b, e in failed_boards.items()]
-        report["notes"] += list(dict.fromkeys(f"{t.board}: {label} N/A: {why}" for _, timings in passes  # once, not per pass
-                                              for t in timings.values() for label, why in t.not_exported.items()))
+        report["notes"] += [f"{t.board}: {label} N/A: {why}" for _, timings in passes for t in timings.values()
+                            for label, why in t.not_exported.items()]
         if on_boards and len(seeds) > 1:
             report["notes"].append(f"The boards timed seed {seeds[0]}'s models (latency depends on the architecture, not the seed).")
         baseline_name = f"{cfg.baseline.model} (baseline)"

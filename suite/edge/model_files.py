@@ -96,11 +96,15 @@ def export_model(label: str, model: nn.Module, images: torch.Tensor, fmt: str, f
         diff = float(np.abs(got - want).max())
         if not diff <= atol:
             raise ExportError(f"{name} -> {fmt}: outputs differ from PyTorch by {diff:.3g} (> {atol:g})")
-        np.save(folder / f"{name}.inputs.npy", inputs.numpy().astype(np.float32))  # what the board feeds it
-        entries.append({"name": name, "format": fmt, "file": path.name, "inputs": f"{name}.inputs.npy",
-                        "input_shape": [1, *inputs.shape[1:]], "max_abs_diff": diff, "bytes": path.stat().st_size,
-                        "checked_on": len(inputs)})
+        entries.append(_entry(name, fmt, path, inputs, max_abs_diff=diff))
     return entries
+
+
+def _entry(name: str, fmt: str, path: Path, inputs: torch.Tensor, **checks) -> dict:
+    """The manifest entry of a checked model file, its inputs saved beside it (what the board feeds it)."""
+    np.save(path.with_name(f"{name}.inputs.npy"), inputs.numpy().astype(np.float32))
+    return {"name": name, "format": fmt, "file": path.name, "inputs": f"{name}.inputs.npy", "input_shape": [1, *inputs.shape[1:]],
+            **checks, "bytes": path.stat().st_size, "checked_on": len(inputs)}
 
 
 MIN_AGREEMENT = 0.9  # top-1 agreement of two runtimes' int8 of one float model, at least
@@ -122,10 +126,7 @@ def ready_onnx(label: str, path: Path, reference: nn.Module, images: torch.Tenso
     if agreement < MIN_AGREEMENT:
         raise ExportError(f"{label} -> onnx: onnxruntime's int8 agrees with PyTorch's on {100 * agreement:.0f}% of "
                           f"{len(x)} images (< {100 * MIN_AGREEMENT:.0f}%)")
-    np.save(folder / f"{label}.inputs.npy", x.numpy().astype(np.float32))
-    return {"name": label, "format": "onnx", "file": target.name, "inputs": f"{label}.inputs.npy", "input_shape": [1, *x.shape[1:]],
-            "max_abs_diff": float(np.abs(got - want).max()), "top1_agreement": agreement, "bytes": target.stat().st_size,
-            "checked_on": len(x)}
+    return _entry(label, "onnx", target, x, max_abs_diff=float(np.abs(got - want).max()), top1_agreement=agreement)
 
 
 def write_manifest(folder: Path, entries: list[dict], extra: dict) -> Path:

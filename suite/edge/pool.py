@@ -96,10 +96,10 @@ class Exports:
     ``ready``: label -> an ONNX file made by other tooling (onnxruntime's int8), used as that
     label's ONNX instead of an export."""
 
-    def __init__(self, ready: dict[str, Path] | None = None):
+    def __init__(self):
         self.done: dict = {}
         self.failed: dict = {}
-        self.ready = dict(ready or {})
+        self.ready: dict[str, Path] = {}
         self._lock = threading.Lock()
 
     def get(self, labels: list[str], models: dict, images: torch.Tensor, fmt: str) -> tuple[list[dict], dict]:

@@ -112,11 +112,12 @@ def _cell_speedup(reference: dict, cell: dict) -> dict:
 
 
 def _pair(report: dict, row: dict, ref: dict, precision: str, board: str, ref_board: str, speed: dict) -> dict:
-    runtime = lambda b: RUNTIMES.get((report.get("runtimes") or {}).get(b, ""), b)  # noqa: E731
-    by_seed = {k: v for k, v in row.get("test_acc_by_seed", {}).items()}
+    runtimes = {b: RUNTIMES.get(r, b) for b, r in (report.get("runtimes") or {}).items()}
+    by_seed = row.get("test_acc_by_seed", {})
     gap = paired_gap(by_seed, ref.get("test_acc_by_seed", {})) if by_seed else {}
     return {"method": row["method"], "reference": ref["method"], "precision": precision, "board": board,
-            "runtime": runtime(board), "reference_board": ref_board, "reference_runtime": runtime(ref_board),
+            "runtime": runtimes.get(board, board), "reference_board": ref_board,
+            "reference_runtime": runtimes.get(ref_board, ref_board),
             P50: row["boards"][board][P50], "reference_p50_ms": ref["boards"][ref_board][P50], **speed, **gap,
             **{k: row.get(k) for k in ("test_acc", "test_acc_lo", "test_acc_hi", "size_bytes")},
             "reference_acc": ref.get("test_acc"), "reference_size_bytes": ref.get("size_bytes"),
